@@ -1,0 +1,6 @@
+# Sourced by the run and test scripts: no network use, no telemetry (same list as papersim.env).
+export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true
+export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_TO_API_ENABLED=false
+export DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+export TOKENIZERS_PARALLELISM=false

@@ -1,0 +1,97 @@
+"""The `papersim` command: run the pipeline, check params.yaml, summarise the reports."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from papersim.config import build_config, read_params
+from papersim.env import apply_offline_defaults
+from papersim.errors import PapersimError
+
+# Stage name -> its params section's config dataclass ("module:Class"); one line per stage.
+STAGE_CONFIGS = {
+    "ingest": "papersim.corpus:IngestConfig",
+}
+STAGE_REPORTS = {"ingest": "reports/ingest.json"}
+
+
+def _config_class(spec: str) -> type:
+    module, name = spec.split(":")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def check_params(path: Path) -> list[str]:
+    """Build every stage's config from params.yaml; return the sections checked."""
+    params = read_params(path)
+    unknown = sorted(set(params) - set(STAGE_CONFIGS))
+    if unknown:
+        raise PapersimError(f"{path}: unknown section(s) {', '.join(unknown)}; stages: {', '.join(STAGE_CONFIGS)}")
+    for section, spec in STAGE_CONFIGS.items():
+        if section in params:
+            build_config(_config_class(spec), params[section], f"{path}: {section}")
+    return [s for s in STAGE_CONFIGS if s in params]
+
+
+def summary(root: Path) -> str:
+    """A few lines per stage from its report, for the end of the main command."""
+    lines = []
+    ingest = root / STAGE_REPORTS["ingest"]
+    if ingest.is_file():
+        r = json.loads(ingest.read_text(encoding="utf-8"))
+        per_source = ", ".join(f"{k} {v}" for k, v in sorted(r["rows_read"].items()))
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(r["rejected"].items()) if v) or "none"
+        lines += [
+            "ingest",
+            f"  rows read          {r['rows_read_total']} ({per_source})",
+            f"  duplicates merged  {r['duplicates_merged']}",
+            f"  rejected           {r['rejected_total']} (by rule: {rejected})",
+            f"  papers written     {r['rows_written']} -> data/processed/papers.parquet",
+        ]
+    if not lines:
+        raise PapersimError(f"no reports under {root / 'reports'}: run the pipeline first (`dvc repro`)")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="papersim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    repro = sub.add_parser("repro", help="run the pipeline (or some stages) with `dvc repro`",
+                           description="Run `dvc repro [STAGE...]` offline, from the repository root.")
+    repro.add_argument("stages", nargs="*", help="stages to reproduce (default: all)")
+
+    check = sub.add_parser("check-params", help="validate params.yaml against every stage's config",
+                           description="Fail on unknown sections or keys, missing keys and bad values.")
+    check.add_argument("--params", type=Path, default=Path("params.yaml"))
+
+    summ = sub.add_parser("summary", help="print what the last pipeline run produced",
+                          description="Summarise the stage reports under reports/.")
+    summ.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    apply_offline_defaults()
+    try:
+        if args.command == "repro":
+            if not Path("dvc.yaml").is_file():
+                raise PapersimError("no dvc.yaml here: run `papersim repro` from the repository root")
+            dvc = Path(sys.executable).with_name("dvc")
+            return subprocess.call([str(dvc) if dvc.exists() else "dvc", "repro", *args.stages], env=os.environ)
+        if args.command == "check-params":
+            checked = check_params(args.params)
+            print(f"{args.params}: ok ({', '.join(checked)})")
+        elif args.command == "summary":
+            print(summary(args.root))
+    except PapersimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""params.yaml sections -> frozen config dataclasses; an unknown or missing key is an error."""
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from papersim.errors import PapersimError
+
+T = TypeVar("T")
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    """Read the whole params file; a missing or malformed file is a user error."""
+    path = Path(path)
+    if not path.is_file():
+        raise PapersimError(f"{path}: params file not found")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise PapersimError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(params, dict):
+        raise PapersimError(f"{path}: expected a mapping of stage sections at the top level")
+    return params
+
+
+def build_config(cls: type[T], values: Any, where: str) -> T:
+    """Build dataclass `cls` from a mapping, naming `where` (e.g. 'params.yaml: ingest') on errors."""
+    if not isinstance(values, dict):
+        raise PapersimError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise PapersimError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(fields)}"
+        )
+    required = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    ]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise PapersimError(f"{where}: missing required key(s) {', '.join(map(repr, missing))}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise PapersimError(f"{where}: {exc}") from None
+
+
+def load_section(params_path: str | Path, section: str, cls: type[T]) -> T:
+    """Load one stage's section of params.yaml into its config dataclass."""
+    params = read_params(params_path)
+    if section not in params:
+        raise PapersimError(f"{params_path}: no '{section}' section")
+    return build_config(cls, params[section], f"{params_path}: {section}")
