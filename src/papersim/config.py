@@ -45,7 +45,7 @@ def build_config(cls: type[T], values: Any, where: str) -> T:
         raise PapersimError(f"{where}: missing required key(s) {', '.join(map(repr, missing))}")
     try:
         return cls(**values)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, PapersimError) as exc:  # PapersimError: from a nested section
         raise PapersimError(f"{where}: {exc}") from None
 
 

@@ -79,7 +79,7 @@ class IngestConfig:
         if not isinstance(self.sources, (list, tuple)) or not self.sources:
             raise ValueError("sources: give at least one {path, format} entry")
         specs = [
-            s if isinstance(s, SourceSpec) else build_config(SourceSpec, s, f"ingest.sources[{i}]")
+            s if isinstance(s, SourceSpec) else build_config(SourceSpec, s, f"sources[{i}]")
             for i, s in enumerate(self.sources)
         ]
         names = [s.name for s in specs]

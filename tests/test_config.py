@@ -1,0 +1,57 @@
+from dataclasses import dataclass
+
+import pytest
+
+from papersim.config import build_config, load_section
+from papersim.corpus import IngestConfig
+from papersim.errors import PapersimError
+
+
+@dataclass(frozen=True)
+class Demo:
+    size: int
+    rate: float = 0.1
+
+
+def test_builds_the_dataclass_from_a_mapping():
+    assert build_config(Demo, {"size": 3}, "params.yaml: demo") == Demo(3, 0.1)
+
+
+def test_unknown_key_is_an_error_naming_it_and_the_allowed_keys():
+    with pytest.raises(PapersimError, match=r"params.yaml: demo: unknown key\(s\) 'sise'; allowed keys: size, rate"):
+        build_config(Demo, {"sise": 3}, "params.yaml: demo")
+
+
+def test_missing_required_key_is_an_error():
+    with pytest.raises(PapersimError, match=r"missing required key\(s\) 'size'"):
+        build_config(Demo, {}, "params.yaml: demo")
+
+
+def test_unknown_key_inside_a_source_is_named_with_its_position(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("ingest:\n  sources:\n    - {path: a.jsonl, fromat: jsonl}\n")
+    with pytest.raises(PapersimError, match=r"params.yaml: ingest: sources\[0\]: unknown key\(s\) 'fromat'"):
+        load_section(params, "ingest", IngestConfig)
+
+
+def test_unknown_format_is_rejected_before_any_reading(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("ingest:\n  sources:\n    - {path: a.xml, format: xml}\n")
+    with pytest.raises(PapersimError, match=r"unknown format 'xml' for a.xml; choose one of auto, jsonl, csv"):
+        load_section(params, "ingest", IngestConfig)
+
+
+def test_missing_section_and_missing_file_are_errors(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("train: {}\n")
+    with pytest.raises(PapersimError, match="no 'ingest' section"):
+        load_section(params, "ingest", IngestConfig)
+    with pytest.raises(PapersimError, match="params file not found"):
+        load_section(tmp_path / "nope.yaml", "ingest", IngestConfig)
+
+
+def test_bad_values_are_errors():
+    with pytest.raises(PapersimError, match="on_invalid must be 'fail' or 'quarantine'"):
+        build_config(IngestConfig, {"sources": [{"path": "a.jsonl"}], "on_invalid": "ignore"}, "ingest")
+    with pytest.raises(PapersimError, match="names must be unique"):
+        build_config(IngestConfig, {"sources": [{"path": "x/a.jsonl"}, {"path": "y/a.jsonl"}]}, "ingest")
