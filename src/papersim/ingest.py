@@ -1,19 +1,26 @@
 """The ingest stage's core: sources -> validated, de-duplicated papers.parquet (+ rejected rows).
 
-Two passes over a spill file keep memory bounded: pass 1 reads, normalises, validates and drops
-duplicates (remembering the groups they add); pass 2 checks id uniqueness over the whole
-corpus, merges the remembered groups and writes the final table.
+Memory stays bounded: pass 1 streams batches (read, normalise, validate with Great
+Expectations, drop duplicates while remembering the groups they add) into a Parquet file, keeping
+only ids and content hashes in memory. Then id uniqueness is checked over the whole corpus; only
+when rows must be dropped (same id, different content) or groups merged does pass 2 rewrite the
+file, otherwise pass 1's file is the result.
 """
 
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from papersim.corpus import IngestConfig, NormalBatch, normalise_batch, read_source, resolve_format
+from papersim.corpus import (
+    GROUPS, IngestConfig, NormalBatch, RawBatch, SourceSpec, normalise_batch, read_source, resolve_format,
+)
 from papersim.errors import PapersimError
 from papersim.validation import RULES, RowRules, describe, duplicate_id_rows, row_failures
 
@@ -24,18 +31,19 @@ PAPERS_SCHEMA = pa.schema(
         pa.field("abstract", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),  # the `name` of the source that first had it
         pa.field("groups", pa.list_(pa.string()), nullable=False),  # listing pages, categories
-        pa.field("content_hash", pa.string(), nullable=False),  # blake2b of case-folded title + abstract
+        pa.field("content_hash", pa.string(), nullable=False),  # SHA-1 (128 bits) of lower-cased title + abstract
     ]
 )
-_ORIGIN = [pa.field("file", pa.string()), pa.field("line", pa.int64())]
-SPILL_SCHEMA = pa.schema(list(PAPERS_SCHEMA) + _ORIGIN)
+# Dictionary-encode only the repetitive columns: trying it on unique texts is wasted work.
+PARQUET_OPTIONS = {"use_dictionary": ["source", "groups.list.element"]}
 REJECTED_SCHEMA = pa.schema(
     [
         pa.field("paper_id", pa.string()),
         pa.field("title", pa.string()),
         pa.field("abstract", pa.string()),
         pa.field("source", pa.string()),
-        *_ORIGIN,
+        pa.field("file", pa.string()),
+        pa.field("line", pa.int64()),  # line of a text file, row of a Parquet file (1-based)
         pa.field("rules", pa.list_(pa.string())),  # rule ids, see validation.RULES
         pa.field("reason", pa.string()),  # the same, readable
     ]
@@ -93,11 +101,22 @@ def _example(row: dict, rule: str) -> str:
 
 
 def _reject_rows(batch: NormalBatch, positions: dict[int, list[str]]) -> list[dict]:
+    if not positions:
+        return []
+    idx = pa.array(sorted(positions), pa.int64())
+    pick = lambda arr: arr.take(idx).to_pylist()  # noqa: E731
     return [
-        {"paper_id": batch.paper_id[i], "title": batch.title[i], "abstract": batch.abstract[i],
-         "source": batch.source, "file": batch.file, "line": batch.lines[i], "unit": batch.unit, "rules": rules}
-        for i, rules in sorted(positions.items())
+        {"paper_id": pid, "title": title, "abstract": abstract, "source": batch.source, "file": batch.file,
+         "line": batch.lines[i], "unit": batch.unit, "rules": positions[i]}
+        for i, pid, title, abstract in zip(idx.to_pylist(), pick(batch.paper_id), pick(batch.title),
+                                           pick(batch.abstract))
     ]
+
+
+def _read_raw(cfg: IngestConfig) -> Iterator[tuple[SourceSpec, RawBatch]]:
+    for spec in cfg.sources:
+        for raw in read_source(spec, cfg.batch_rows):
+            yield spec, raw
 
 
 def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> dict:
@@ -118,87 +137,74 @@ def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> 
 
     with tempfile.TemporaryDirectory(dir=papers_path.parent, prefix=".ingest-") as scratch, \
             pq.ParquetWriter(rejected_path, REJECTED_SCHEMA) as rejected_writer:
-        spill_path = Path(scratch) / "pass1.parquet"
+        pass1 = Path(scratch) / "pass1.arrow"
         rejected = Rejection(rejected_writer, rules)
-        with pq.ParquetWriter(spill_path, SPILL_SCHEMA) as spill:
-            for spec in cfg.sources:
-                for raw in read_source(spec, cfg.batch_rows):
-                    rows_read[spec.name] += len(raw) + len(raw.failures)
-                    units[raw.file] = raw.unit
-                    rejected.add([
-                        {"paper_id": None, "title": None, "abstract": f.raw, "source": spec.name, "file": raw.file,
-                         "line": f.line, "unit": raw.unit, "rules": ["parse_error"], "detail": f.message}
-                        for f in raw.failures
-                    ])
-                    batch = normalise_batch(raw, spec)
-                    failures = row_failures(batch.paper_id, batch.title, batch.abstract, rules) if len(batch) else {}
-                    rejected.add(_reject_rows(batch, failures))
-                    keep = []
-                    for i in range(len(batch)):
-                        if i in failures:
-                            continue
-                        pid, digest = batch.paper_id[i], batch.content_hash[i]
-                        first = id_hash.get(pid)
-                        if first is None:
-                            owner = hash_id.get(digest)
-                            if owner is not None:  # same title+abstract under another id: one paper
-                                extra_groups.setdefault(owner, set()).update(batch.groups[i])
-                                merged += 1
-                                continue
+        files: list[str] = []  # origin of each written row, for the uniqueness report: file index ...
+        origin_file: list[np.ndarray] = []  # (rows,) int32 per batch
+        origin_line: list[np.ndarray] = []  # ... and line, (rows,) int64 per batch
+        kept_ids: list[pa.Array] = []  # paper_id of each written row, for the uniqueness check
+        # Pass 1 spills to an uncompressed Arrow file: writing it is a copy, reading it back a
+        # memory map, so the one real encoding is the final Parquet write of pass 2.
+        with pa.ipc.new_file(pass1, PAPERS_SCHEMA) as out:
+            for spec, raw in _read_raw(cfg):
+                rows_read[spec.name] += len(raw) + len(raw.failures)
+                units[raw.file] = raw.unit
+                rejected.add([
+                    {"paper_id": None, "title": None, "abstract": f.raw, "source": spec.name, "file": raw.file,
+                     "line": f.line, "unit": raw.unit, "rules": ["parse_error"], "detail": f.message}
+                    for f in raw.failures
+                ])
+                if not len(raw):
+                    continue
+                batch = normalise_batch(raw, spec)
+                failures = row_failures(batch.paper_id, batch.title, batch.abstract, rules)
+                rejected.add(_reject_rows(batch, failures))
+                keep = [False] * len(batch)
+                for i, (pid, digest) in enumerate(zip(batch.paper_id.to_pylist(), batch.content_hash.to_pylist())):
+                    if i in failures:
+                        continue
+                    first = id_hash.get(pid)
+                    if first is None:
+                        owner = hash_id.get(digest)
+                        if owner is None:
                             id_hash[pid] = digest
                             hash_id[digest] = pid
-                        elif first == digest:  # same id, same content: a repeat listing
-                            extra_groups.setdefault(pid, set()).update(batch.groups[i])
-                            merged += 1
+                            keep[i] = True
                             continue
-                        # else: same id, different content; kept so the uniqueness rule reports both rows
-                        keep.append(i)
-                    spill.write_table(pa.table({
-                        "paper_id": [batch.paper_id[i] for i in keep],
-                        "title": [batch.title[i] for i in keep],
-                        "abstract": [batch.abstract[i] for i in keep],
-                        "source": [batch.source] * len(keep),
-                        "groups": [batch.groups[i] for i in keep],
-                        "content_hash": [batch.content_hash[i] for i in keep],
-                        "file": [batch.file] * len(keep),
-                        "line": [batch.lines[i] for i in keep],
-                    }, schema=SPILL_SCHEMA))
-
-        spilled = pq.read_table(spill_path, columns=["paper_id"]).column("paper_id").to_pylist()
-        conflicts = set(duplicate_id_rows(spilled)) if spilled else set()
-        del spilled
-        total_read = sum(rows_read.values())
-        rejected_rows = rejected.rows + len(conflicts)
-
-        # Conflicting rows are reported (and quarantined) before anything is decided.
-        with pq.ParquetWriter(papers_path, PAPERS_SCHEMA) as out:
-            position, written = 0, 0
-            for rb in pq.ParquetFile(spill_path).iter_batches(batch_size=cfg.batch_rows):
-                table = rb.to_pydict()
-                n = rb.num_rows
-                bad = [i for i in range(n) if position + i in conflicts]
-                if bad:
-                    rejected.add([
-                        {"paper_id": table["paper_id"][i], "title": table["title"][i],
-                         "abstract": table["abstract"][i], "source": table["source"][i], "file": table["file"][i],
-                         "line": table["line"][i], "unit": units[table["file"][i]], "rules": ["id_unique"],
-                         "detail": "this id has a different title/abstract in another row"}
-                        for i in bad
-                    ])
-                good = [i for i in range(n) if position + i not in conflicts]
-                groups = [
-                    sorted(set(table["groups"][i]) | extra_groups.get(table["paper_id"][i], set())) for i in good
-                ]
+                    elif first != digest:  # same id, different content: the uniqueness rule reports both
+                        keep[i] = True
+                        continue
+                    else:
+                        owner = pid  # same id, same content: a repeat listing
+                    extra_groups.setdefault(owner, set()).update(batch.groups[i].as_py())
+                    merged += 1
+                mask = np.array(keep)
+                if batch.file not in files:
+                    files.append(batch.file)
+                origin_file.append(np.full(int(mask.sum()), files.index(batch.file), dtype=np.int32))
+                origin_line.append(np.asarray(batch.lines, dtype=np.int64)[mask])
+                arrow_mask = pa.array(mask)
+                kept_ids.append(batch.paper_id.filter(arrow_mask))
                 out.write_table(pa.table({
-                    "paper_id": [table["paper_id"][i] for i in good],
-                    "title": [table["title"][i] for i in good],
-                    "abstract": [table["abstract"][i] for i in good],
-                    "source": [table["source"][i] for i in good],
-                    "groups": groups,
-                    "content_hash": [table["content_hash"][i] for i in good],
+                    "paper_id": batch.paper_id.filter(arrow_mask),
+                    "title": batch.title.filter(arrow_mask),
+                    "abstract": batch.abstract.filter(arrow_mask),
+                    "source": pa.array([batch.source] * int(mask.sum()), pa.string()),
+                    "groups": batch.groups.filter(arrow_mask),
+                    "content_hash": batch.content_hash.filter(arrow_mask),
                 }, schema=PAPERS_SCHEMA))
-                position += n
-                written += len(good)
+
+        ids = pa.chunked_array(kept_ids, pa.string()).combine_chunks()
+        conflicts = duplicate_id_rows(ids) if len(ids) else []
+        del ids
+        # Read back batch by batch (not memory-mapped): only one batch of texts is resident at a time.
+        with pa.OSFile(str(pass1)) as spill:
+            reader = pa.ipc.open_file(spill)
+            origins = (files, np.concatenate(origin_file or [np.zeros(0, np.int32)]),
+                       np.concatenate(origin_line or [np.zeros(0, np.int64)]))
+            written = _write_papers(reader, papers_path, conflicts, origins, extra_groups, rejected, units)
+        total_read = sum(rows_read.values())
+        rejected_rows = rejected.rows  # parse failures, broken rules and conflicting ids
 
     if total_read == 0:
         raise PapersimError("ingest: the sources hold no records")
@@ -223,6 +229,46 @@ def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> 
             f"max_rejected_fraction {cfg.max_rejected_fraction:.2%}. Nothing was written."
         ))
     return report
+
+
+def _write_papers(spill: pa.ipc.RecordBatchFileReader, papers_path: Path, conflicts: list[int],
+                  origins: tuple[list[str], np.ndarray, np.ndarray], extra_groups: dict[str, set[str]],
+                  rejected: Rejection, units: dict[str, str]) -> int:
+    """Pass 2: move rows with conflicting ids to rejected, add merged groups, write the Parquet table."""
+    files, origin_file, origin_line = origins
+    drop = np.zeros(len(origin_line), dtype=bool)
+    drop[conflicts] = True
+    merged_ids = pa.array(list(extra_groups), pa.string())
+    written = position = 0
+    with pq.ParquetWriter(papers_path, PAPERS_SCHEMA, **PARQUET_OPTIONS) as out:
+        for b in range(spill.num_record_batches):
+            table = pa.Table.from_batches([spill.get_batch(b)])
+            n = table.num_rows
+            dropped = drop[position:position + n]
+            if dropped.any():
+                bad = np.flatnonzero(dropped)
+                rows = table.take(pa.array(bad)).to_pylist()
+                rejected.add([
+                    {**row, "file": files[origin_file[position + i]], "line": int(origin_line[position + i]),
+                     "unit": units[files[origin_file[position + i]]], "rules": ["id_unique"],
+                     "detail": "this id has a different title/abstract in another row"}
+                    for i, row in zip(bad, rows)
+                ])
+                table = table.filter(pa.array(~dropped))
+            touched = np.flatnonzero(pc.is_in(table.column("paper_id"), value_set=merged_ids).to_numpy(False))
+            if len(touched):  # rebuild the groups of just these rows: (old groups, new lists) -> take
+                groups = table.column("groups").combine_chunks().cast(GROUPS)
+                ids = table.column("paper_id").take(pa.array(touched)).to_pylist()
+                patched = pa.array([sorted(set(g) | extra_groups[pid])
+                                    for pid, g in zip(ids, groups.take(pa.array(touched)).to_pylist())], GROUPS)
+                index = np.arange(table.num_rows)
+                index[touched] = table.num_rows + np.arange(len(touched))
+                groups = pa.concat_arrays([groups, patched]).take(pa.array(index))
+                table = table.set_column(table.schema.get_field_index("groups"), PAPERS_SCHEMA.field("groups"), groups)
+            out.write_table(table)
+            position += n
+            written += table.num_rows
+    return written
 
 
 def _rule_ids(cfg: IngestConfig) -> list[str]:
