@@ -138,3 +138,32 @@ def test_missing_path_and_unknown_extension_are_errors(tmp_path):
     (tmp_path / "a.xml").write_text("<a/>")
     with pytest.raises(PapersimError, match="does not know the extension '.xml'"):
         resolve_format(SourceSpec(str(tmp_path / "a.xml")))
+
+
+def test_jsonl_edge_cases_numbers_crlf_blank_lines_and_no_final_newline(tmp_path, monkeypatch):
+    import papersim.corpus as corpus
+
+    monkeypatch.setattr(corpus, "READ_BLOCK", 7)  # lines straddle many read blocks
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(
+        b'{"id": 5, "title": "Numeric id", "abstract": "An abstract long enough."}\r\n'
+        b"   \r\n"
+        b'{"id": "x", "title": "Second", "abstract": "Another abstract here.", "groups": "a; b"}\n'
+        b"\n"
+        b'  {"id": "y", "title": "Indented", "abstract": "Third abstract, no final newline."}'
+    )
+    batches, rows = read_all(SourceSpec(str(path)), batch_rows=2)
+    assert [b.lines for b in batches] == [[1], [3], [5]]
+    assert [r.paper_id for r in rows] == [["5"], ["x"], ["y"]]
+    assert rows[1].groups == [["a", "b"]] and rows[2].title == ["Indented"]
+
+
+def test_content_hash_ignores_title_case_but_not_abstract_text(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [
+        paper(1, title="Attention Is All You Need", abstract="Same abstract text."),
+        paper(2, title="attention is all you need", abstract="Same  abstract\ttext."),
+        paper(3, title="Attention Is All You Need", abstract="Other abstract text."),
+    ])
+    _, (batch,) = read_all(SourceSpec(str(path)))
+    assert batch.content_hash[0] == batch.content_hash[1] != batch.content_hash[2]
+    assert len(batch.content_hash[0]) == 32
