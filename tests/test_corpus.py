@@ -167,3 +167,11 @@ def test_content_hash_ignores_title_case_but_not_abstract_text(tmp_path):
     _, (batch,) = read_all(SourceSpec(str(path)))
     assert batch.content_hash[0] == batch.content_hash[1] != batch.content_hash[2]
     assert len(batch.content_hash[0]) == 32
+
+
+def test_parquet_with_integer_ids_and_string_groups_reads_row_by_row(tmp_path):
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": [7, 8], "title": ["T a", "T b"], "abstract": ["A a", "A b"],
+                             "groups": ["x;y", None]}), path)
+    _, (batch,) = read_all(SourceSpec(str(path)))
+    assert batch.paper_id == ["7", "8"] and batch.groups == [["x", "y"], []]

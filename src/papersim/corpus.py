@@ -415,17 +415,24 @@ def _read_parquet(path: Path, columns: dict[str, str], batch_rows: int) -> Itera
     wanted = sorted({c for c in columns.values() if c in found})
     row = 0
     for rb in pf.iter_batches(batch_size=batch_rows, columns=wanted):
-        data = rb.to_pydict()
         n = rb.num_rows
-        none = [None] * n
-        rows = _Rows(path, "row")
-        for i, id_, title, abstract, groups in zip(
-            range(n), data.get(columns["id"], none), data.get(columns["title"], none),
-            data[columns["abstract"]], data.get(columns["groups"], none),
-        ):
-            rows.add(row + i + 1, id_, title, abstract, groups)
+        try:  # the usual case: string columns, groups a list of strings (or absent)
+            col = lambda field, kind: (  # noqa: E731
+                rb.column(columns[field]).cast(kind) if columns[field] in wanted else pa.nulls(n, kind))
+            batch = RawBatch(str(path), "row", list(range(row + 1, row + n + 1)), col("id", pa.string()),
+                             col("title", TEXT), col("abstract", TEXT), col("groups", GROUPS))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. groups as "a;b" strings: row by row
+            data = rb.to_pydict()
+            none = [None] * n
+            rows = _Rows(path, "row")
+            for i, id_, title, abstract, groups in zip(
+                range(n), data.get(columns["id"], none), data.get(columns["title"], none),
+                data[columns["abstract"]], data.get(columns["groups"], none),
+            ):
+                rows.add(row + i + 1, id_, title, abstract, groups)
+            batch = rows.batch()
         row += n
-        yield rows.batch()
+        yield batch
 
 
 def _paragraphs(path: Path) -> list[tuple[int, str]]:
