@@ -56,9 +56,11 @@ def repo(tmp_path, tracking) -> Path:
     return root
 
 
-def test_dvc_repro_ingests_then_skips_then_keeps_outputs_on_bad_input(repo, tracking):
+def test_dvc_repro_runs_the_stages_then_skips_then_keeps_outputs_on_bad_input(repo, tracking):
     first = sh(["dvc", "repro"], repo)
-    assert "Running stage 'ingest'" in first.stdout
+    assert "Running stage 'ingest'" in first.stdout and "Running stage 'mine_pairs'" in first.stdout
+    pairs = json.loads((repo / "reports/mine_pairs.json").read_text())
+    assert pairs["pairs"]["train"]["total"] > 0 and (repo / "data/pairs/train.parquet").is_file()
 
     report = json.loads((repo / "reports/ingest.json").read_text())
     assert report["rows_read"] == {"arxiv": 8, "hf_pages": 3, "cranfield": 2}
@@ -70,8 +72,8 @@ def test_dvc_repro_ingests_then_skips_then_keeps_outputs_on_bad_input(repo, trac
     assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
 
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
-    assert [r.info.run_name for r in runs] == ["ingest"]
-    assert runs[0].data.metrics["rows_written"] == 11
+    assert sorted(r.info.run_name for r in runs) == ["ingest", "mine_pairs"]
+    assert {r.info.run_name: r for r in runs}["ingest"].data.metrics["rows_written"] == 11
 
     papers = (repo / "data/processed/papers.parquet").read_bytes()
     with (repo / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl").open("a") as f:

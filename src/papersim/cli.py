@@ -14,8 +14,9 @@ from papersim.errors import PapersimError
 # Stage name -> its params section's config dataclass ("module:Class"); one line per stage.
 STAGE_CONFIGS = {
     "ingest": "papersim.corpus:IngestConfig",
+    "mine_pairs": "papersim.pairs:PairsConfig",
 }
-STAGE_REPORTS = {"ingest": "reports/ingest.json"}
+STAGE_REPORTS = {"ingest": "reports/ingest.json", "mine_pairs": "reports/mine_pairs.json"}
 
 
 def _config_class(spec: str) -> type:
@@ -50,6 +51,16 @@ def summary(root: Path) -> str:
             f"  rejected           {r['rejected_total']} (by rule: {rejected})",
             f"  papers written     {r['rows_written']} -> data/processed/papers.parquet",
         ]
+    pairs = root / STAGE_REPORTS["mine_pairs"]
+    if pairs.is_file():
+        r = json.loads(pairs.read_text(encoding="utf-8"))
+        lines.append("mine_pairs")
+        lines.append(f"  papers by split    {', '.join(f'{k} {v}' for k, v in sorted(r['papers'].items()))}")
+        for split in ("train", "val"):
+            by_source = ", ".join(f"{k} {v}" for k, v in sorted(r["pairs"][split].items()) if k != "total")
+            removed = ", ".join(f"{k} {v}" for k, v in sorted(r["negatives_removed"][split].items()))
+            lines.append(f"  {split} pairs {r['pairs'][split]['total']:>7}  ({by_source})")
+            lines.append(f"    negatives removed by filter: {removed}; random fills {r['negatives'][split]['random_fill']}")
     if not lines:
         raise PapersimError(f"no reports under {root / 'reports'}: run the pipeline first (`dvc repro`)")
     return "\n".join(lines)
