@@ -30,7 +30,7 @@ def test_stage_modules_have_help():
 
 
 def test_the_shipped_params_file_is_valid():
-    assert check_params(REPO / "params.yaml") == ["ingest", "mine_pairs"]
+    assert check_params(REPO / "params.yaml") == ["ingest", "mine_pairs", "train"]
 
 
 def test_check_params_rejects_unknown_sections_and_keys(tmp_path, capsys):

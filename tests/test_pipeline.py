@@ -26,7 +26,7 @@ def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPro
 
 
 @pytest.fixture
-def repo(tmp_path, tracking) -> Path:
+def repo(tmp_path, tracking, tiny_model_dir) -> Path:
     """The project's dvc.yaml, stages and params in a fresh git + DVC repo, with tiny inputs."""
     root = tmp_path / "repo"
     root.mkdir()
@@ -47,6 +47,9 @@ def repo(tmp_path, tracking) -> Path:
     ])
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["ingest"]["max_rejected_fraction"] = 0.2  # 1 empty document in 13 rows
+    params["mine_pairs"].update(model=str(tiny_model_dir), val_fraction=0.3, num_negatives=2)
+    params["train"].update(base_model=str(tiny_model_dir), max_seq_length=32, batch_size=2, num_negatives=2,
+                           max_steps=2, eval_steps=1, save_steps=1, logging_steps=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     sh(["git", "init", "-q"], root)
     sh(["dvc", "init", "-q"], root)
@@ -58,9 +61,11 @@ def repo(tmp_path, tracking) -> Path:
 
 def test_dvc_repro_runs_the_stages_then_skips_then_keeps_outputs_on_bad_input(repo, tracking):
     first = sh(["dvc", "repro"], repo)
-    assert "Running stage 'ingest'" in first.stdout and "Running stage 'mine_pairs'" in first.stdout
+    assert all(f"Running stage '{s}'" in first.stdout for s in ("ingest", "mine_pairs", "train"))
     pairs = json.loads((repo / "reports/mine_pairs.json").read_text())
     assert pairs["pairs"]["train"]["total"] > 0 and (repo / "data/pairs/train.parquet").is_file()
+    assert json.loads((repo / "reports/train.json").read_text())["steps"] == 2
+    assert (repo / "models/encoder/model.safetensors").is_file()
 
     report = json.loads((repo / "reports/ingest.json").read_text())
     assert report["rows_read"] == {"arxiv": 8, "hf_pages": 3, "cranfield": 2}
@@ -72,7 +77,7 @@ def test_dvc_repro_runs_the_stages_then_skips_then_keeps_outputs_on_bad_input(re
     assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
 
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
-    assert sorted(r.info.run_name for r in runs) == ["ingest", "mine_pairs"]
+    assert sorted(r.info.run_name for r in runs) == ["ingest", "mine_pairs", "train"]
     assert {r.info.run_name: r for r in runs}["ingest"].data.metrics["rows_written"] == 11
 
     papers = (repo / "data/processed/papers.parquet").read_bytes()

@@ -15,8 +15,10 @@ from papersim.errors import PapersimError
 STAGE_CONFIGS = {
     "ingest": "papersim.corpus:IngestConfig",
     "mine_pairs": "papersim.pairs:PairsConfig",
+    "train": "papersim.train:TrainConfig",
 }
-STAGE_REPORTS = {"ingest": "reports/ingest.json", "mine_pairs": "reports/mine_pairs.json"}
+STAGE_REPORTS = {"ingest": "reports/ingest.json", "mine_pairs": "reports/mine_pairs.json",
+                 "train": "reports/train.json"}
 
 
 def _config_class(spec: str) -> type:
@@ -61,6 +63,16 @@ def summary(root: Path) -> str:
             removed = ", ".join(f"{k} {v}" for k, v in sorted(r["negatives_removed"][split].items()))
             lines.append(f"  {split} pairs {r['pairs'][split]['total']:>7}  ({by_source})")
             lines.append(f"    negatives removed by filter: {removed}; random fills {r['negatives'][split]['random_fill']}")
+    train = root / STAGE_REPORTS["train"]
+    if train.is_file():
+        r = json.loads(train.read_text(encoding="utf-8"))
+        lines += [
+            "train",
+            f"  steps              {r['steps']} on {r['device']} x{r['world_size']} "
+            f"(resumed from step {r['resumed_from_step']})",
+            f"  best {r['best_metric']:<13} {r['best_metric_value'] or float('nan'):.4f} "
+            f"at step {r['best_checkpoint_step']} -> models/encoder",
+        ]
     if not lines:
         raise PapersimError(f"no reports under {root / 'reports'}: run the pipeline first (`dvc repro`)")
     return "\n".join(lines)

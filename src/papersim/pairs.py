@@ -43,7 +43,7 @@ class PairsConfig:
     near_duplicate_cosine: float = 0.98  # a candidate this close to the positive is the same paper
     model: str = ""  # dense miner's encoder: a sentence-transformers folder; "" = packaged all-MiniLM-L6-v2
     encode_batch_size: int = 64  # dense miner's encoding batch
-    max_seq_length: int = 128  # dense miner's token budget per text (abstracts average ~250 tokens)
+    max_seq_length: int = 64  # dense miner's token budget per text: rough similarity suffices for mining
 
     def __post_init__(self) -> None:
         fractions = (self.val_fraction, self.test_fraction)

@@ -61,7 +61,7 @@ class StageRun:
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log every number in a (nested) report; strings and booleans are skipped."""
         numeric = {
-            k.replace(" ", "_"): float(v)
+            k.replace(" ", "_").replace("@", "_at_"): float(v)
             for k, v in flatten(metrics).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         }
@@ -70,6 +70,32 @@ class StageRun:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_sentence_transformer(self, model, name: str = "model") -> None:
+        """The encoder as an MLflow sentence-transformers model (explicit requirements: no slow inference)."""
+        from importlib.metadata import version
+
+        self._mlflow.sentence_transformers.log_model(
+            model, name=name,
+            pip_requirements=[f"sentence-transformers=={version('sentence-transformers')}",
+                              f"torch=={version('torch').split('+')[0]}"],
+        )
+
+    def trainer_callback(self):
+        """A transformers TrainerCallback that sends the trainer's logs (loss, lr, val metrics) to this run."""
+        from transformers import TrainerCallback
+
+        mlflow = self._mlflow
+
+        class _Metrics(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if state.is_world_process_zero and logs:
+                    numeric = {k.replace("@", "_at_"): float(v) for k, v in logs.items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+                    if numeric:
+                        mlflow.log_metrics(numeric, step=state.global_step)
+
+        return _Metrics()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._mlflow.set_tags({k: str(v)[:MAX_TAG_CHARS] for k, v in tags.items()})

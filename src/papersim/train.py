@@ -1,0 +1,221 @@
+"""Fine-tune a Siamese bi-encoder on mined pairs with sentence-transformers' trainer and losses.
+
+One code path for CPU (fp32) and CUDA (bf16 autocast), single process or `torchrun` (DDP).
+Checkpoints every `save_steps` let a killed run resume where it stopped.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from papersim.errors import PapersimError
+
+LOSSES = ("mnrl", "cached_mnrl", "triplet")
+FINGERPRINT = "papersim-run.json"  # in the checkpoint folder: which config and data the checkpoints belong to
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """params.yaml `train` section. The defaults are the CPU profile (README: GPU profile)."""
+
+    base_model: str = ""  # a sentence-transformers folder; "" = the packaged all-MiniLM-L6-v2
+    loss: str = "mnrl"  # mnrl (in-batch + mined negatives) | cached_mnrl (large batches) | triplet
+    matryoshka_dims: list[int] = field(default_factory=list)  # e.g. [384, 128, 64]: also train truncations
+    mini_batch_size: int = 16  # cached_mnrl: rows per forward pass; the batch can be far larger
+    max_seq_length: int = 128  # tokens per text: abstracts average ~250; 128 keeps a CPU run in minutes
+    batch_size: int = 16  # pairs per step (per device): in-batch negatives grow with it
+    num_negatives: int = 1  # mined negatives per pair to use (<= what mine_pairs wrote); each costs a step ~50%
+    learning_rate: float = 2e-5  # the usual fine-tuning rate for MiniLM-sized encoders
+    warmup_ratio: float = 0.1  # linear warm-up share of the steps
+    weight_decay: float = 0.01
+    max_steps: int = 30  # CPU profile: ~5 s a step on 2 cores (16 pairs, 1 negative, 128 tokens)
+    eval_steps: int = 15  # validation (and checkpoint) every this many steps
+    save_steps: int = 15  # checkpoint interval: a killed run loses at most this many steps
+    early_stopping_patience: int = 3  # evaluations without improvement before stopping
+    logging_steps: int = 5
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.save_steps % self.eval_steps:
+            raise ValueError("save_steps must be a multiple of eval_steps (the best checkpoint is kept)")
+        if min(self.batch_size, self.max_steps, self.eval_steps, self.max_seq_length) < 1:
+            raise ValueError("batch_size, max_steps, eval_steps and max_seq_length must be positive")
+        if any(d < 1 for d in self.matryoshka_dims):
+            raise ValueError("matryoshka_dims must be positive")
+
+
+def negative_columns(pairs: pd.DataFrame) -> list[str]:
+    """negative_1, negative_2, ... in order (not negative_ids)."""
+    return sorted((c for c in pairs.columns if c.startswith("negative_") and c[9:].isdigit()), key=lambda c: int(c[9:]))
+
+
+def training_columns(pairs: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
+    """anchor, positive, negative_1..n as the loss expects them (triplet: one negative)."""
+    available = negative_columns(pairs)
+    wanted = 1 if cfg.loss == "triplet" else cfg.num_negatives
+    if len(available) < wanted:
+        raise PapersimError(
+            f"the pairs have {len(available)} negative column(s), train.num_negatives wants {wanted}: "
+            f"lower train.num_negatives or raise mine_pairs.num_negatives")
+    return pairs[["anchor", "positive", *available[:wanted]]].reset_index(drop=True)
+
+
+def val_evaluator(val: pd.DataFrame, batch_size: int, num_negatives: int):
+    """IR evaluator on validation pairs: each anchor must find its positive among the val positives
+    and their first `num_negatives` mined negatives (the texts training saw per pair)."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    negatives = negative_columns(val)[:num_negatives]
+    texts = pd.unique(pd.concat([val["positive"], *(val[c] for c in negatives)]))
+    doc_id = {t: f"d{i}" for i, t in enumerate(texts)}
+    queries = {f"q{i}": a for i, a in enumerate(val["anchor"])}
+    relevant = {f"q{i}": {doc_id[p]} for i, p in enumerate(val["positive"])}
+    return InformationRetrievalEvaluator(queries, {v: k for k, v in doc_id.items()}, relevant, name="val",
+                                         batch_size=batch_size, write_csv=False, show_progress_bar=False)
+
+
+def build_loss(model, cfg: TrainConfig):
+    from sentence_transformers.sentence_transformer import losses
+
+    if cfg.loss == "mnrl":
+        loss = losses.MultipleNegativesRankingLoss(model)
+    elif cfg.loss == "cached_mnrl":
+        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
+    else:
+        loss = losses.TripletLoss(model)
+    if cfg.matryoshka_dims:
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(cfg.matryoshka_dims))
+    return loss
+
+
+def run_fingerprint(cfg: TrainConfig, data_files: list[Path]) -> str:
+    """Checkpoints are resumed only by a run with the same config and the same pairs."""
+    digest = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    for path in data_files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def last_checkpoint(checkpoints: Path, fingerprint: str) -> Path | None:
+    """The newest checkpoint of an interrupted run with this fingerprint; stale ones are removed."""
+    marker = checkpoints / FINGERPRINT
+    if checkpoints.is_dir() and (not marker.is_file() or json.loads(marker.read_text())["fingerprint"] != fingerprint):
+        shutil.rmtree(checkpoints)
+    if not checkpoints.is_dir():
+        return None
+    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = [p for p in found if (p / "trainer_state.json").is_file()]
+    return complete[-1] if complete else None
+
+
+def train_encoder(
+    model, train: pd.DataFrame, val: pd.DataFrame, cfg: TrainConfig, checkpoints: Path, fingerprint: str,
+    callbacks: list | None = None,
+) -> tuple[Any, dict]:
+    """Train `model` in place; returns (the trainer, a report). Resumes from `checkpoints` if possible."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+    from transformers import EarlyStoppingCallback
+
+    resume = last_checkpoint(checkpoints, fingerprint)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / FINGERPRINT).write_text(json.dumps({"fingerprint": fingerprint}))
+    model.max_seq_length = cfg.max_seq_length
+    cuda = torch.cuda.is_available()
+    # sentence-transformers 6.2's distributed evaluator deadlocks under DDP on gloo (rank 1 leaves the
+    # evaluation while rank 0 still broadcasts encode requests). Under torchrun the best checkpoint
+    # is chosen by validation loss instead; single-process runs use the IR evaluator's nDCG@10.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    best_metric = "eval_loss" if distributed else "eval_val_cosine_ndcg@10"
+    validate = len(val) > 0  # a tiny corpus can leave the val split without pairs: train without checks
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the steps (transformers 5)
+        weight_decay=cfg.weight_decay,
+        bf16=cuda,  # autocast on GPUs; fp32 on CPUs, where bf16 matmuls are slow
+        batch_sampler=BatchSamplers.NO_DUPLICATES,  # a text twice in a batch would be its own negative
+        eval_strategy="steps" if validate else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        load_best_model_at_end=validate,
+        metric_for_best_model=best_metric if validate else None,
+        greater_is_better=not distributed,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",  # the stage's MLflow run receives the logs through a callback
+        dataloader_drop_last=True,
+        disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+        ddp_backend=("nccl" if cuda else "gloo") if distributed else None,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_pandas(training_columns(train, cfg)),
+        eval_dataset=Dataset.from_pandas(training_columns(val, cfg)) if distributed and validate else None,
+        loss=build_loss(model, cfg),
+        evaluator=val_evaluator(val, cfg.batch_size, cfg.num_negatives) if validate and not distributed else None,
+        callbacks=[*([EarlyStoppingCallback(cfg.early_stopping_patience)] if validate else []), *(callbacks or [])],
+    )
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    state = trainer.state
+    evals = [h for h in state.log_history if "eval_val_cosine_ndcg@10" in h]
+    report = {
+        "steps": state.global_step,
+        "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0,
+        "train_loss": output.training_loss,
+        "best_metric": best_metric.removeprefix("eval_") if validate else "none (no validation pairs)",
+        "best_metric_value": state.best_metric,
+        "best_checkpoint_step": int(Path(state.best_model_checkpoint).name.split("-")[1])
+        if state.best_model_checkpoint else None,
+        "val_ndcg@10_by_step": {str(h["step"]): h["eval_val_cosine_ndcg@10"] for h in evals},
+        "device": "cuda" if cuda else "cpu",
+        "world_size": args.world_size,
+        "train_pairs": len(train),
+    }
+    return trainer, report
+
+
+def loss_table(log_history: list[dict]) -> pd.DataFrame:
+    """step, loss (train) and val nDCG@10 per logged step, for reports/train_loss.csv."""
+    rows = [{"step": h["step"], "loss": h["loss"]} for h in log_history if "loss" in h]
+    return pd.DataFrame(rows, columns=["step", "loss"])
+
+
+def save_loss_plot(table: pd.DataFrame, val_ndcg: dict[str, float], path: Path) -> None:
+    """Training loss and validation nDCG@10 against steps, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(table["step"], table["loss"], label="train loss", color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if val_ndcg:
+        right = ax.twinx()
+        steps = [int(s) for s in val_ndcg]
+        right.plot(steps, list(val_ndcg.values()), "o-", color="tab:orange", label="val nDCG@10")
+        right.set_ylabel("val nDCG@10")
+    ax.set_title("papersim train")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,100 @@
+"""The train stage: one MLflow run with the model, resume after SIGKILL, and 2-process DDP on CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from sentence_transformers import SentenceTransformer
+
+from stages.train import main
+from tests.conftest import REPO
+from tests.test_train import toy_pairs
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, tracking, tiny_model_dir):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/pairs").mkdir(parents=True)
+    toy_pairs(80).to_parquet(tmp_path / "data/pairs/train.parquet", index=False)
+    toy_pairs(16, offset=500).to_parquet(tmp_path / "data/pairs/val.parquet", index=False)
+    write_params(tmp_path, base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, num_negatives=2,
+                 max_steps=6, eval_steps=3, save_steps=3, logging_steps=1)
+    return tmp_path
+
+
+def write_params(root: Path, **train) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump({"train": train}))
+
+
+def stage_env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_one_run_with_params_step_metrics_reports_and_the_model(project, tracking):
+    assert main([]) == 0
+    report = json.loads((project / "reports/train.json").read_text())
+    assert report["steps"] == 6 and (project / "reports/train_loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert SentenceTransformer(str(project / "models/encoder")).encode(["x"]).shape == (1, 32)
+    assert not (project / "models/checkpoints").exists()  # finished: nothing to resume
+
+    client = MlflowClient()
+    run, = client.search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
+    assert run.info.run_name == "train" and run.data.params["max_steps"] == "6"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4, 5, 6]
+    assert len(client.get_metric_history(run.info.run_id, "eval_val_cosine_ndcg_at_10")) == 2
+    reports = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    assert reports == {"reports/train.json", "reports/train_loss.csv", "reports/train_loss.png"}
+    logged = mlflow.sentence_transformers.load_model(f"runs:/{run.info.run_id}/model")
+    assert logged.encode(["x"]).shape == (1, 32)
+
+
+def test_missing_pairs_is_a_clear_error(project, capsys):
+    assert main(["--pairs", "data/nope"]) == 1
+    assert "run the mine_pairs stage first" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_checkpoint(project, tiny_model_dir):
+    write_params(project, base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, num_negatives=2,
+                 max_steps=80, eval_steps=5, save_steps=5, logging_steps=5, early_stopping_patience=1000)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=stage_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not (project / "models/checkpoints/checkpoint-10/trainer_state.json").is_file():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint before the deadline"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (project / "models/encoder").exists()  # nothing half-written
+
+    write_params(project, base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, num_negatives=2,
+                 max_steps=80, eval_steps=5, save_steps=5, logging_steps=5, early_stopping_patience=1000)
+    rerun = subprocess.run([sys.executable, "-m", "stages.train"], cwd=project, env=stage_env(),
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    report = json.loads((project / "reports/train.json").read_text())
+    assert report["resumed_from_step"] >= 10 and report["steps"] == 80
+    assert "(resumed from" in rerun.stdout
+    assert SentenceTransformer(str(project / "models/encoder")).encode(["x"]).shape == (1, 32)
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_cpu_processes_trains_and_saves_once(project, tracking):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "stages.train"], cwd=project,
+                            env=stage_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((project / "reports/train.json").read_text())
+    assert report["world_size"] == 2 and report["steps"] == 6 and report["best_metric"] == "loss"
+    assert result.stdout.count("train: 6 steps") == 1  # only rank 0 reports
+    assert sorted(p.name for p in (project / "models").iterdir()) == ["encoder"]
+    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
+    assert [r.info.run_name for r in runs] == ["train"]

@@ -1,0 +1,71 @@
+import json
+
+import pandas as pd
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from papersim.errors import PapersimError
+from papersim.models import load_encoder
+from papersim.train import (
+    FINGERPRINT, TrainConfig, build_loss, last_checkpoint, loss_table, train_encoder, training_columns,
+)
+
+
+def toy_pairs(n: int, offset: int = 0) -> pd.DataFrame:
+    """Pairs with distinct texts (the no-duplicates sampler needs them) and two negatives each."""
+    topics = ["graph networks", "image contrastive learning", "robot control", "speech recognition", "protein folding"]
+    rows = []
+    for i in range(offset, offset + n):
+        t = topics[i % len(topics)]
+        rows.append({"anchor": f"{t} paper {i}", "positive": f"We study {t} in experiment {i} with new methods.",
+                     "negative_1": f"Unrelated work number {i} on databases.",
+                     "negative_2": f"A survey {i} of compilers and type systems.",
+                     "negative_ids": [f"n{i}a", f"n{i}b"], "source": "title_abstract"})
+    return pd.DataFrame(rows)
+
+
+def test_training_columns_orders_negatives_and_checks_there_are_enough():
+    pairs = toy_pairs(3).rename(columns={"negative_1": "negative_10"}).assign(negative_1="x")
+    cols = training_columns(pairs, TrainConfig(num_negatives=2))
+    assert list(cols.columns) == ["anchor", "positive", "negative_1", "negative_2"]
+    assert list(training_columns(pairs, TrainConfig(loss="triplet")).columns) == ["anchor", "positive", "negative_1"]
+    with pytest.raises(PapersimError, match="2 negative column"):
+        training_columns(toy_pairs(3), TrainConfig(num_negatives=3))
+
+
+def test_config_rejects_unknown_loss_and_misaligned_checkpoints():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TrainConfig(loss="contrastive")
+    with pytest.raises(ValueError, match="multiple of eval_steps"):
+        TrainConfig(eval_steps=20, save_steps=30)
+
+
+def test_losses_are_the_sentence_transformers_ones(tiny_model_dir):
+    model = load_encoder(str(tiny_model_dir), 32)
+    assert type(build_loss(model, TrainConfig())).__name__ == "MultipleNegativesRankingLoss"
+    assert type(build_loss(model, TrainConfig(loss="cached_mnrl"))).__name__ == "CachedMultipleNegativesRankingLoss"
+    wrapped = build_loss(model, TrainConfig(loss="triplet", matryoshka_dims=[32, 16]))
+    assert type(wrapped).__name__ == "MatryoshkaLoss" and type(wrapped.loss).__name__ == "TripletLoss"
+
+
+def test_only_checkpoints_of_the_same_run_are_resumed(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    for step in (10, 20, 30):
+        (ckpt / f"checkpoint-{step}").mkdir(parents=True)
+    for step in (10, 20):  # checkpoint-30 was cut off before its state was written
+        (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (ckpt / FINGERPRINT).write_text(json.dumps({"fingerprint": "abc"}))
+    assert last_checkpoint(ckpt, "abc").name == "checkpoint-20"
+    assert last_checkpoint(ckpt, "other") is None and not ckpt.exists()  # stale: removed
+
+
+def test_short_training_saves_a_model_plain_sentence_transformers_loads(tiny_model_dir, tmp_path):
+    model = load_encoder(str(tiny_model_dir), 32)
+    cfg = TrainConfig(max_steps=4, eval_steps=2, save_steps=2, logging_steps=1, batch_size=4, num_negatives=2)
+    trainer, report = train_encoder(model, toy_pairs(40), toy_pairs(10, offset=100), cfg, tmp_path / "ckpt", "fp")
+    assert report["steps"] == 4 and report["resumed_from_step"] == 0 and report["device"] == "cpu"
+    assert report["best_metric"] == "val_cosine_ndcg@10" and set(report["val_ndcg@10_by_step"]) == {"2", "4"}
+    assert list(loss_table(trainer.state.log_history)["step"]) == [1, 2, 3, 4]
+    model.save(str(tmp_path / "out"))
+    reloaded = SentenceTransformer(str(tmp_path / "out"))
+    assert reloaded.encode(["graph networks"]).shape == (1, 32)
