@@ -181,6 +181,8 @@ def train_encoder(
         "steps": state.global_step,
         "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0,
         "train_loss": output.training_loss,
+        "train_runtime_s": output.metrics.get("train_runtime"),
+        "train_pairs_per_s": output.metrics.get("train_samples_per_second"),
         "best_metric": best_metric.removeprefix("eval_") if validate else "none (no validation pairs)",
         "best_metric_value": state.best_metric,
         "best_checkpoint_step": int(Path(state.best_model_checkpoint).name.split("-")[1])
