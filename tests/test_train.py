@@ -69,3 +69,14 @@ def test_short_training_saves_a_model_plain_sentence_transformers_loads(tiny_mod
     model.save(str(tmp_path / "out"))
     reloaded = SentenceTransformer(str(tmp_path / "out"))
     assert reloaded.encode(["graph networks"]).shape == (1, 32)
+
+
+@pytest.mark.gpu
+def test_trains_on_cuda_with_bf16_autocast(tiny_model_dir, tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    model = load_encoder(str(tiny_model_dir), 32)
+    cfg = TrainConfig(max_steps=4, eval_steps=2, save_steps=2, batch_size=4, num_negatives=2)
+    trainer, report = train_encoder(model, toy_pairs(40), toy_pairs(10, offset=100), cfg, tmp_path / "ckpt", "fp")
+    assert report["device"] == "cuda" and trainer.args.bf16 and report["steps"] == 4
