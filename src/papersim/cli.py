@@ -62,7 +62,8 @@ def summary(root: Path) -> str:
             by_source = ", ".join(f"{k} {v}" for k, v in sorted(r["pairs"][split].items()) if k != "total")
             removed = ", ".join(f"{k} {v}" for k, v in sorted(r["negatives_removed"][split].items()))
             lines.append(f"  {split} pairs {r['pairs'][split]['total']:>7}  ({by_source})")
-            lines.append(f"    negatives removed by filter: {removed}; random fills {r['negatives'][split]['random_fill']}")
+            fills = r["negatives"][split]["random_fill"]
+            lines.append(f"    negatives removed by filter: {removed}; random fills {fills}")
     train = root / STAGE_REPORTS["train"]
     if train.is_file():
         r = json.loads(train.read_text(encoding="utf-8"))
