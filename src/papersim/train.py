@@ -196,7 +196,7 @@ def train_encoder(
 
 
 def loss_table(log_history: list[dict]) -> pd.DataFrame:
-    """step, loss (train) and val nDCG@10 per logged step, for reports/train_loss.csv."""
+    """step and training loss per logged step, for reports/train_loss.csv."""
     rows = [{"step": h["step"], "loss": h["loss"]} for h in log_history if "loss" in h]
     return pd.DataFrame(rows, columns=["step", "loss"])
 
