@@ -16,9 +16,10 @@ STAGE_CONFIGS = {
     "ingest": "papersim.corpus:IngestConfig",
     "mine_pairs": "papersim.pairs:PairsConfig",
     "train": "papersim.train:TrainConfig",
+    "evaluate": "papersim.evaluation:EvaluateConfig",
 }
 STAGE_REPORTS = {"ingest": "reports/ingest.json", "mine_pairs": "reports/mine_pairs.json",
-                 "train": "reports/train.json"}
+                 "train": "reports/train.json", "evaluate": "reports/eval.json"}
 
 
 def _config_class(spec: str) -> type:

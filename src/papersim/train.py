@@ -17,6 +17,7 @@ import pandas as pd
 from papersim.errors import PapersimError
 
 LOSSES = ("mnrl", "cached_mnrl", "triplet")
+PRECISIONS = ("auto", "bf16", "fp32")
 FINGERPRINT = "papersim-run.json"  # in the checkpoint folder: which config and data the checkpoints belong to
 
 
@@ -40,6 +41,7 @@ class TrainConfig:
     early_stopping_patience: int = 3  # evaluations without improvement before stopping
     logging_steps: int = 5
     seed: int = 13
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -48,8 +50,25 @@ class TrainConfig:
             raise ValueError("save_steps must be a multiple of eval_steps (the best checkpoint is kept)")
         if min(self.batch_size, self.max_steps, self.eval_steps, self.max_seq_length) < 1:
             raise ValueError("batch_size, max_steps, eval_steps and max_seq_length must be positive")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if any(d < 1 for d in self.matryoshka_dims):
             raise ValueError("matryoshka_dims must be positive")
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls (AVX512-BF16 or AMX): there autocast is ~1.8x faster; elsewhere it is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(precision: str, cuda: bool) -> bool:
+    if precision == "auto":
+        return cuda or cpu_has_bf16()
+    return precision == "bf16"
 
 
 def negative_columns(pairs: pd.DataFrame) -> list[str]:
@@ -146,7 +165,8 @@ def train_encoder(
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the steps (transformers 5)
         weight_decay=cfg.weight_decay,
-        bf16=cuda,  # autocast on GPUs; fp32 on CPUs, where bf16 matmuls are slow
+        bf16=use_bf16(cfg.precision, cuda),
+        use_cpu=not cuda,  # transformers accepts bf16 without a GPU only when told it is on a CPU
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # a text twice in a batch would be its own negative
         eval_strategy="steps" if validate else "no",
         eval_steps=cfg.eval_steps,

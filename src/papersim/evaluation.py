@@ -1,0 +1,258 @@
+"""The evaluate stage's library: judged sets, the systems compared on them, and their scores.
+
+Systems, on the same queries in the same run: `bm25` (bm25s), `base` (the untuned model),
+`trained` (this run's model), `hybrid` (reciprocal-rank fusion of bm25 and trained) and
+`champion` (the registry's current model, when one is given). Metrics come from
+papersim.metrics (trec_eval definitions, graded relevance as given).
+"""
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from papersim.errors import PapersimError
+from papersim.metrics import recall_curve, score_rankings
+from papersim.retrieval import BM25, Rankings, dense_rankings, dense_search, passage_text, rrf_fuse
+
+SYSTEMS = ("bm25", "base", "trained", "hybrid", "champion")
+DENSE = ("base", "trained", "champion")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """params.yaml `evaluate` section."""
+
+    beir_sets: list[str] = field(default_factory=lambda: ["data/raw/beir/cranfield"])  # BEIR folders, own corpus each
+    test_split: bool = True  # also score the held-out split: title -> own abstract, co-listing precision
+    systems: list[str] = field(default_factory=lambda: list(SYSTEMS))  # a subset of SYSTEMS
+    base_model: str = ""  # the untuned baseline; "" = the packaged all-MiniLM-L6-v2
+    rrf_k: int = 60  # RRF's constant: 60 is Cormack et al.'s default and robust across collections
+    depth: int = 100  # ranked documents per query and system: recall@100 and MAP@100 need 100
+    backend: str = "auto"  # encoder backend (papersim.encoding): auto = openvino on a CPU, torch on a GPU
+    max_seq_length: int = 128  # tokens per text when encoding; same as training
+    batch_size: int = 32  # texts per encoding batch
+    max_group_size: int = 100  # co-listing groups larger than this say little about similarity (as mine_pairs)
+    recall_ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # the recall@k curve
+
+    def __post_init__(self) -> None:
+        unknown = set(self.systems) - set(SYSTEMS)
+        if unknown:
+            raise ValueError(f"unknown systems {sorted(unknown)}: choose from {', '.join(SYSTEMS)}")
+        if "hybrid" in self.systems and not {"bm25", "trained"} <= set(self.systems):
+            raise ValueError("the hybrid system fuses bm25 and trained: list both")
+        if min(self.rrf_k, self.depth, self.batch_size, self.max_seq_length) < 1:
+            raise ValueError("rrf_k, depth, batch_size and max_seq_length must be positive")
+        if not self.beir_sets and not self.test_split:
+            raise ValueError("nothing to evaluate: give beir_sets or set test_split: true")
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Queries, a corpus of their own, and judgments (query id -> doc id -> relevance)."""
+
+    name: str
+    doc_ids: list[str]
+    doc_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: dict[str, dict[str, int]]
+    content_hash: str  # of what was read: equal hashes mean the same set
+    groups: dict[str, frozenset[str]] | None = None  # doc id -> co-listing groups, for colisted_precision@10
+    group_queries: list[str] = field(default_factory=list)  # doc ids whose neighbours are checked for co-listing
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise PapersimError(f"{path}: not found (a BEIR set needs corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PapersimError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
+            if "_id" not in row:
+                raise PapersimError(f"{path}, line {line_no}: rule `id_present` failed (no `_id` field)")
+            rows.append(row)
+    return rows
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    if not path.is_file():
+        raise PapersimError(f"{path}: not found (a BEIR set needs corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        for line_no, row in enumerate(reader, start=1):
+            if line_no == 1 and row[:1] == ["query-id"]:
+                continue
+            try:
+                query, doc, score = row
+                qrels.setdefault(query, {})[doc] = int(score)
+            except ValueError:
+                raise PapersimError(f"{path}, line {line_no}: expected `query-id<TAB>corpus-id<TAB>integer score`, "
+                                    f"got {row!r}") from None
+    return qrels
+
+
+def _files_hash(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def load_beir_set(folder: Path) -> EvalSet:
+    """A BEIR folder: corpus.jsonl (_id, title, text), queries.jsonl (_id, text), qrels/test.tsv."""
+    folder = Path(folder)
+    files = [folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / "test.tsv"]
+    docs, queries, qrels = _read_jsonl(files[0]), _read_jsonl(files[1]), _read_qrels(files[2])
+    docs = [d for d in docs if (d.get("title") or "").strip() or (d.get("text") or "").strip()]
+    doc_ids = [str(d["_id"]) for d in docs]
+    known_docs = set(doc_ids)
+    qrels = {q: {d: r for d, r in judged.items() if d in known_docs} for q, judged in qrels.items()}
+    queries = [q for q in queries if str(q["_id"]) in qrels]
+    missing = set(qrels) - {str(q["_id"]) for q in queries}
+    if missing:
+        raise PapersimError(f"{files[2]}: {len(missing)} judged queries are not in {files[1]} "
+                            f"(e.g. {sorted(missing)[:3]})")
+    return EvalSet(
+        name=folder.name, doc_ids=doc_ids,
+        doc_texts=[passage_text(d.get("title") or "", d.get("text") or "") for d in docs],
+        query_ids=[str(q["_id"]) for q in queries], query_texts=[str(q.get("text", "")) for q in queries],
+        qrels=qrels, content_hash=_files_hash(files),
+    )
+
+
+def test_split_set(papers: pd.DataFrame, split: pd.DataFrame, max_group_size: int) -> EvalSet:
+    """Held-out papers: each test title must find its own abstract among all papers' abstracts."""
+    test_ids = set(split.loc[split["split"] == "test", "paper_id"])
+    if not test_ids:
+        raise PapersimError("the split has no test papers: raise mine_pairs.test_fraction or add papers")
+    test = papers[papers["paper_id"].isin(test_ids) & (papers["title"].str.strip() != "")]
+    sizes = pd.Series([g for gs in papers["groups"] for g in gs]).value_counts()
+    small = set(sizes[sizes <= max_group_size].index)
+    groups = {pid: frozenset(g for g in gs if g in small) for pid, gs in zip(papers["paper_id"], papers["groups"])}
+    digest = hashlib.sha256(pd.util.hash_pandas_object(
+        papers[["paper_id", "content_hash"]], index=False).values.tobytes() + "\n".join(sorted(test_ids)).encode())
+    return EvalSet(
+        name="test_split", doc_ids=list(papers["paper_id"]), doc_texts=list(papers["abstract"]),
+        query_ids=list(test["paper_id"]), query_texts=list(test["title"]),
+        qrels={pid: {pid: 1} for pid in test["paper_id"]}, content_hash=digest.hexdigest()[:32],
+        groups=groups, group_queries=sorted(pid for pid in test_ids if groups.get(pid)),
+    )
+
+
+Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) unit vectors
+
+
+def _colisted_precision(neighbours: Mapping[str, list[str]], groups: Mapping[str, frozenset[str]], k: int) -> float:
+    """Mean share of a paper's k nearest neighbours (itself excluded) that share a group with it."""
+    shares = [sum(bool(groups.get(n, frozenset()) & groups[pid]) for n in found[:k]) / k
+              for pid, found in neighbours.items()]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+@dataclass(frozen=True)
+class SetResult:
+    scores: dict[str, dict[str, float]]  # system -> metric -> value
+    curves: dict[str, dict[int, float]]  # system -> k -> recall@k
+    n_queries: int
+    n_skipped: int
+
+
+def evaluate_set(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: EvaluateConfig) -> SetResult:
+    """Score every configured system on one set; `encoders` maps dense system names to embedders."""
+    rankings: dict[str, Rankings] = {}
+    neighbours: dict[str, Rankings] = {}
+    wanted = [s for s in cfg.systems if s not in DENSE or s in encoders]
+    row_of = {pid: row for row, pid in enumerate(eval_set.doc_ids)}
+    group_rows = [row_of[pid] for pid in eval_set.group_queries] if eval_set.groups else []
+    if "bm25" in wanted:
+        bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts)
+        rankings["bm25"] = bm25.rankings(eval_set.query_ids, eval_set.query_texts, cfg.depth)
+        if group_rows:
+            found = bm25.rankings(eval_set.group_queries, [eval_set.doc_texts[r] for r in group_rows], cfg.depth + 1)
+            neighbours["bm25"] = {pid: [d for d in docs if d != pid] for pid, docs in found.items()}
+    for system in (s for s in wanted if s in DENSE):
+        embed = encoders[system]
+        docs = embed(eval_set.doc_texts)  # (n_docs, dim)
+        queries = embed(eval_set.query_texts)  # (n_queries, dim)
+        rankings[system] = dense_rankings(eval_set.doc_ids, docs, eval_set.query_ids, queries, cfg.depth)
+        if group_rows:
+            rows = np.array(group_rows)
+            found, _ = dense_search(docs, docs[rows], cfg.depth, exclude=rows)
+            neighbours[system] = {pid: [eval_set.doc_ids[r] for r in row]
+                                  for pid, row in zip(eval_set.group_queries, found)}
+    if "hybrid" in wanted:
+        rankings["hybrid"] = rrf_fuse([rankings["bm25"], rankings["trained"]], cfg.rrf_k, cfg.depth)
+        if group_rows:
+            neighbours["hybrid"] = rrf_fuse([neighbours["bm25"], neighbours["trained"]], cfg.rrf_k, cfg.depth)
+    scores, curves = {}, {}
+    n_queries = n_skipped = 0
+    for system in wanted:
+        result = score_rankings(rankings[system], eval_set.qrels)
+        scores[system] = dict(result.metrics)
+        if system in neighbours:
+            scores[system]["colisted_precision@10"] = _colisted_precision(neighbours[system], eval_set.groups, 10)
+        curves[system] = recall_curve(rankings[system], eval_set.qrels, cfg.recall_ks)
+        n_queries, n_skipped = result.n_queries, result.n_skipped
+    return SetResult(scores=scores, curves=curves, n_queries=n_queries, n_skipped=n_skipped)
+
+
+def eval_report(results: Mapping[str, SetResult]) -> dict:
+    """eval.json: {set: {system: {metric: value}, n_queries, n_skipped_queries}}."""
+    return {name: {**r.scores, "n_queries": r.n_queries, "n_skipped_queries": r.n_skipped}
+            for name, r in results.items()}
+
+
+def markdown_table(results: Mapping[str, SetResult], notes: list[str]) -> str:
+    """A readable table per set: one row per system, one column per metric; best value in bold."""
+    lines = []
+    for name, r in results.items():
+        metrics = list(dict.fromkeys(m for s in r.scores.values() for m in s))
+        lines += [f"### {name} ({r.n_queries} queries, {r.n_skipped} skipped: no relevant document)", "",
+                  "| system | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        best = {m: max(s.get(m, float("-inf")) for s in r.scores.values()) for m in metrics}
+        for system, values in r.scores.items():
+            cells = [f"**{values[m]:.4f}**" if values.get(m) == best[m] else f"{values.get(m, float('nan')):.4f}"
+                     for m in metrics]
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def curve_table(results: Mapping[str, SetResult]) -> pd.DataFrame:
+    """Recall@k per k (rows) for each set/system (columns `<set>/<system>`)."""
+    columns = {f"{name}/{system}": curve for name, r in results.items() for system, curve in r.curves.items()}
+    frame = pd.DataFrame(columns)
+    frame.index.name = "k"
+    return frame.reset_index()
+
+
+def save_curve_plot(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = sorted({c.split("/")[0] for c in table.columns if c != "k"})
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        for column in (c for c in table.columns if c.startswith(f"{name}/")):
+            ax.plot(table["k"], table[column], marker="o", label=column.split("/")[1])
+        ax.set(xscale="log", xlabel="k", ylabel="recall@k", title=name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)

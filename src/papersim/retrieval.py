@@ -1,0 +1,106 @@
+"""Retrieval systems as pure functions: BM25 (bm25s), exact dense search, reciprocal-rank fusion.
+
+Every system returns, per query, doc ids best first: the `Rankings` that papersim.metrics scores.
+"""
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from papersim.errors import PapersimError
+
+Rankings = dict[str, list[str]]
+
+
+def passage_text(title: str, abstract: str) -> str:
+    """What a document is to every system: title and abstract (the BEIR convention)."""
+    title, abstract = title.strip(), abstract.strip()
+    return f"{title}. {abstract}" if title else abstract
+
+
+class BM25:
+    """A bm25s index over `texts` whose rows are named by `doc_ids` (English stopwords, no stemming)."""
+
+    def __init__(self, doc_ids: Sequence[str], texts: Sequence[str]):
+        import bm25s
+
+        if len(doc_ids) != len(texts) or not texts:
+            raise PapersimError("BM25 needs one text per doc id and at least one document")
+        self.doc_ids = list(doc_ids)
+        self.retriever = bm25s.BM25()
+        self.retriever.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n_queries, k) row indices and scores, best first; rows beyond the matches score 0."""
+        import bm25s
+
+        k = min(k, len(self.doc_ids))
+        tokens = bm25s.tokenize(list(queries), stopwords="en", show_progress=False)
+        rows, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=0)
+        return rows, scores
+
+    def rankings(self, query_ids: Sequence[str], queries: Sequence[str], k: int) -> Rankings:
+        rows, scores = self.search(queries, k)
+        # Rows with score 0 share no term with the query: not retrieved, whatever bm25s pads with.
+        return {qid: [self.doc_ids[r] for r, s in zip(row, score) if s > 0]
+                for qid, row, score in zip(query_ids, rows, scores)}
+
+    def save(self, folder: Path) -> None:
+        """bm25s' own save format plus the row -> doc id list."""
+        self.retriever.save(str(folder), corpus=None)
+        (folder / "doc_ids.txt").write_text("\n".join(self.doc_ids) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> "BM25":
+        import bm25s
+
+        self = cls.__new__(cls)
+        self.retriever = bm25s.BM25.load(str(folder))
+        self.doc_ids = (folder / "doc_ids.txt").read_text(encoding="utf-8").splitlines()
+        return self
+
+
+def dense_search(doc_vectors: np.ndarray, query_vectors: np.ndarray, k: int,
+                 exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k: (n_queries, k) row indices and scores, best first.
+
+    `exclude` (n_queries,) names one row per query to leave out (a paper's own vector).
+    Cost: n_queries x n_docs x dim multiply-adds, in chunks of queries to bound memory.
+    """
+    k = min(k, len(doc_vectors) - (1 if exclude is not None else 0))
+    rows = np.zeros((len(query_vectors), k), dtype=np.int64)
+    scores = np.zeros((len(query_vectors), k), dtype=np.float32)
+    for start in range(0, len(query_vectors), 1024):
+        sims = query_vectors[start:start + 1024] @ doc_vectors.T  # (chunk, n_docs)
+        if exclude is not None:
+            sims[np.arange(len(sims)), exclude[start:start + 1024]] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(
+            np.arange(sims.shape[1]), (len(sims), 1))
+        top_scores = np.take_along_axis(sims, top, axis=1)
+        order = np.lexsort((top, -top_scores), axis=1)  # score descending, ties by row ascending
+        rows[start:start + len(sims)] = np.take_along_axis(top, order, axis=1)
+        scores[start:start + len(sims)] = np.take_along_axis(top_scores, order, axis=1)
+    return rows, scores
+
+
+def dense_rankings(doc_ids: Sequence[str], doc_vectors: np.ndarray, query_ids: Sequence[str],
+                   query_vectors: np.ndarray, k: int, exclude: np.ndarray | None = None) -> Rankings:
+    rows, _ = dense_search(doc_vectors, query_vectors, k, exclude)
+    return {qid: [doc_ids[r] for r in row] for qid, row in zip(query_ids, rows)}
+
+
+def rrf_fuse(systems: Sequence[Mapping[str, Sequence[str]]], k_constant: int, depth: int) -> Rankings:
+    """Reciprocal-rank fusion (Cormack et al. 2009): score(d) = sum over systems of 1/(k + rank(d)).
+
+    Each system contributes its top `depth`; ties are broken by doc id so the result is deterministic.
+    """
+    fused: Rankings = {}
+    for qid in dict.fromkeys(q for system in systems for q in system):
+        scores: dict[str, float] = defaultdict(float)
+        for system in systems:
+            for rank, doc in enumerate(system.get(qid, [])[:depth], start=1):
+                scores[doc] += 1.0 / (k_constant + rank)
+        fused[qid] = sorted(scores, key=lambda doc: (-scores[doc], doc))
+    return fused

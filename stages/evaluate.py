@@ -1,0 +1,99 @@
+"""DVC stage `evaluate`: bm25, base, trained, hybrid (and champion) on judged sets and the test split.
+
+    python -m stages.evaluate --params params.yaml --papers data/processed/papers.parquet \
+        --pairs data/pairs --model models/encoder --embedding-cache cache/embeddings \
+        --report reports/eval.json --table reports/eval.md --curve reports/recall_at_k.csv \
+        --plot reports/recall_at_k.png [--champion-model DIR]
+"""
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from papersim import tracking
+from papersim.atomic import atomic_outputs, dump_json
+from papersim.config import load_section
+from papersim.embeddings import encode_cached
+from papersim.encoding import load_text_encoder
+from papersim.env import apply_offline_defaults
+from papersim.errors import PapersimError
+from papersim.evaluation import (DENSE, EvaluateConfig, curve_table, eval_report, evaluate_set, load_beir_set,
+                                 markdown_table, save_curve_plot, test_split_set)
+from papersim.provenance import data_version, git_commit
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (section `evaluate`)")
+    parser.add_argument("--papers", type=Path, default=Path("data/processed/papers.parquet"), help="ingested papers")
+    parser.add_argument("--pairs", type=Path, default=Path("data/pairs"), help="mine_pairs output (split.parquet)")
+    parser.add_argument("--model", type=Path, default=Path("models/encoder"), help="the trained model")
+    parser.add_argument("--champion-model", type=Path, default=None,
+                        help="the registry champion's encoder folder (system `champion`); none: skipped")
+    parser.add_argument("--embedding-cache", type=Path, default=Path("cache/embeddings"),
+                        help="embedding cache shared with build_index")
+    parser.add_argument("--report", type=Path, default=Path("reports/eval.json"), help="metrics JSON")
+    parser.add_argument("--table", type=Path, default=Path("reports/eval.md"), help="readable table")
+    parser.add_argument("--curve", type=Path, default=Path("reports/recall_at_k.csv"), help="recall@k per k")
+    parser.add_argument("--plot", type=Path, default=Path("reports/recall_at_k.png"), help="recall@k plot")
+    return parser.parse_args(argv)
+
+
+def model_folders(args: argparse.Namespace, cfg: EvaluateConfig) -> tuple[dict[str, str], list[str]]:
+    """Dense system -> model folder ("" = packaged base), and notes on systems left out."""
+    folders = {"base": cfg.base_model, "trained": str(args.model)}
+    notes = []
+    if args.champion_model is not None:
+        folders["champion"] = str(args.champion_model)
+    elif "champion" in cfg.systems:
+        notes.append("champion: skipped (no champion model in the registry yet)")
+    if not (args.model / "modules.json").is_file():
+        raise PapersimError(f"{args.model}: no trained model; run the train stage first (`dvc repro train`)")
+    return {k: v for k, v in folders.items() if k in cfg.systems}, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    apply_offline_defaults()
+    try:
+        cfg = load_section(args.params, "evaluate", EvaluateConfig)
+        sets = [load_beir_set(Path(folder)) for folder in cfg.beir_sets]
+        if cfg.test_split:
+            for path in (args.papers, args.pairs / "split.parquet"):
+                if not path.is_file():
+                    raise PapersimError(f"{path}: not found; run the pipeline up to mine_pairs first (`dvc repro`)")
+            split = pd.read_parquet(args.pairs / "split.parquet")
+            sets.append(test_split_set(pd.read_parquet(args.papers), split, cfg.max_group_size))
+        folders, notes = model_folders(args, cfg)
+        tags = {"mlflow.source.git.commit": git_commit(), **data_version({"papers": args.papers}),
+                **{f"eval_set.{s.name}.content_hash": s.content_hash for s in sets}}
+        with tracking.stage_run("evaluate", dataclasses.asdict(cfg), tags) as run:
+            encoders = {}
+            for system, folder in folders.items():
+                encoder = load_text_encoder(folder, cfg.backend, cfg.max_seq_length, cfg.batch_size)
+                encoders[system] = lambda texts, e=encoder: encode_cached(e, texts, args.embedding_cache).vectors
+                notes.append(f"{system}: {folder or 'packaged all-MiniLM-L6-v2'} on {encoder.backend}")
+            results = {s.name: evaluate_set(s, encoders, cfg) for s in sets}
+            report = eval_report(results)
+            table = markdown_table(results, notes)
+            curves = curve_table(results)
+            with atomic_outputs(args.report, args.table, args.curve, args.plot) as (rep, md, csv, png):
+                dump_json(report, rep)
+                md.write_text(table, encoding="utf-8")
+                curves.to_csv(csv, index=False)
+                save_curve_plot(curves, png)
+            run.log_metrics(report)
+            for path in (args.report, args.table, args.curve, args.plot):
+                run.log_artifact(path, "reports")
+    except PapersimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(table, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
