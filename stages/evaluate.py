@@ -21,7 +21,7 @@ from papersim.encoding import load_text_encoder
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
 from papersim.evaluation import (DENSE, EvaluateConfig, curve_table, eval_report, evaluate_set, load_beir_set,
-                                 markdown_table, save_curve_plot, test_split_set)
+                                 markdown_table, save_curve_plot, held_out_set)
 from papersim.provenance import data_version, git_commit
 
 
@@ -66,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
                 if not path.is_file():
                     raise PapersimError(f"{path}: not found; run the pipeline up to mine_pairs first (`dvc repro`)")
             split = pd.read_parquet(args.pairs / "split.parquet")
-            sets.append(test_split_set(pd.read_parquet(args.papers), split, cfg.max_group_size))
+            held_out = held_out_set(pd.read_parquet(args.papers), split, cfg.max_group_size)
+            if held_out is not None:
+                sets.append(held_out)
         folders, notes = model_folders(args, cfg)
+        if cfg.test_split and not any(s.name == "test_split" for s in sets):
+            notes.append("test_split: skipped (no test-split paper has a title; raise mine_pairs.test_fraction)")
         tags = {"mlflow.source.git.commit": git_commit(), **data_version({"papers": args.papers}),
                 **{f"eval_set.{s.name}.content_hash": s.content_hash for s in sets}}
         with tracking.stage_run("evaluate", dataclasses.asdict(cfg), tags) as run:

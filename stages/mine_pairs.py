@@ -1,7 +1,8 @@
 """DVC stage `mine_pairs`: papers.parquet -> Siamese train/val pairs with hard negatives, and the split.
 
     python -m stages.mine_pairs --params params.yaml --papers data/processed/papers.parquet \
-        --out data/pairs --report reports/mine_pairs.json
+        --out data/pairs --report reports/mine_pairs.json \
+        --embedding-cache cache/embeddings
 """
 
 import argparse
@@ -16,7 +17,8 @@ from papersim.atomic import atomic_outputs, dump_json
 from papersim.config import load_section
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
-from papersim.models import load_encoder
+from papersim.embeddings import encode_cached
+from papersim.encoding import load_text_encoder
 from papersim.pairs import PairsConfig, mine_pairs
 from papersim.provenance import data_version, git_commit
 
@@ -28,6 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("data/pairs"),
                         help="folder for train.parquet, val.parquet, split.parquet")
     parser.add_argument("--report", type=Path, default=Path("reports/mine_pairs.json"), help="metrics JSON")
+    parser.add_argument("--embedding-cache", type=Path, default=Path("cache/embeddings"),
+                        help="embedding cache shared with evaluate and build_index")
     return parser.parse_args(argv)
 
 
@@ -55,9 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         labelled = read_labelled(cfg.labelled_pairs)
         encode = None
         if "dense" in cfg.miners:
-            model = load_encoder(cfg.model, cfg.max_seq_length)
-            encode = lambda texts: model.encode(  # noqa: E731
-                texts, batch_size=cfg.encode_batch_size, normalize_embeddings=True, show_progress_bar=False)
+            encoder = load_text_encoder(cfg.model, cfg.backend, cfg.max_seq_length, cfg.encode_batch_size)
+            encode = lambda texts: encode_cached(encoder, texts, args.embedding_cache).vectors  # noqa: E731
         tags = {"mlflow.source.git.commit": git_commit(), **data_version({"papers": args.papers})}
         with tracking.stage_run("mine_pairs", dataclasses.asdict(cfg), tags) as run:
             result = mine_pairs(papers, cfg, encode, labelled)

@@ -48,6 +48,7 @@ class Encoder:
     """Texts -> (n, dim) float32 unit vectors; `key` names the vectors it produces (for caching)."""
 
     key: str  # fingerprint + backend + sequence length: vectors with one key are interchangeable
+    fingerprint: str  # the weights' hash (model_fingerprint)
     backend: str  # the backend actually used ("torch" or "openvino")
     dim: int
     encode_batch: Callable[[list[str]], np.ndarray]  # one batch of texts -> (batch, dim) unit vectors
@@ -146,5 +147,5 @@ def load_text_encoder(path: str, backend: str = "auto", max_seq_length: int = 12
     else:
         encode_batch = _torch_batch(model)
     key = hashlib.sha256(json.dumps([fingerprint, backend, max_seq_length]).encode()).hexdigest()[:24]
-    return Encoder(key=key, backend=backend, dim=model.get_embedding_dimension(),
+    return Encoder(key=key, fingerprint=fingerprint, backend=backend, dim=model.get_embedding_dimension(),
                    encode_batch=encode_batch, batch_size=batch_size)

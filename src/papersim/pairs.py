@@ -42,8 +42,9 @@ class PairsConfig:
     relative_margin: float = 0.95  # drop candidates scoring above 0.95 x the positive (NV-Retriever TopK-PercPos)
     near_duplicate_cosine: float = 0.98  # a candidate this close to the positive is the same paper
     model: str = ""  # dense miner's encoder: a sentence-transformers folder; "" = packaged all-MiniLM-L6-v2
-    encode_batch_size: int = 64  # dense miner's encoding batch
-    max_seq_length: int = 64  # dense miner's token budget per text: rough similarity suffices for mining
+    encode_batch_size: int = 32  # dense miner's encoding batch
+    max_seq_length: int = 128  # as evaluate: the base model's vectors are then shared through the embedding cache
+    backend: str = "auto"  # encoder backend (papersim.encoding): openvino on CPUs (~2x torch), torch on GPUs
 
     def __post_init__(self) -> None:
         fractions = (self.val_fraction, self.test_fraction)

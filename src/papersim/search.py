@@ -1,0 +1,114 @@
+"""Answering "papers similar to this text / this paper" from the index that build_index wrote.
+
+The index folder holds `index.faiss`, `ids.parquet` (row -> paper_id, title), `bm25/` (bm25s) and
+`index.json` (how it was built, including the encoder key the query encoder must match).
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from papersim import ann
+from papersim.errors import PapersimError
+from papersim.retrieval import BM25, rrf_fuse
+
+MODES = ("dense", "bm25", "hybrid")
+MAX_K = 100  # results per request: deeper lists are what the evaluation depth covers, not what a reader reads
+MAX_QUERY_CHARS = 10_000  # longer than any abstract: beyond this a request is a mistake, not a query
+FUSION_DEPTH = 100  # candidates per system fused in hybrid mode
+RRF_K = 60
+
+
+@dataclass
+class SearchIndex:
+    index: object  # faiss.Index
+    ids: pd.DataFrame
+    info: dict
+    bm25: BM25
+    embed: Callable[[list[str]], np.ndarray] | None = None  # set by the caller: the matching encoder
+
+    @property
+    def row_of(self) -> dict[str, int]:
+        return {pid: row for row, pid in enumerate(self.ids["paper_id"])}
+
+
+def load_search_index(folder: Path) -> SearchIndex:
+    """Read an index folder; a missing or partial one tells the user to run the pipeline."""
+    folder = Path(folder)
+    needed = [folder / "index.faiss", folder / "ids.parquet", folder / "index.json", folder / "bm25"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise PapersimError(f"no search index at {folder} (missing {', '.join(missing)}): run the pipeline first "
+                            "(`dvc repro` or `bash scripts/run.sh`)")
+    info = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    index = ann.load_index(folder / "index.faiss")
+    ann.set_search_effort(index, info.get("search_effort", 0))
+    return SearchIndex(index=index, ids=pd.read_parquet(folder / "ids.parquet"), info=info,
+                       bm25=BM25.load(folder / "bm25"))
+
+
+def check_request(k: int, mode: str = "dense", query: str | None = None) -> None:
+    if not 1 <= k <= MAX_K:
+        raise PapersimError(f"k must be between 1 and {MAX_K}, got {k}")
+    if mode not in MODES:
+        raise PapersimError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if query is not None:
+        if not query.strip():
+            raise PapersimError("empty query: give the text to search for")
+        if len(query) > MAX_QUERY_CHARS:
+            raise PapersimError(f"query too long ({len(query)} characters, at most {MAX_QUERY_CHARS})")
+
+
+def _table(si: SearchIndex, rows: list[int], scores: list[float]) -> pd.DataFrame:
+    found = si.ids.iloc[rows]
+    return pd.DataFrame({"rank": range(1, len(rows) + 1), "score": np.round(scores, 4),
+                         "paper_id": found["paper_id"].to_list(), "title": found["title"].to_list()})
+
+
+def _dense(si: SearchIndex, vector: np.ndarray, k: int, skip_row: int | None = None) -> tuple[list[int], list[float]]:
+    scores, rows = si.index.search(vector[None, :].astype(np.float32), k + (skip_row is not None))
+    pairs = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and r != skip_row]
+    return [r for r, _ in pairs[:k]], [s for _, s in pairs[:k]]
+
+
+def search_text(si: SearchIndex, query: str, k: int = 10, mode: str = "hybrid") -> pd.DataFrame:
+    """The k papers closest to `query`: rank, score, paper_id, title (score: cosine, BM25 or RRF)."""
+    check_request(k, mode, query)
+    if mode == "bm25":
+        rows, scores = si.bm25.search([query], k)
+        keep = scores[0] > 0  # no shared term: not a match
+        return _table(si, [int(r) for r in rows[0][keep]], scores[0][keep].tolist())
+    if si.embed is None:
+        raise PapersimError("dense search needs the encoder the index was built with")
+    vector = si.embed([query])[0]  # (dim,)
+    if mode == "dense":
+        return _table(si, *_dense(si, vector, k))
+    dense_rows, _ = _dense(si, vector, FUSION_DEPTH)
+    bm25_rows, bm25_scores = si.bm25.search([query], FUSION_DEPTH)
+    lexical = [int(r) for r, s in zip(bm25_rows[0], bm25_scores[0]) if s > 0]
+    fused = rrf_fuse([{"q": [str(r) for r in dense_rows]}, {"q": [str(r) for r in lexical]}], RRF_K, FUSION_DEPTH)
+    rows = [int(r) for r in fused["q"][:k]]
+    rank_dense = {r: i for i, r in enumerate(dense_rows, start=1)}
+    rank_bm25 = {r: i for i, r in enumerate(lexical, start=1)}
+    scores = [sum(1 / (RRF_K + ranks[r]) for ranks in (rank_dense, rank_bm25) if r in ranks) for r in rows]
+    return _table(si, rows, scores)
+
+
+def similar_papers(si: SearchIndex, paper_id: str, k: int = 10) -> pd.DataFrame:
+    """The k papers nearest to an indexed paper (itself excluded), by the index's own vectors."""
+    check_request(k)
+    row = si.row_of.get(paper_id)
+    if row is None:
+        raise PapersimError(f"unknown paper id {paper_id!r}: not in the index ({len(si.ids)} papers)")
+    try:
+        vector = si.index.reconstruct(row)  # (dim,)
+    except RuntimeError:  # IVF indexes keep no row -> list map until asked to
+        import faiss
+
+        faiss.extract_index_ivf(si.index).make_direct_map()
+        vector = si.index.reconstruct(row)
+    return _table(si, *_dense(si, np.asarray(vector, dtype=np.float32), k, skip_row=row))

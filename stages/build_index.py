@@ -1,0 +1,111 @@
+"""DVC stage `build_index`: every paper encoded by the trained model into a faiss index, plus BM25.
+
+    python -m stages.build_index --params params.yaml --papers data/processed/papers.parquet \
+        --pairs data/pairs --model models/encoder --embedding-cache cache/embeddings \
+        --out artifacts/index --report reports/index.json
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from papersim import ann, tracking
+from papersim.atomic import atomic_outputs, dump_json
+from papersim.config import load_section
+from papersim.embeddings import encode_cached
+from papersim.encoding import load_text_encoder
+from papersim.env import apply_offline_defaults
+from papersim.errors import PapersimError
+from papersim.index import BuiltIndex, IndexConfig, build_index
+from papersim.provenance import data_version, git_commit
+from papersim.retrieval import BM25, passage_text
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m stages.build_index", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (section `build_index`)")
+    parser.add_argument("--papers", type=Path, default=Path("data/processed/papers.parquet"), help="ingested papers")
+    parser.add_argument("--pairs", type=Path, default=Path("data/pairs"),
+                        help="mine_pairs output: held-out titles (split.parquet) measure recall and speed")
+    parser.add_argument("--model", type=Path, default=Path("models/encoder"), help="the trained model")
+    parser.add_argument("--embedding-cache", type=Path, default=Path("cache/embeddings"),
+                        help="embedding cache shared with mine_pairs and evaluate")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/index"), help="index folder")
+    parser.add_argument("--report", type=Path, default=Path("reports/index.json"), help="metrics JSON")
+    return parser.parse_args(argv)
+
+
+def read_previous(folder: Path) -> BuiltIndex | None:
+    """The last good build, if complete; anything unreadable means a full rebuild, never an error."""
+    try:
+        info = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        return BuiltIndex(index=ann.load_index(folder / "index.faiss"), ids=pd.read_parquet(folder / "ids.parquet"),
+                          info=info)
+    except (OSError, ValueError, PapersimError):
+        return None
+
+
+def held_out_titles(papers: pd.DataFrame, split_file: Path, n: int) -> list[str]:
+    """Up to n test-split titles (all titles when there is no split): real queries for recall and speed."""
+    titles = papers[papers["title"].str.strip() != ""]
+    if split_file.is_file():
+        split = pd.read_parquet(split_file)
+        test = titles[titles["paper_id"].isin(set(split.loc[split["split"] == "test", "paper_id"]))]
+        titles = test if len(test) else titles
+    return titles["title"].head(n).to_list()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    apply_offline_defaults()
+    try:
+        cfg = load_section(args.params, "build_index", IndexConfig)
+        if not args.papers.is_file():
+            raise PapersimError(f"{args.papers}: no ingested papers; run the ingest stage first (`dvc repro ingest`)")
+        if not (args.model / "modules.json").is_file():
+            raise PapersimError(f"{args.model}: no trained model; run the train stage first (`dvc repro train`)")
+        papers = pd.read_parquet(args.papers)
+        tags = {"mlflow.source.git.commit": git_commit(), **data_version({"papers": args.papers})}
+        with tracking.stage_run("build_index", dataclasses.asdict(cfg), tags) as run:
+            encoder = load_text_encoder(str(args.model), cfg.backend, cfg.max_seq_length, cfg.batch_size)
+            encoded = []
+
+            def embed(texts: list[str]):
+                result = encode_cached(encoder, texts, args.embedding_cache, progress=True)
+                encoded.append(result.n_encoded)
+                return result.vectors
+
+            queries = embed(held_out_titles(papers, args.pairs / "split.parquet", cfg.recall_queries))
+            built = build_index(papers, embed, queries, cfg, encoder.key, read_previous(args.out))
+            info = {**built.info, "papers_encoded": encoded[1], "backend": encoder.backend,
+                    "max_seq_length": cfg.max_seq_length, "model": str(args.model),
+                    "model_fingerprint": encoder.fingerprint}
+            passages = {pid: passage_text(t, a) for pid, t, a in zip(papers["paper_id"], papers["title"],
+                                                                       papers["abstract"])}
+            bm25 = BM25(list(built.ids["paper_id"]), [passages[pid] for pid in built.ids["paper_id"]])
+            with atomic_outputs(args.out, args.report) as (out, report):
+                out.mkdir()
+                ann.save_index(built.index, out / "index.faiss")
+                built.ids.to_parquet(out / "ids.parquet", index=False)
+                (out / "bm25").mkdir()
+                bm25.save(out / "bm25")
+                dump_json(info, out / "index.json")
+                dump_json(info, report)
+            run.log_metrics(info)
+            run.set_tags({"index.factory": info["factory"], "index.mode": info["mode"]})
+            run.log_artifact(args.report, "reports")
+    except PapersimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"build_index: {info['papers']} papers -> {args.out} ({info['factory']}, {info['mode']}: "
+          f"{info['mode_reason']}; encoded {info['papers_encoded']}); recall@10 {info.get('recall@10', 1.0):.3f}, "
+          f"{info['queries_per_second']:.0f} queries/s, {info['memory_bytes'] / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
