@@ -82,3 +82,49 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     model = SentenceTransformer(modules=[Transformer(str(root / "hf")), Pooling(32, "mean"), Normalize()])
     model.save(str(root / "model"))
     return root / "model"
+
+
+TOPICS = ["wing flutter at supersonic speed", "heat transfer in laminar boundary layers",
+          "contrastive learning of sentence embeddings", "message passing in graph neural networks"]
+
+
+def papers_frame(n: int, start: int = 0):
+    """Ingested papers (papers.parquet's columns) on four topics; pages group papers of one topic."""
+    import pandas as pd
+
+    rows = [{"paper_id": f"p{i}", "title": f"A study of {TOPICS[i % 4]}, part {i}",
+             "abstract": f"We examine {TOPICS[i % 4]} in setting {i} and report measurements numbered {i * 7}.",
+             "source": "arxiv", "groups": [f"page{i % 4}"], "content_hash": f"{i:032x}"}
+            for i in range(start, start + n)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_model_dir):
+    """What evaluate and build_index read: papers, the split, a 'trained' model, params for the tiny model."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+
+    papers = papers_frame(24)
+    (tmp_path / "data/processed").mkdir(parents=True)
+    papers.to_parquet(tmp_path / "data/processed/papers.parquet", index=False)
+    (tmp_path / "data/pairs").mkdir(parents=True)
+    split = ["test" if i % 4 == 0 else "train" for i in range(len(papers))]
+    pd.DataFrame({"paper_id": papers["paper_id"], "split": split}).to_parquet(
+        tmp_path / "data/pairs/split.parquet", index=False)
+    shutil.copytree(tiny_model_dir, tmp_path / "models/encoder")
+    beir = tmp_path / "beir/mini"
+    write_jsonl(beir / "corpus.jsonl", [{"_id": f"d{i}", "title": t.split(" in ")[0], "text": t}
+                                        for i, t in enumerate(TOPICS)])
+    write_jsonl(beir / "queries.jsonl", [{"_id": "q1", "text": "supersonic flutter"},
+                                         {"_id": "q2", "text": "graph networks"}])
+    (beir / "qrels").mkdir()
+    (beir / "qrels/test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t2\nq2\td3\t1\n", encoding="utf-8")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["evaluate"].update(beir_sets=[str(beir)], base_model=str(tiny_model_dir), backend="torch",
+                              max_seq_length=32)
+    params["build_index"].update(backend="torch", max_seq_length=32, recall_queries=10)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path

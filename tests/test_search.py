@@ -1,0 +1,80 @@
+"""`papersim search` and `papersim similar` on an index built by the stage."""
+
+import json
+
+import pytest
+
+from papersim.cli import main as cli
+from papersim.errors import PapersimError
+from papersim.search import check_request, load_search_index, search_text, similar_papers
+from stages.build_index import main as build
+
+
+@pytest.fixture
+def built(workspace, tracking):
+    assert build(["--params", str(workspace / "params.yaml"), "--papers",
+                  str(workspace / "data/processed/papers.parquet"), "--pairs", str(workspace / "data/pairs"),
+                  "--model", str(workspace / "models/encoder"), "--embedding-cache", str(workspace / "cache"),
+                  "--out", str(workspace / "artifacts/index"), "--report", str(workspace / "reports/index.json")]) == 0
+    return workspace
+
+
+def search(ws, *argv):
+    return cli([*argv, "--index", str(ws / "artifacts/index"), "--model", str(ws / "models/encoder")])
+
+
+def test_search_modes_and_json(built, capsys):
+    assert search(built, "search", "supersonic wing flutter", "-k", "3", "--json") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2, 3] and set(rows[0]) == {"rank", "score", "paper_id", "title"}
+    assert search(built, "search", "supersonic wing flutter", "--mode", "bm25", "-k", "4", "--json") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all("flutter" in r["title"] for r in rows)  # every match on the rare words is a flutter paper
+    assert search(built, "search", "graph neural networks", "--mode", "dense") == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["rank", "score", "paper_id", "title"]
+
+
+def test_similar_excludes_the_paper_itself(built, capsys):
+    assert search(built, "similar", "p0", "-k", "5", "--json") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 5 and "p0" not in {r["paper_id"] for r in rows}
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "   "], "empty query"),
+    (["search", "flutter", "-k", "0"], "k must be between 1 and 100, got 0"),
+    (["search", "flutter", "-k", "101"], "k must be between 1 and 100, got 101"),
+    (["similar", "p999"], "unknown paper id 'p999'"),
+])
+def test_bad_requests_are_one_line_errors(built, capsys, argv, message):
+    assert search(built, *argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_index_tells_the_user_to_run_the_pipeline(tmp_path, capsys):
+    assert cli(["search", "flutter", "--index", str(tmp_path / "none")]) == 1
+    assert "run the pipeline first" in capsys.readouterr().err
+
+
+def test_index_from_another_model_is_refused(built, tiny_model_dir, capsys):
+    weights = built / "models/encoder/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    assert search(built, "search", "flutter", "--mode", "dense") == 1
+    assert "rebuild it" in capsys.readouterr().err
+
+
+def test_library_checks_requests_and_finds_the_paper_by_its_title(built):
+    from papersim.encoding import load_text_encoder
+
+    si = load_search_index(built / "artifacts/index")
+    si.embed = load_text_encoder(str(built / "models/encoder"), "torch", 32).encode
+    assert search_text(si, "A study of wing flutter at supersonic speed, part 12", 3, "bm25")["paper_id"][0] == "p12"
+    assert len(similar_papers(si, "p1", 2)) == 2
+    with pytest.raises(PapersimError, match="unknown mode"):
+        check_request(5, "sparse")
+    with pytest.raises(PapersimError, match="query too long"):
+        check_request(5, "dense", "x" * 10_001)

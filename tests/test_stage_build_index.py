@@ -1,0 +1,48 @@
+"""The build_index stage: a searchable index, extended with new papers only, never half-written."""
+
+import json
+
+import pandas as pd
+
+from stages.build_index import main
+from tests.conftest import papers_frame
+
+
+def args(ws, *extra):
+    return ["--params", str(ws / "params.yaml"), "--papers", str(ws / "data/processed/papers.parquet"),
+            "--pairs", str(ws / "data/pairs"), "--model", str(ws / "models/encoder"),
+            "--embedding-cache", str(ws / "cache"), "--out", str(ws / "artifacts/index"),
+            "--report", str(ws / "reports/index.json"), *extra]
+
+
+def test_builds_then_extends_with_exactly_the_new_papers(workspace, tracking):
+    assert main(args(workspace)) == 0
+    first = json.loads((workspace / "reports/index.json").read_text())
+    assert (first["mode"], first["factory"], first["papers"], first["papers_encoded"]) == ("full", "Flat", 24, 24)
+    assert first["recall@10"] == 1.0 and first["recall_queries"] == 6 and first["memory_bytes"] > 0
+    index = workspace / "artifacts/index"
+    assert {p.name for p in index.iterdir()} == {"index.faiss", "ids.parquet", "index.json", "bm25"}
+
+    papers = pd.concat([papers_frame(24), papers_frame(2, start=24)], ignore_index=True)
+    papers.to_parquet(workspace / "data/processed/papers.parquet", index=False)
+    assert main(args(workspace)) == 0
+    second = json.loads((workspace / "reports/index.json").read_text())
+    assert (second["mode"], second["papers"], second["papers_added"], second["papers_encoded"]) == \
+        ("incremental", 26, 2, 2)
+    assert pd.read_parquet(index / "ids.parquet")["paper_id"].tolist()[-2:] == ["p24", "p25"]
+
+
+def test_a_failed_build_leaves_the_previous_index(workspace, tracking, capsys):
+    assert main(args(workspace)) == 0
+    before = {p.name: p.read_bytes() for p in (workspace / "artifacts/index").iterdir() if p.is_file()}
+    params = workspace / "params.yaml"
+    params.write_text(params.read_text().replace("factory: auto", "factory: NotAnIndex"))
+    assert main(args(workspace)) == 1
+    assert "faiss cannot build index 'NotAnIndex'" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in (workspace / "artifacts/index").iterdir() if p.is_file()}
+    assert after == before and not list((workspace / "artifacts").glob(".*tmp*"))
+
+
+def test_missing_inputs_are_clear_errors(workspace, tracking, capsys):
+    assert main(args(workspace, "--papers", str(workspace / "none.parquet"))) == 1
+    assert "no ingested papers; run the ingest stage first" in capsys.readouterr().err

@@ -1,0 +1,56 @@
+"""The evaluate stage: every system on every set, reports written atomically, logged to MLflow."""
+
+import json
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from stages.evaluate import main
+
+
+def args(ws, *extra):
+    return ["--params", str(ws / "params.yaml"), "--papers", str(ws / "data/processed/papers.parquet"),
+            "--pairs", str(ws / "data/pairs"), "--model", str(ws / "models/encoder"),
+            "--embedding-cache", str(ws / "cache"), "--report", str(ws / "reports/eval.json"),
+            "--table", str(ws / "reports/eval.md"), "--curve", str(ws / "reports/recall_at_k.csv"),
+            "--plot", str(ws / "reports/recall_at_k.png"), *extra]
+
+
+def test_reports_every_system_on_every_set_and_logs_them(workspace, tracking, capsys):
+    assert main(args(workspace)) == 0
+    report = json.loads((workspace / "reports/eval.json").read_text())
+    assert set(report) == {"mini", "test_split"}
+    assert {"bm25", "base", "trained", "hybrid"} < set(report["mini"]) and "champion" not in report["mini"]
+    assert report["mini"]["n_queries"] == 2 and report["test_split"]["n_queries"] == 6
+    assert "colisted_precision@10" in report["test_split"]["hybrid"]
+    assert report["test_split"]["bm25"]["recall@100"] == 1.0  # each title shares its words with its abstract
+    table = (workspace / "reports/eval.md").read_text()
+    assert "champion: skipped" in table and "### test_split (6 queries" in table
+    assert (workspace / "reports/recall_at_k.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| hybrid |" in capsys.readouterr().out
+    run = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])[0]
+    assert run.info.run_name == "evaluate"
+    assert run.data.metrics["mini.hybrid.ndcg_at_10"] == report["mini"]["hybrid"]["ndcg@10"]
+    assert "eval_set.mini.content_hash" in run.data.tags
+
+
+def test_champion_is_scored_when_given(workspace, tracking):
+    assert main(args(workspace, "--champion-model", str(workspace / "models/encoder"))) == 0
+    report = json.loads((workspace / "reports/eval.json").read_text())
+    assert report["mini"]["champion"] == report["mini"]["trained"]  # same weights, same numbers
+
+
+def test_bad_judgments_name_file_and_line_and_keep_the_last_reports(workspace, tracking, capsys):
+    assert main(args(workspace)) == 0
+    before = (workspace / "reports/eval.json").read_bytes()
+    qrels = workspace / "beir/mini/qrels/test.tsv"
+    qrels.write_text(qrels.read_text() + "q2\td1\tvery\n")
+    assert main(args(workspace)) == 1
+    assert "test.tsv, line 4: expected" in capsys.readouterr().err
+    assert (workspace / "reports/eval.json").read_bytes() == before
+    assert not list((workspace / "reports").glob(".*tmp*"))
+
+
+def test_missing_model_is_a_clear_error(workspace, tracking, capsys):
+    assert main(args(workspace, "--model", str(workspace / "nope"))) == 1
+    assert "no trained model; run the train stage first" in capsys.readouterr().err
