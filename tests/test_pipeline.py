@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, paper, write_jsonl, write_page
 
 pytestmark = pytest.mark.slow
+STAGES = ("ingest", "mine_pairs", "train", "evaluate", "build_index")
 
 
 def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -45,11 +46,16 @@ def repo(tmp_path, tracking, tiny_model_dir) -> Path:
         {"_id": "1", "title": "wing flutter", "text": "wing flutter at supersonic speed in a wind tunnel"},
         {"_id": "2", "title": "", "text": ""},  # like Cranfield's empty documents: quarantined
     ])
+    write_jsonl(root / "data/raw/beir/cranfield/queries.jsonl", [{"_id": "1", "text": "supersonic flutter"}])
+    (root / "data/raw/beir/cranfield/qrels").mkdir()
+    (root / "data/raw/beir/cranfield/qrels/test.tsv").write_text("query-id\tcorpus-id\tscore\n1\t1\t2\n")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["ingest"]["max_rejected_fraction"] = 0.2  # 1 empty document in 13 rows
     params["mine_pairs"].update(model=str(tiny_model_dir), val_fraction=0.3, num_negatives=2)
     params["train"].update(base_model=str(tiny_model_dir), max_seq_length=32, batch_size=2, num_negatives=2,
                            max_steps=2, eval_steps=1, save_steps=1, logging_steps=1)
+    params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32)
+    params["build_index"].update(max_seq_length=32)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     sh(["git", "init", "-q"], root)
     sh(["dvc", "init", "-q"], root)
@@ -61,7 +67,7 @@ def repo(tmp_path, tracking, tiny_model_dir) -> Path:
 
 def test_dvc_repro_runs_the_stages_then_skips_then_keeps_outputs_on_bad_input(repo, tracking):
     first = sh(["dvc", "repro"], repo)
-    assert all(f"Running stage '{s}'" in first.stdout for s in ("ingest", "mine_pairs", "train"))
+    assert all(f"Running stage '{s}'" in first.stdout for s in STAGES)
     pairs = json.loads((repo / "reports/mine_pairs.json").read_text())
     assert pairs["pairs"]["train"]["total"] > 0 and (repo / "data/pairs/train.parquet").is_file()
     assert json.loads((repo / "reports/train.json").read_text())["steps"] == 2
@@ -77,7 +83,12 @@ def test_dvc_repro_runs_the_stages_then_skips_then_keeps_outputs_on_bad_input(re
     assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
 
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
-    assert sorted(r.info.run_name for r in runs) == ["ingest", "mine_pairs", "train"]
+    assert sorted(r.info.run_name for r in runs) == sorted(STAGES)
+    evaluation = json.loads((repo / "reports/eval.json").read_text())
+    assert evaluation["cranfield"]["bm25"]["recall@1"] == 1.0 and "hybrid" in evaluation["cranfield"]
+    assert json.loads((repo / "reports/index.json").read_text())["papers"] == 11
+    found = sh(["papersim", "similar", "cranfield:1", "-k", "2", "--json"], repo).stdout.splitlines()
+    assert len(found) == 2 and "cranfield:1" not in found[0]
     assert {r.info.run_name: r for r in runs}["ingest"].data.metrics["rows_written"] == 11
 
     papers = (repo / "data/processed/papers.parquet").read_bytes()
