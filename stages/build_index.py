@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                     "model_fingerprint": encoder.fingerprint}
             passages = {pid: passage_text(t, a) for pid, t, a in zip(papers["paper_id"], papers["title"],
                                                                        papers["abstract"])}
-            bm25 = BM25(list(built.ids["paper_id"]), [passages[pid] for pid in built.ids["paper_id"]])
+            bm25 = BM25(list(built.ids["paper_id"]), [passages[pid] for pid in built.ids["paper_id"]],
+                        cfg.stemmer)
             with atomic_outputs(args.out, args.report) as (out, report):
                 out.mkdir()
                 ann.save_index(built.index, out / "index.faiss")

@@ -77,6 +77,19 @@ def summary(root: Path) -> str:
             f"  best {r['best_metric']:<13} {r['best_metric_value'] or float('nan'):.4f} "
             f"at step {r['best_checkpoint_step']} -> models/encoder",
         ]
+    table = root / "reports/eval.md"
+    if table.is_file():
+        lines += ["evaluate (reports/eval.md)", table.read_text(encoding="utf-8").rstrip()]
+    index = root / STAGE_REPORTS["build_index"]
+    if index.is_file():
+        r = json.loads(index.read_text(encoding="utf-8"))
+        lines += [
+            "build_index",
+            f"  papers indexed     {r['papers']} ({r['factory']}, {r['mode']}: {r['mode_reason']}; "
+            f"encoded {r['papers_encoded']}) -> artifacts/index",
+            f"  recall@10 {r.get('recall@10', 1.0):.3f} vs exact, {r['queries_per_second']:.0f} queries/s, "
+            f"{r['memory_bytes'] / 2**20:.1f} MiB",
+        ]
     if not lines:
         raise PapersimError(f"no reports under {root / 'reports'}: run the pipeline first (`dvc repro`)")
     return "\n".join(lines)

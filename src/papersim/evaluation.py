@@ -32,6 +32,7 @@ class EvaluateConfig:
     test_split: bool = True  # also score the held-out split: title -> own abstract, co-listing precision
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS))  # a subset of SYSTEMS
     base_model: str = ""  # the untuned baseline; "" = the packaged all-MiniLM-L6-v2
+    stemmer: str = "english"  # BM25's Snowball stemmer ("" = none), as Lucene's English analyzer
     rrf_k: int = 60  # RRF's constant: 60 is Cormack et al.'s default and robust across collections
     depth: int = 100  # ranked documents per query and system: recall@100 and MAP@100 need 100
     backend: str = "auto"  # encoder backend (papersim.encoding): auto = openvino on a CPU, torch on a GPU
@@ -142,7 +143,7 @@ def held_out_set(papers: pd.DataFrame, split: pd.DataFrame, max_group_size: int)
     if test.empty:
         return None
     sizes = pd.Series([g for gs in papers["groups"] for g in gs]).value_counts()
-    small = set(sizes[sizes <= max_group_size].index)
+    small = set(sizes[(sizes >= 2) & (sizes <= max_group_size)].index)  # a group of one has no one to find
     groups = {pid: frozenset(g for g in gs if g in small) for pid, gs in zip(papers["paper_id"], papers["groups"])}
     digest = hashlib.sha256(pd.util.hash_pandas_object(
         papers[["paper_id", "content_hash"]], index=False).values.tobytes() + "\n".join(sorted(test_ids)).encode())
@@ -180,7 +181,7 @@ def evaluate_set(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Evaluate
     row_of = {pid: row for row, pid in enumerate(eval_set.doc_ids)}
     group_rows = [row_of[pid] for pid in eval_set.group_queries] if eval_set.groups else []
     if "bm25" in wanted:
-        bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts)
+        bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts, cfg.stemmer)
         rankings["bm25"] = bm25.rankings(eval_set.query_ids, eval_set.query_texts, cfg.depth)
         if group_rows:
             found = bm25.rankings(eval_set.group_queries, [eval_set.doc_texts[r] for r in group_rows], cfg.depth + 1)

