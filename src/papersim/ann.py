@@ -2,14 +2,14 @@
 
 Vectors are float32 and L2-normalised, shape (n, dim); similarity is the inner product (the cosine).
 `auto_factory` picks the index kind from the corpus size. What each kind holds per vector at dim=384
-(`memory_bytes` of 100,000 clustered vectors / 100,000; the benchmark is benchmarks/ann.py):
+(`memory_bytes` of 100,000 clustered vectors from benchmarks/ann.py, / 100,000):
 
   Flat           1,536 B  the vectors (384 x 4 B); exact, search time grows linearly with n
   HNSW32         1,808 B  the vectors + graph links: 2 x 32 int32 neighbour ids on level 0 (256 B),
                           upper levels (~4 B), each vector's level and offset (12 B)
   IVF1024,PQ48np    76 B  48 B of PQ codes + an 8 B id; the centroids (1.5 MB) and PQ tables (0.4 MB) add
                           the other 20 B at 100k vectors and vanish at 10M. The 32x compression caps recall:
-                          recall@10 tops out at 0.53 on the benchmark's synthetic vectors, whatever the nprobe
+                          recall@10 tops out at 0.72 on the benchmark's vectors, whatever the nprobe
 """
 
 import math

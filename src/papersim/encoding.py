@@ -116,14 +116,17 @@ def _openvino_batch(model, max_seq_length: int) -> Callable[[list[str]], np.ndar
     transformer = model[0].auto_model.eval()
     example = tokenizer(["an example"], padding=True, truncation=True, max_length=max_seq_length, return_tensors="pt")
     with torch.no_grad():
-        converted = ov.convert_model(transformer, example_input=dict(example))
+        # Traced here rather than by ov.convert_model, which re-runs the trace to check it (~5 s a model).
+        traced = torch.jit.trace(transformer, example_kwarg_inputs=dict(example), check_trace=False, strict=False)
+        converted = ov.convert_model(traced)
     compiled = ov.Core().compile_model(converted, "CPU")
-    names = [port.any_name for port in compiled.inputs]
+    # A traced graph's inputs are named after forward()'s arguments, sometimes with a suffix ("attention_mask.1").
+    names = [port.any_name.split(".")[0] for port in compiled.inputs]
 
     def encode_batch(texts: list[str]) -> np.ndarray:
         tokens = tokenizer([text.strip() for text in texts], padding=True, truncation=True,
                            max_length=max_seq_length, return_tensors="np")
-        hidden = compiled({name: tokens[name] for name in names})[0]  # (batch, seq, dim)
+        hidden = compiled([tokens[name] for name in names])[0]  # (batch, seq, dim)
         mask = tokens["attention_mask"][..., None].astype(np.float32)  # (batch, seq, 1)
         return _normalise((hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0))
 
