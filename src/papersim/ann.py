@@ -88,7 +88,8 @@ def _effort_knob(index: faiss.Index) -> tuple[object, str] | None:
 
 def set_search_effort(index: faiss.Index, effort: int) -> None:
     """Set efSearch (HNSW) or nprobe (IVF); exact indexes have nothing to set."""
-    if knob := _effort_knob(index):
+    # 0 is what tune_search_effort reports for exact indexes: it leaves the index as it is (nprobe 0 fails).
+    if effort > 0 and (knob := _effort_knob(index)):
         setattr(*knob, effort)
 
 
