@@ -8,7 +8,7 @@ from papersim.cli import build_parser, check_params, main
 from papersim.errors import PapersimError
 from tests.conftest import REPO
 
-SUBCOMMANDS = ["repro", "check-params", "summary"]
+SUBCOMMANDS = ["repro", "check-params", "summary", "search", "similar"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -24,13 +24,15 @@ def test_parser_knows_exactly_the_documented_subcommands():
     assert sorted(actions[0].choices) == sorted(SUBCOMMANDS)
 
 
-def test_stage_modules_have_help():
-    result = subprocess.run([sys.executable, "-m", "stages.ingest", "--help"], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0 and "--papers" in result.stdout
+@pytest.mark.parametrize("stage", ["ingest", "mine_pairs", "train", "evaluate", "build_index"])
+def test_stage_modules_have_help(stage):
+    result = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--help"], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and "--params" in result.stdout
 
 
 def test_the_shipped_params_file_is_valid():
-    assert check_params(REPO / "params.yaml") == ["ingest", "mine_pairs", "train"]
+    assert check_params(REPO / "params.yaml") == ["ingest", "mine_pairs", "train", "evaluate", "build_index"]
 
 
 def test_check_params_rejects_unknown_sections_and_keys(tmp_path, capsys):

@@ -80,3 +80,12 @@ def test_trains_on_cuda_with_bf16_autocast(tiny_model_dir, tmp_path):
     cfg = TrainConfig(max_steps=4, eval_steps=2, save_steps=2, batch_size=4, num_negatives=2)
     trainer, report = train_encoder(model, toy_pairs(40), toy_pairs(10, offset=100), cfg, tmp_path / "ckpt", "fp")
     assert report["device"] == "cuda" and trainer.args.bf16 and report["steps"] == 4
+
+
+def test_precision_is_bf16_on_gpus_and_fp32_on_cpus_unless_forced():
+    from papersim.train import use_bf16
+
+    assert use_bf16("auto", cuda=True) and not use_bf16("auto", cuda=False)
+    assert use_bf16("bf16", cuda=False) and not use_bf16("fp32", cuda=True)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp16")

@@ -159,7 +159,9 @@ def train_encoder(
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the steps (transformers 5)
         weight_decay=cfg.weight_decay,
         bf16=use_bf16(cfg.precision, cuda),
-        use_cpu=not cuda,  # transformers accepts bf16 without a GPU only when told it is on a CPU
+        # transformers accepts bf16 without a GPU only when told it is on a CPU; otherwise leave the
+        # default, which torchrun's DDP set-up on CPUs relies on.
+        use_cpu=not cuda and use_bf16(cfg.precision, cuda),
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # a text twice in a batch would be its own negative
         eval_strategy="steps" if validate else "no",
         eval_steps=cfg.eval_steps,
