@@ -20,7 +20,7 @@ from papersim.embeddings import encode_cached
 from papersim.encoding import load_text_encoder
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
-from papersim.evaluation import (DENSE, EvaluateConfig, curve_table, eval_report, evaluate_set, load_beir_set,
+from papersim.evaluation import (EvaluateConfig, curve_table, eval_report, evaluate_set, load_beir_set,
                                  markdown_table, save_curve_plot, held_out_set)
 from papersim.provenance import data_version, git_commit
 
