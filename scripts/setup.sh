@@ -15,9 +15,7 @@ fi
 stamp=".venv/.papersim-installed"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  # --no-compile: byte-compiling every installed package took ~1 of the ~2.5 install minutes on 2 cores;
-  # Python compiles the modules actually imported on first use instead.
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e '.[dev]'
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
   echo "$want" > "$stamp"
 fi
 
