@@ -72,16 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         tags = {"mlflow.source.git.commit": git_commit(), **data_version({"papers": args.papers})}
         with tracking.stage_run("build_index", dataclasses.asdict(cfg), tags) as run:
             encoder = load_text_encoder(str(args.model), cfg.backend, cfg.max_seq_length, cfg.batch_size)
-            encoded = []
+            titles = held_out_titles(papers, args.pairs / "split.parquet", cfg.recall_queries)
+            queries = encode_cached(encoder, titles, args.embedding_cache).vectors
+            papers_encoded = []  # what build_index's embedding calls had to encode (the rest came from the cache)
 
             def embed(texts: list[str]):
                 result = encode_cached(encoder, texts, args.embedding_cache, progress=True)
-                encoded.append(result.n_encoded)
+                papers_encoded.append(result.n_encoded)
                 return result.vectors
 
-            queries = embed(held_out_titles(papers, args.pairs / "split.parquet", cfg.recall_queries))
             built = build_index(papers, embed, queries, cfg, encoder.key, read_previous(args.out))
-            info = {**built.info, "papers_encoded": encoded[1], "backend": encoder.backend,
+            info = {**built.info, "papers_encoded": sum(papers_encoded), "backend": encoder.backend,
                     "max_seq_length": cfg.max_seq_length, "model": str(args.model),
                     "model_fingerprint": encoder.fingerprint}
             passages = {pid: passage_text(t, a) for pid, t, a in zip(papers["paper_id"], papers["title"],
