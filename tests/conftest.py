@@ -128,3 +128,15 @@ def workspace(tmp_path, tiny_model_dir):
     params["build_index"].update(backend="torch", max_seq_length=32, recall_queries=10)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
+
+
+@pytest.fixture
+def built(workspace, tracking):
+    """The workspace with an index built by the build_index stage (artifacts/index)."""
+    from stages.build_index import main as build
+
+    assert build(["--params", str(workspace / "params.yaml"), "--papers",
+                  str(workspace / "data/processed/papers.parquet"), "--pairs", str(workspace / "data/pairs"),
+                  "--model", str(workspace / "models/encoder"), "--embedding-cache", str(workspace / "cache"),
+                  "--out", str(workspace / "artifacts/index"), "--report", str(workspace / "reports/index.json")]) == 0
+    return workspace

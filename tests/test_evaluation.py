@@ -67,6 +67,7 @@ def test_all_systems_scored_on_the_same_queries_and_unjudged_ones_skipped(tmp_pa
     assert set(result.curves["hybrid"]) == {1, 10}
     report = eval_report({"mini": result})
     assert report["mini"]["n_queries"] == 2 and 0 <= report["mini"]["hybrid"]["ndcg@10"] <= 1
+    assert report["mini"]["content_hash"] == s.content_hash != ""  # the gate compares sets by it
     assert json.loads(json.dumps(report)) == report
     table = markdown_table({"mini": result}, ["champion: skipped"])
     assert "| hybrid |" in table and "2 queries, 1 skipped" in table and "- champion: skipped" in table

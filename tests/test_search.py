@@ -7,16 +7,6 @@ import pytest
 from papersim.cli import main as cli
 from papersim.errors import PapersimError
 from papersim.search import check_request, load_search_index, search_text, similar_papers
-from stages.build_index import main as build
-
-
-@pytest.fixture
-def built(workspace, tracking):
-    assert build(["--params", str(workspace / "params.yaml"), "--papers",
-                  str(workspace / "data/processed/papers.parquet"), "--pairs", str(workspace / "data/pairs"),
-                  "--model", str(workspace / "models/encoder"), "--embedding-cache", str(workspace / "cache"),
-                  "--out", str(workspace / "artifacts/index"), "--report", str(workspace / "reports/index.json")]) == 0
-    return workspace
 
 
 def search(ws, *argv):

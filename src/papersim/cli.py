@@ -1,4 +1,4 @@
-"""The `papersim` command: run the pipeline, check params.yaml, summarise the reports."""
+"""The `papersim` command: run the pipeline, check params.yaml, summarise, search, manage the registry."""
 
 import argparse
 import json
@@ -18,6 +18,7 @@ STAGE_CONFIGS = {
     "train": "papersim.train:TrainConfig",
     "evaluate": "papersim.evaluation:EvaluateConfig",
     "build_index": "papersim.index:IndexConfig",
+    "retrain": "papersim.retrain:RetrainConfig",  # the retraining flow (flows/retrain.py), not a DVC stage
 }
 STAGE_REPORTS = {"ingest": "reports/ingest.json", "mine_pairs": "reports/mine_pairs.json",
                  "train": "reports/train.json", "evaluate": "reports/eval.json",
@@ -121,8 +122,51 @@ def build_parser() -> argparse.ArgumentParser:
                              help="dense (trained model), bm25, or hybrid (reciprocal-rank fusion of both)")
         cmd.add_argument("--json", action="store_true", help="JSON lines instead of a table")
         cmd.add_argument("--index", type=Path, default=Path("artifacts/index"), help="index folder (build_index)")
-        cmd.add_argument("--model", type=Path, default=Path("models/encoder"), help="the model the index was built with")
+        cmd.add_argument("--model", default="models/encoder",
+                         help="the encoder folder the index was built with, or a registry version: `champion`, "
+                              "`challenger` or a version number (its own encoder and index; --index is ignored)")
+
+    reg = sub.add_parser("registry", help="list, promote or roll back registered model versions",
+                         description="The MLflow model registry's versions of the search model and their aliases.")
+    reg.add_argument("action", choices=("list", "promote", "rollback"))
+    reg.add_argument("version", nargs="?", help="the version to promote (promote only)")
+    reg.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (retrain.model_name)")
     return parser
+
+
+REGISTRY_REFS = ("champion", "challenger")
+
+
+def _model_name(params: Path) -> str:
+    from papersim.retrain import RetrainConfig
+
+    section = read_params(params).get("retrain", {}) if params.is_file() else {}
+    return build_config(RetrainConfig, section, f"{params}: retrain").model_name
+
+
+def resolve_model(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(encoder folder, index folder) from --model / --index: a folder, or a registry version."""
+    if args.model in REGISTRY_REFS or args.model.isdigit():
+        from papersim.registry import resolve
+
+        local = resolve(_model_name(Path("params.yaml")), args.model, Path("cache/registry"))
+        return local / "artifacts/encoder", local / "artifacts/index"
+    return Path(args.model), args.index
+
+
+def run_registry(args: argparse.Namespace) -> str:
+    from papersim import registry
+
+    name = _model_name(args.params)
+    if args.action == "list":
+        return registry.table(name)
+    if args.action == "promote":
+        if not args.version:
+            raise PapersimError("promote needs a version: `papersim registry promote 3`")
+        return registry.promote(name, args.version)
+    if args.version:
+        raise PapersimError("rollback takes no version: it returns to the previous champion")
+    return registry.rollback(name)
 
 
 def run_search(args: argparse.Namespace) -> str:
@@ -130,15 +174,16 @@ def run_search(args: argparse.Namespace) -> str:
     from papersim.search import check_request, load_search_index, search_text, similar_papers
 
     check_request(args.k, getattr(args, "mode", "dense"), getattr(args, "query", None))
-    si = load_search_index(args.index)
+    model, index = resolve_model(args)
+    si = load_search_index(index)
     if args.command == "search" and args.mode != "bm25":
         from papersim.encoding import load_text_encoder
 
         # One query: torch starts faster than an OpenVINO conversion, and its vectors match the
         # index's to cosine >= 0.9999 as long as the weights are the same.
-        encoder = load_text_encoder(str(args.model), "torch", si.info.get("max_seq_length", 128))
+        encoder = load_text_encoder(str(model), "torch", si.info.get("max_seq_length", 128))
         if encoder.fingerprint != si.info.get("model_fingerprint"):
-            raise PapersimError(f"{args.index} was built with another model than {args.model}: rebuild it "
+            raise PapersimError(f"{index} was built with another model than {model}: rebuild it "
                                 "(`dvc repro build_index`)")
         si.embed = encoder.encode
     table = search_text(si, args.query, args.k, args.mode) if args.command == "search" else \
@@ -166,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             print(summary(args.root))
         elif args.command in ("search", "similar"):
             print(run_search(args))
+        elif args.command == "registry":
+            print(run_registry(args))
     except PapersimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -55,3 +55,41 @@ def load_section(params_path: str | Path, section: str, cls: type[T]) -> T:
     if section not in params:
         raise PapersimError(f"{params_path}: no '{section}' section")
     return build_config(cls, params[section], f"{params_path}: {section}")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'train.max_steps=10' -> ('train.max_steps', 10): the value is read as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or key.count(".") != 1 or not all(key.split(".")):
+        raise PapersimError(f"override {item!r}: write it as section.key=value, e.g. train.max_steps=10")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise PapersimError(f"override {item!r}: value is not valid YAML: {exc}") from None
+
+
+def override_params(text: str, overrides: dict[str, Any], where: str = "params.yaml") -> str:
+    """params.yaml's text with `section.key` values replaced; comments and order are kept.
+
+    Only existing keys can be overridden: a typo is an error, not a silently ignored setting.
+    """
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+
+    rt = YAML()  # round-trip mode: comments, order and quoting survive
+    rt.preserve_quotes = True
+    rt.width = 4096
+    doc = rt.load(text) or {}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in doc or not isinstance(doc[section], dict):
+            raise PapersimError(f"override {key!r}: {where} has no section {section!r} "
+                                f"(sections: {', '.join(map(str, doc))})")
+        if name not in doc[section]:
+            raise PapersimError(f"override {key!r}: {where}: {section} has no key {name!r} "
+                                f"(keys: {', '.join(map(str, doc[section]))})")
+        doc[section][name] = value
+    out = StringIO()
+    rt.dump(doc, out)
+    return out.getvalue()

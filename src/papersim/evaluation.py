@@ -171,6 +171,7 @@ class SetResult:
     curves: dict[str, dict[int, float]]  # system -> k -> recall@k
     n_queries: int
     n_skipped: int
+    content_hash: str = ""  # of the set scored: the champion gate compares only equal sets
 
 
 def evaluate_set(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: EvaluateConfig) -> SetResult:
@@ -209,12 +210,14 @@ def evaluate_set(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Evaluate
             scores[system]["colisted_precision@10"] = _colisted_precision(neighbours[system], eval_set.groups, 10)
         curves[system] = recall_curve(rankings[system], eval_set.qrels, cfg.recall_ks)
         n_queries, n_skipped = result.n_queries, result.n_skipped
-    return SetResult(scores=scores, curves=curves, n_queries=n_queries, n_skipped=n_skipped)
+    return SetResult(scores=scores, curves=curves, n_queries=n_queries, n_skipped=n_skipped,
+                     content_hash=eval_set.content_hash)
 
 
 def eval_report(results: Mapping[str, SetResult]) -> dict:
-    """eval.json: {set: {system: {metric: value}, n_queries, n_skipped_queries}}."""
-    return {name: {**r.scores, "n_queries": r.n_queries, "n_skipped_queries": r.n_skipped}
+    """eval.json: {set: {system: {metric: value}, n_queries, n_skipped_queries, content_hash}}."""
+    return {name: {**r.scores, "n_queries": r.n_queries, "n_skipped_queries": r.n_skipped,
+                   "content_hash": r.content_hash}
             for name, r in results.items()}
 
 

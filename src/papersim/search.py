@@ -112,3 +112,20 @@ def similar_papers(si: SearchIndex, paper_id: str, k: int = 10) -> pd.DataFrame:
         faiss.extract_index_ivf(si.index).make_direct_map()
         vector = si.index.reconstruct(row)
     return _table(si, *_dense(si, np.asarray(vector, dtype=np.float32), k, skip_row=row))
+
+
+def stored_vectors(si: SearchIndex, paper_ids: list[str]) -> np.ndarray:
+    """The index's own vectors of indexed papers, (n, dim) float32 (exact for Flat and HNSW)."""
+    row_of = si.row_of
+    missing = [pid for pid in paper_ids if pid not in row_of]
+    if missing:
+        raise PapersimError(f"{len(missing)} paper(s) not in the index, e.g. {missing[0]!r}")
+    if not paper_ids:
+        return np.zeros((0, si.index.d), dtype=np.float32)
+    try:
+        return np.stack([si.index.reconstruct(row_of[pid]) for pid in paper_ids]).astype(np.float32)
+    except RuntimeError:  # IVF indexes keep no row -> list map until asked to
+        import faiss
+
+        faiss.extract_index_ivf(si.index).make_direct_map()
+        return np.stack([si.index.reconstruct(row_of[pid]) for pid in paper_ids]).astype(np.float32)

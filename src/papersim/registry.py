@@ -1,0 +1,91 @@
+"""The model registry's aliases: `champion` (what search and serving use) and `challenger`.
+
+Every promotion pushes the previous champion onto a history kept as a tag of the registered
+model, so `rollback` can put it back. MLflow calls go through papersim.tracking.
+"""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from papersim import tracking
+from papersim.errors import PapersimError
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def _version(model_name: str, version: str) -> dict:
+    found = tracking.model_version(model_name, version=str(version))
+    if found is None:
+        known = ", ".join(v["version"] for v in tracking.model_versions(model_name)) or "none"
+        raise PapersimError(f"model {model_name!r} has no version {version} (versions: {known})")
+    return found
+
+
+def promote(model_name: str, version: str) -> str:
+    """Make `version` the champion; the previous champion goes onto the rollback history."""
+    target = _version(model_name, version)
+    current = tracking.model_version(model_name, alias=CHAMPION)
+    if current is not None and current["version"] == target["version"]:
+        return f"{model_name} v{target['version']} is already the champion"
+    history = tracking.champion_history(model_name)
+    if current is not None:
+        history.append(current["version"])
+    tracking.set_alias(model_name, CHAMPION, target["version"])
+    tracking.set_champion_history(model_name, history)
+    if CHALLENGER in target["aliases"]:
+        tracking.delete_alias(model_name, CHALLENGER)
+    tracking.set_version_tags(model_name, target["version"],
+                              {"papersim.promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    was = f" (was v{current['version']})" if current else ""
+    return f"{model_name} v{target['version']} is now the champion{was}"
+
+
+def mark_challenger(model_name: str, version: str) -> str:
+    tracking.set_alias(model_name, CHALLENGER, str(version))
+    return f"{model_name} v{version} is the challenger; the champion is unchanged"
+
+
+def rollback(model_name: str) -> str:
+    """Give the champion alias back to the version that held it before the current one."""
+    history = tracking.champion_history(model_name)
+    if not history:
+        raise PapersimError(f"model {model_name!r}: no earlier champion to roll back to")
+    previous = history.pop()
+    current = tracking.model_version(model_name, alias=CHAMPION)
+    _version(model_name, previous)
+    tracking.set_alias(model_name, CHAMPION, previous)
+    tracking.set_champion_history(model_name, history)
+    if current is not None:
+        tracking.set_version_tags(model_name, current["version"], {
+            "papersim.rolled_back_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    was = f" (v{current['version']} rolled back)" if current else ""
+    return f"{model_name} v{previous} is the champion again{was}"
+
+
+def table(model_name: str, primary_metric_tag: str = "papersim.primary") -> str:
+    """One line per version, newest first: aliases, gate outcome and primary metric."""
+    versions = tracking.model_versions(model_name)
+    if not versions:
+        return f"model {model_name!r}: no registered versions yet (run the retrain flow)"
+    lines = [f"model {model_name!r} ({len(versions)} versions; champion history: "
+             f"{', '.join('v' + v for v in tracking.champion_history(model_name)) or 'none'})",
+             f"  {'version':<8} {'aliases':<22} {'gate':<11} {'primary':<9} created (UTC)   reason"]
+    for v in versions:
+        tags = v["tags"]
+        created = datetime.fromtimestamp(v["created"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        lines.append(f"  v{v['version']:<7} {','.join(sorted(v['aliases'])) or '-':<22} "
+                     f"{tags.get('papersim.gate', '-'):<11} {tags.get(primary_metric_tag, '-')[:8]:<9} "
+                     f"{created:<15} {tags.get('papersim.gate_reason', '')[:90]}")
+    return "\n".join(lines)
+
+
+def resolve(model_name: str, alias_or_version: str, cache: Path) -> Path:
+    """A local copy of the version named by an alias (champion, challenger) or a number."""
+    if alias_or_version.isdigit():
+        found = _version(model_name, alias_or_version)
+    else:
+        found = tracking.model_version(model_name, alias=alias_or_version)
+        if found is None:
+            raise PapersimError(f"model {model_name!r} has no {alias_or_version!r} version yet: run the retrain "
+                                "flow first (`python -m flows.retrain`)")
+    return tracking.download_model(model_name, found["version"], cache)

@@ -1,0 +1,147 @@
+"""Decisions of the retraining flow: retrain or skip, promote or keep the champion.
+
+Pure functions over reports and a frozen config (params.yaml section `retrain`); the flow in
+flows/retrain.py runs the stages, the registry calls and the logging around them.
+"""
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from papersim.drift import CorpusChange, EmbeddingDrift
+from papersim.errors import PapersimError
+
+PIPELINE_SECTIONS = ("ingest", "mine_pairs", "train", "evaluate", "build_index")  # what a model is built from
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    model_name: str = "papersim"              # registered model in the MLflow model registry
+    gate_sets: list[str] = field(default_factory=list)  # eval.json sets the gate reads; [] = every set
+    primary_metric: str = "hybrid/ndcg@10"    # system/metric, averaged over gate_sets
+    min_delta: float = 0.0                    # promote when primary(candidate) - primary(champion) >= this
+    guard_metrics: list[str] = field(default_factory=list)  # system/metric per set: none may drop more than
+    max_regression: float = 0.01              # ... this (absolute), or the candidate stays challenger
+    schedule_cron: str = "0 3 * * 1"          # flows.serve: Mondays 03:00
+    schedule_timezone: str = "UTC"
+    min_changed_share: float = 0.0            # retrain when new+changed+removed papers exceed this share
+    drift_sample_size: int = 500              # papers encoded by the champion for the two-sample test
+    drift_permutations: int = 200
+    drift_p_value: float = 0.01               # embedding drift when the MMD permutation p-value is below
+    lock_timeout_s: float = 0.0               # 0: a second retrain exits at once; > 0: waits this long
+
+    def __post_init__(self) -> None:
+        for name in ("primary_metric", *self.guard_metrics):
+            if name.count("/") != 1:
+                raise PapersimError(f"metric {name!r}: write it as system/metric, e.g. hybrid/ndcg@10")
+        if self.min_delta < 0 or self.max_regression < 0:
+            raise PapersimError("min_delta and max_regression must be >= 0")
+        if not 0 <= self.min_changed_share < 1:
+            raise PapersimError(f"min_changed_share must be in [0, 1), got {self.min_changed_share}")
+        if not 0 < self.drift_p_value < 1:
+            raise PapersimError(f"drift_p_value must be in (0, 1), got {self.drift_p_value}")
+        if self.drift_sample_size < 10 or self.drift_permutations < 10:
+            raise PapersimError("drift_sample_size and drift_permutations must be >= 10")
+        if len(self.schedule_cron.split()) != 5:
+            raise PapersimError(f"schedule_cron {self.schedule_cron!r}: five fields (minute hour day month weekday)")
+
+
+def params_fingerprint(params: Mapping[str, Any]) -> str:
+    """SHA-256 of the pipeline's sections of params.yaml: equal fingerprints, same recipe."""
+    recipe = {name: params.get(name) for name in PIPELINE_SECTIONS}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    retrain: bool
+    reason: str
+
+
+def retrain_needed(champion_exists: bool, params_changed: bool, change: CorpusChange | None,
+                   drift: EmbeddingDrift | None, cfg: RetrainConfig, force: bool = False) -> RetrainDecision:
+    """Retrain unless the champion was built from this corpus and these params and nothing drifted."""
+    if force:
+        return RetrainDecision(True, "forced by the caller")
+    if not champion_exists:
+        return RetrainDecision(True, "no champion in the registry yet")
+    reasons = []
+    if params_changed:
+        reasons.append("params differ from the champion's")
+    if change is not None and change.share > cfg.min_changed_share:
+        reasons.append(f"corpus changed: {change.new} new, {change.changed} changed, {change.removed} removed "
+                       f"papers ({change.share:.2%} > {cfg.min_changed_share:.2%})")
+    if drift is not None and drift.p_value < cfg.drift_p_value:
+        reasons.append(f"embedding drift: MMD^2 {drift.mmd2:.4g}, p {drift.p_value:.3g} < {cfg.drift_p_value}")
+    if reasons:
+        return RetrainDecision(True, "; ".join(reasons))
+    share = f"{change.share:.2%} of papers new/changed/removed" if change is not None else "corpus unchanged"
+    drifted = f", MMD^2 p {drift.p_value:.3g}" if drift is not None else ""
+    return RetrainDecision(False, f"nothing to do: {share} (<= {cfg.min_changed_share:.2%}){drifted}, "
+                                  "same params as the champion")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    primary: float                 # candidate's primary metric (mean over the gate sets)
+    champion_primary: float | None
+    deltas: dict[str, float]       # "set/system/metric" -> candidate - champion
+
+
+def _value(report: Mapping[str, Any], set_name: str, metric: str, who: str) -> float:
+    system, name = metric.split("/")
+    try:
+        value = report[set_name][system][name]
+    except (KeyError, TypeError):
+        raise PapersimError(f"{who}'s eval report has no {set_name}/{metric}: check retrain.gate_sets, "
+                            "primary_metric and guard_metrics against evaluate.systems") from None
+    return float(value)
+
+
+def gate_sets(report: Mapping[str, Any], cfg: RetrainConfig) -> list[str]:
+    sets = cfg.gate_sets or sorted(k for k, v in report.items() if isinstance(v, Mapping))
+    if not sets:
+        raise PapersimError("the eval report has no evaluation sets to gate on")
+    return list(sets)
+
+
+def primary_value(report: Mapping[str, Any], cfg: RetrainConfig, who: str = "candidate") -> float:
+    sets = gate_sets(report, cfg)
+    return sum(_value(report, s, cfg.primary_metric, who) for s in sets) / len(sets)
+
+
+def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: RetrainConfig) -> GateDecision:
+    """Promote iff primary improves by >= min_delta and no guard metric drops by > max_regression.
+
+    Both reports must come from the same evaluation sets (the flow checks their content hashes).
+    """
+    primary = primary_value(candidate, cfg)
+    if champion is None:
+        return GateDecision(True, "first model: no champion to compare with", primary, None, {})
+    sets = gate_sets(candidate, cfg)
+    champion_primary = primary_value(champion, cfg, "champion")
+    deltas = {f"{s}/{m}": _value(candidate, s, m, "candidate") - _value(champion, s, m, "champion")
+              for s in sets for m in dict.fromkeys([cfg.primary_metric, *cfg.guard_metrics])}
+    improvement = primary - champion_primary
+    regressions = {k: d for k, d in deltas.items()
+                   if k.split("/", 1)[1] in cfg.guard_metrics and d < -cfg.max_regression}
+    summary = f"{cfg.primary_metric} {primary:.4f} vs champion {champion_primary:.4f} ({improvement:+.4f})"
+    if math.isnan(improvement) or improvement < cfg.min_delta:
+        return GateDecision(False, f"{summary}: below min_delta {cfg.min_delta}", primary, champion_primary, deltas)
+    if regressions:
+        worst = ", ".join(f"{k} {d:+.4f}" for k, d in sorted(regressions.items(), key=lambda kv: kv[1]))
+        return GateDecision(False, f"{summary}, but regressions beyond {cfg.max_regression}: {worst}",
+                            primary, champion_primary, deltas)
+    return GateDecision(True, f"{summary} >= min_delta {cfg.min_delta}, no guard metric drops more than "
+                              f"{cfg.max_regression}", primary, champion_primary, deltas)
+
+
+def eval_set_hashes(report: Mapping[str, Any]) -> dict[str, str]:
+    """set -> content hash, as evaluate writes them into eval.json."""
+    return {name: value["content_hash"] for name, value in report.items()
+            if isinstance(value, Mapping) and "content_hash" in value}

@@ -1,0 +1,97 @@
+"""The registered model's behaviour: a DataFrame of requests in, the top-k similar papers out.
+
+Each request row has either `query` (free text, hybrid search by default) or `paper_id` (papers
+similar to an indexed one), an optional `k` (1-100, default 10) and an optional `mode` for text
+queries (dense, bm25, hybrid). The answer has one row per hit: `request` (the request's row
+number), `rank`, `paper_id`, `title`, `score`. A bad request raises PapersimError naming the row
+and the rule, which the MLflow wrapper turns into an HTTP 400.
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from papersim.errors import PapersimError
+from papersim.search import MAX_K, MODES, SearchIndex, load_search_index, search_text, similar_papers
+
+DEFAULT_K = 10
+DEFAULT_MODE = "hybrid"
+OUTPUT_COLUMNS = ["request", "rank", "paper_id", "title", "score"]
+MAX_REQUESTS = 1000  # rows per call: a batch, not a bulk export
+
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value) != ""
+
+
+def _k(value, row: int) -> int:
+    if not _present(value):
+        return DEFAULT_K
+    try:
+        k = float(value)
+    except (TypeError, ValueError):
+        raise PapersimError(f"request row {row}: k must be an integer, got {value!r}") from None
+    if not k.is_integer() or not 1 <= k <= MAX_K:
+        raise PapersimError(f"request row {row}: k must be an integer between 1 and {MAX_K}, got {value!r}")
+    return int(k)
+
+
+def parse_requests(requests: pd.DataFrame) -> list[dict]:
+    """Validate every row first (a bad row rejects the whole batch) -> [{query|paper_id, k, mode}]."""
+    if not isinstance(requests, pd.DataFrame):
+        raise PapersimError(f"requests must be a table (DataFrame), got {type(requests).__name__}")
+    if "query" not in requests.columns and "paper_id" not in requests.columns:
+        raise PapersimError("missing field: each request needs a `query` (text) or a `paper_id` column; "
+                            f"got columns {list(map(str, requests.columns)) or 'none'}")
+    if requests.empty:
+        raise PapersimError("no requests: send at least one row")
+    if len(requests) > MAX_REQUESTS:
+        raise PapersimError(f"too many requests in one call ({len(requests)}, at most {MAX_REQUESTS})")
+    parsed = []
+    for row, record in enumerate(requests.to_dict(orient="records")):
+        query, paper_id = record.get("query"), record.get("paper_id")
+        if _present(query) == _present(paper_id):
+            raise PapersimError(f"request row {row}: give exactly one of `query` and `paper_id`")
+        mode = record.get("mode") if _present(record.get("mode")) else DEFAULT_MODE
+        if mode not in MODES:
+            raise PapersimError(f"request row {row}: unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        item = {"k": _k(record.get("k"), row), "mode": mode}
+        if _present(query):
+            item["query"] = str(query)
+        else:
+            item["paper_id"] = str(paper_id)
+        parsed.append(item)
+    return parsed
+
+
+@dataclass
+class SearchService:
+    index: SearchIndex
+
+    @classmethod
+    def load(cls, encoder_dir: Path, index_dir: Path) -> "SearchService":
+        """The index and its encoder (torch: fast start, vectors match the index's)."""
+        from papersim.encoding import load_text_encoder
+
+        si = load_search_index(index_dir)
+        encoder = load_text_encoder(str(encoder_dir), "torch", si.info.get("max_seq_length", 128))
+        if encoder.fingerprint != si.info.get("model_fingerprint"):
+            raise PapersimError(f"{index_dir} was built with other weights than {encoder_dir}")
+        si.embed = encoder.encode
+        return cls(si)
+
+    def predict(self, requests: pd.DataFrame) -> pd.DataFrame:
+        answers = []
+        for row, item in enumerate(parse_requests(requests)):
+            try:
+                if "query" in item:
+                    table = search_text(self.index, item["query"], item["k"], item["mode"])
+                else:
+                    table = similar_papers(self.index, item["paper_id"], item["k"])
+            except PapersimError as exc:
+                raise PapersimError(f"request row {row}: {exc}") from None
+            answers.append(table.assign(request=row))
+        found = pd.concat(answers, ignore_index=True) if answers else pd.DataFrame(columns=OUTPUT_COLUMNS)
+        return found[OUTPUT_COLUMNS].astype({"request": "int64", "rank": "int64", "score": "float64"})

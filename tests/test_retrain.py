@@ -1,0 +1,104 @@
+"""The retraining flow's decisions: retrain or skip, promote or keep the champion."""
+
+import pytest
+
+from papersim.drift import CorpusChange, EmbeddingDrift
+from papersim.errors import PapersimError
+from papersim.retrain import (RetrainConfig, eval_set_hashes, gate, params_fingerprint, primary_value,
+                              retrain_needed)
+
+CFG = RetrainConfig(gate_sets=["a", "b"], primary_metric="hybrid/ndcg@10", min_delta=0.005,
+                    guard_metrics=["hybrid/recall@100", "trained/ndcg@10"], max_regression=0.01)
+
+
+def report(ndcg_a: float, ndcg_b: float, recall: float = 0.9, trained: float = 0.5) -> dict:
+    def one(ndcg):
+        return {"hybrid": {"ndcg@10": ndcg, "recall@100": recall}, "trained": {"ndcg@10": trained},
+                "n_queries": 10, "n_skipped_queries": 0, "content_hash": "h"}
+    return {"a": one(ndcg_a), "b": one(ndcg_b)}
+
+
+def test_first_model_is_promoted():
+    decision = gate(report(0.3, 0.4), None, CFG)
+    assert decision.promote and "no champion" in decision.reason and decision.primary == pytest.approx(0.35)
+
+
+def test_improvement_of_at_least_min_delta_promotes():
+    decision = gate(report(0.41, 0.40), report(0.40, 0.40), CFG)
+    assert decision.promote and decision.champion_primary == pytest.approx(0.40)
+    assert decision.deltas["a/hybrid/ndcg@10"] == pytest.approx(0.01)
+
+
+def test_improvement_below_min_delta_keeps_the_champion():
+    decision = gate(report(0.404, 0.40), report(0.40, 0.40), CFG)  # +0.002 on average
+    assert not decision.promote and "below min_delta" in decision.reason
+
+
+def test_a_guard_metric_dropping_too_far_keeps_the_champion():
+    decision = gate(report(0.5, 0.5, recall=0.85), report(0.4, 0.4, recall=0.9), CFG)
+    assert not decision.promote
+    assert "a/hybrid/recall@100 -0.0500" in decision.reason and "b/hybrid/recall@100" in decision.reason
+
+
+def test_a_drop_within_max_regression_is_allowed():
+    assert gate(report(0.5, 0.5, trained=0.495), report(0.4, 0.4, trained=0.5), CFG).promote
+
+
+def test_missing_metric_names_what_is_missing():
+    bad = report(0.4, 0.4)
+    del bad["b"]["trained"]
+    with pytest.raises(PapersimError, match="no b/trained/ndcg@10"):
+        gate(report(0.5, 0.5), bad, CFG)
+
+
+def test_all_sets_when_gate_sets_is_empty():
+    cfg = RetrainConfig(gate_sets=[])
+    assert primary_value(report(0.2, 0.4), cfg) == pytest.approx(0.3)
+    assert eval_set_hashes(report(0.2, 0.4)) == {"a": "h", "b": "h"}
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"primary_metric": "ndcg@10"}, "system/metric"),
+    ({"min_delta": -1}, ">= 0"),
+    ({"drift_p_value": 0}, "drift_p_value"),
+    ({"schedule_cron": "weekly"}, "five fields"),
+])
+def test_bad_config_is_rejected(values, message):
+    with pytest.raises(PapersimError, match=message):
+        RetrainConfig(**values)
+
+
+UNCHANGED = CorpusChange(n_reference=100, n_current=100, new=0, changed=0, removed=0)
+NO_DRIFT = EmbeddingDrift(mmd2=0.0, p_value=0.8, centroid_shift=0.0, bandwidth=1.0, n_reference=50,
+                          n_current=50, permutations=100)
+
+
+def test_nothing_changed_skips_with_the_reason():
+    decision = retrain_needed(True, False, UNCHANGED, NO_DRIFT, RetrainConfig())
+    assert not decision.retrain and "nothing to do" in decision.reason and "same params" in decision.reason
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"champion_exists": False}, "no champion"),
+    ({"params_changed": True}, "params differ"),
+    ({"change": CorpusChange(100, 101, new=1, changed=0, removed=0)}, "1 new"),
+    ({"drift": EmbeddingDrift(0.2, 0.001, 0.1, 1.0, 50, 50, 100)}, "embedding drift"),
+    ({"force": True}, "forced"),
+])
+def test_any_change_retrains(kwargs, expected):
+    args = {"champion_exists": True, "params_changed": False, "change": UNCHANGED, "drift": NO_DRIFT,
+            "cfg": RetrainConfig(), **kwargs}
+    decision = retrain_needed(**args)
+    assert decision.retrain and expected in decision.reason
+
+
+def test_small_changes_below_the_threshold_skip():
+    change = CorpusChange(1000, 1001, new=1, changed=0, removed=0)
+    assert not retrain_needed(True, False, change, NO_DRIFT, RetrainConfig(min_changed_share=0.01)).retrain
+
+
+def test_params_fingerprint_covers_the_pipeline_sections_only():
+    params = {"train": {"max_steps": 30}, "retrain": {"min_delta": 0.0}}
+    same = {"train": {"max_steps": 30}, "retrain": {"min_delta": 0.5}}
+    assert params_fingerprint(params) == params_fingerprint(same)
+    assert params_fingerprint(params) != params_fingerprint({"train": {"max_steps": 31}})

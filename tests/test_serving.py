@@ -1,0 +1,135 @@
+"""The registered model's behaviour, in process and behind the real `mlflow models serve`."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from papersim import registry
+from papersim import tracking as tracking_api
+from papersim.errors import PapersimError
+from papersim.serving import SearchService, parse_requests
+
+
+@pytest.fixture
+def service(built) -> SearchService:
+    return SearchService.load(built / "models/encoder", built / "artifacts/index")
+
+
+def test_text_and_paper_requests_answer_top_k(service):
+    out = service.predict(pd.DataFrame([{"query": "supersonic wing flutter", "k": 3},
+                                        {"paper_id": "p0"},
+                                        {"query": "graph networks", "k": 2, "mode": "bm25"}]))
+    assert list(out.columns) == ["request", "rank", "paper_id", "title", "score"]
+    assert out.groupby("request").size().to_dict() == {0: 3, 1: 10, 2: 2}
+    assert "p0" not in set(out[out["request"] == 1]["paper_id"])  # a paper is not similar to itself
+    assert out[out["request"] == 2]["title"].str.contains("graph").all()
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"k": 3}], "missing field"),
+    ([{"query": "x", "paper_id": "p1"}], "row 0: give exactly one"),
+    ([{"query": "flutter"}, {"query": "flutter", "k": 0}], "row 1: k must be an integer between 1 and 100"),
+    ([{"query": "flutter", "k": 2.5}], "k must be an integer"),
+    ([{"query": "flutter", "mode": "fuzzy"}], "unknown mode"),
+    ([{"query": "   "}], "empty query"),
+    ([{"query": "x" * 1_000_000}], "query too long"),
+])
+def test_bad_requests_name_the_row_and_the_rule(service, rows, message):
+    with pytest.raises(PapersimError, match=message):
+        service.predict(pd.DataFrame(rows))
+
+
+def test_unknown_paper_is_a_clear_error(service):
+    with pytest.raises(PapersimError, match="request row 0: unknown paper id 'nope'"):
+        service.predict(pd.DataFrame([{"paper_id": "nope"}]))
+
+
+def test_requests_are_parsed_with_defaults():
+    assert parse_requests(pd.DataFrame([{"query": "a", "k": float("nan")}])) == [{"k": 10, "mode": "hybrid",
+                                                                                  "query": "a"}]
+    with pytest.raises(PapersimError, match="no requests"):
+        parse_requests(pd.DataFrame(columns=["query"]))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.mark.slow
+def test_mlflow_serves_the_champion_over_rest(built, tracking, tmp_path):
+    name = f"serve-{os.getpid()}"
+    run_id = _run_id()
+    version = tracking_api.register_search_model(
+        run_id, name, {"encoder": built / "models/encoder", "index": built / "artifacts/index",
+                       "eval": built / "params.yaml", "params": built / "params.yaml"}, {}, tmp_path)
+    registry.promote(name, version)
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", f"models:/{name}@champion",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                              env={**os.environ, "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ['PATH']}"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.time() < deadline, "server did not answer /ping within 120 s"
+            time.sleep(1)
+
+        status, body = _post(f"{url}/invocations", json.dumps({"dataframe_records": [
+            {"query": "supersonic wing flutter", "k": 3}, {"paper_id": "p1", "k": 2}]}).encode())
+        assert status == 200, body
+        rows = body["predictions"]
+        assert [r["request"] for r in rows] == [0, 0, 0, 1, 1] and {"paper_id", "title", "score"} <= set(rows[0])
+
+        bad = {
+            "missing fields": ({"dataframe_records": [{"k": 3}]}, "missing field"),
+            "k out of range": ({"dataframe_records": [{"query": "flutter", "k": 1000}]}, "between 1 and 100"),
+            "unknown paper": ({"dataframe_records": [{"paper_id": "nope"}]}, "unknown paper id"),
+            "1 MB query": ({"dataframe_records": [{"query": "x" * 1_000_000}]}, "query too long"),
+        }
+        for what, (payload, message) in bad.items():
+            status, body = _post(f"{url}/invocations", json.dumps(payload).encode())
+            assert 400 <= status < 500, (what, status, body)
+            assert message in body.get("message", ""), (what, body)
+            assert len(json.dumps(body)) < 20_000, what  # the error does not echo a megabyte back
+        status, _ = _post(f"{url}/invocations", b"{not json")
+        assert 400 <= status < 500
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the group: mlflow and its uvicorn workers
+        server.wait(timeout=30)
+        log.close()
+
+
+def _run_id() -> str:
+    with tracking_api.flow_run("serve-test", {}, {}) as run:
+        return run.run_id
