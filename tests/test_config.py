@@ -1,6 +1,7 @@
 from dataclasses import dataclass
 
 import pytest
+import yaml
 
 from papersim.config import build_config, load_section
 from papersim.corpus import IngestConfig
@@ -55,3 +56,19 @@ def test_bad_values_are_errors():
         build_config(IngestConfig, {"sources": [{"path": "a.jsonl"}], "on_invalid": "ignore"}, "ingest")
     with pytest.raises(PapersimError, match="names must be unique"):
         build_config(IngestConfig, {"sources": [{"path": "x/a.jsonl"}, {"path": "y/a.jsonl"}]}, "ingest")
+
+
+def test_overrides_keep_comments_and_reject_unknown_keys():
+    from papersim.config import override_params, parse_override
+
+    text = "train:\n  max_steps: 30   # a comment\n  lr: 0.1\nevaluate:\n  systems: [bm25]\n"
+    out = override_params(text, dict([parse_override("train.max_steps=0"),
+                                      parse_override("evaluate.systems=[bm25, base]")]))
+    assert "max_steps: 0" in out and "# a comment" in out and "lr: 0.1" in out
+    assert yaml.safe_load(out)["evaluate"]["systems"] == ["bm25", "base"]
+    with pytest.raises(PapersimError, match="train has no key 'max_step'"):
+        override_params(text, {"train.max_step": 1})
+    with pytest.raises(PapersimError, match="no section 'trian'"):
+        override_params(text, {"trian.max_steps": 1})
+    with pytest.raises(PapersimError, match="section.key=value"):
+        parse_override("max_steps=3")

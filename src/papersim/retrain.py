@@ -34,7 +34,7 @@ class RetrainConfig:
     lock_timeout_s: float = 0.0               # 0: a second retrain exits at once; > 0: waits this long
 
     def __post_init__(self) -> None:
-        for name in ("primary_metric", *self.guard_metrics):
+        for name in (self.primary_metric, *self.guard_metrics):
             if name.count("/") != 1:
                 raise PapersimError(f"metric {name!r}: write it as system/metric, e.g. hybrid/ndcg@10")
         if self.min_delta < 0 or self.max_regression < 0:

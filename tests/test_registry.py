@@ -1,0 +1,73 @@
+"""Aliases in a real SQLite-backed MLflow model registry: promote, challenger, rollback."""
+
+import pytest
+
+from papersim import registry
+from papersim import tracking as tracking_api
+from papersim.cli import main as cli
+from papersim.errors import PapersimError
+
+
+@pytest.fixture
+def versions(tracking, tmp_path, request):
+    """A model with three registered versions (small placeholder artifacts: never loaded here)."""
+    name = "reg-" + request.node.name[:40]
+    (tmp_path / "encoder").mkdir()
+    (tmp_path / "encoder/config.json").write_text("{}")
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index/index.json").write_text("{}")
+    with tracking_api.flow_run("registry-test", {}, {}) as run:
+        pass
+    made = [tracking_api.register_search_model(run.run_id, name, {"encoder": tmp_path / "encoder",
+                                                                 "index": tmp_path / "index"},
+                                               {"papersim.gate": "champion"}, tmp_path / f"w{i}")
+            for i in range(3)]
+    assert made == ["1", "2", "3"]
+    return name
+
+
+def aliases(name: str) -> dict[str, str]:
+    return {alias: v["version"] for v in tracking_api.model_versions(name) for alias in v["aliases"]}
+
+
+def test_promote_challenger_and_rollback_move_the_aliases(versions):
+    name = versions
+    assert "now the champion" in registry.promote(name, "1")
+    registry.mark_challenger(name, "2")
+    assert aliases(name) == {"champion": "1", "challenger": "2"}
+    assert "(was v1)" in registry.promote(name, "2")
+    assert aliases(name) == {"champion": "2"}  # the challenger became champion: no challenger left
+    registry.promote(name, "3")
+    assert tracking_api.champion_history(name) == ["1", "2"]
+    assert "v2 is the champion again" in registry.rollback(name)
+    assert "v1 is the champion again" in registry.rollback(name)
+    assert aliases(name) == {"champion": "1"}
+    with pytest.raises(PapersimError, match="no earlier champion"):
+        registry.rollback(name)
+    assert "already the champion" in registry.promote(name, "1")
+    assert "papersim.rolled_back_at" in tracking_api.model_version(name, version="2")["tags"]
+
+
+def test_unknown_version_is_a_clear_error(versions):
+    with pytest.raises(PapersimError, match="has no version 9 \\(versions: 3, 2, 1\\)"):
+        registry.promote(versions, "9")
+
+
+def test_registry_cli(versions, tmp_path, monkeypatch, capsys):
+    (tmp_path / "params.yaml").write_text(f"retrain:\n  model_name: {versions}\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli(["registry", "promote", "2"]) == 0
+    assert cli(["registry", "promote", "3"]) == 0
+    assert cli(["registry", "list"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("  v")}
+    assert rows == {"v3": "champion", "v2": "-", "v1": "-"} and "champion history: v2" in out
+    assert cli(["registry", "rollback"]) == 0 and "v2 is the champion again" in capsys.readouterr().out
+    assert cli(["registry", "promote"]) == 1 and "promote needs a version" in capsys.readouterr().err
+    assert cli(["search", "flutter", "--model", "challenger"]) == 1
+    assert "no 'challenger' version yet" in capsys.readouterr().err
+
+
+def test_empty_registry_lists_nothing(tracking):
+    assert "no registered versions yet" in registry.table("never-registered")
+    assert tracking_api.model_version("never-registered", alias="champion") is None
