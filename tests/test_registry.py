@@ -60,7 +60,7 @@ def test_registry_cli(versions, tmp_path, monkeypatch, capsys):
     assert cli(["registry", "promote", "3"]) == 0
     assert cli(["registry", "list"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("  v")}
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("  v") and not line.startswith("  version")}
     assert rows == {"v3": "champion", "v2": "-", "v1": "-"} and "champion history: v2" in out
     assert cli(["registry", "rollback"]) == 0 and "v2 is the champion again" in capsys.readouterr().out
     assert cli(["registry", "promote"]) == 1 and "promote needs a version" in capsys.readouterr().err
