@@ -49,7 +49,8 @@ def model_folders(args: argparse.Namespace, cfg: EvaluateConfig) -> tuple[dict[s
     if args.champion_model is not None:
         folders["champion"] = str(args.champion_model)
     elif "champion" in cfg.systems:
-        notes.append("champion: skipped (no champion model in the registry yet)")
+        notes.append("champion: skipped here (no --champion-model); the retrain flow's gate compares the "
+                     "candidate with the registry champion on these sets")
     if not (args.model / "modules.json").is_file():
         raise PapersimError(f"{args.model}: no trained model; run the train stage first (`dvc repro train`)")
     return {k: v for k, v in folders.items() if k in cfg.systems}, notes
