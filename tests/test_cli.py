@@ -8,7 +8,7 @@ from papersim.cli import build_parser, check_params, main
 from papersim.errors import PapersimError
 from tests.conftest import REPO
 
-SUBCOMMANDS = ["repro", "check-params", "summary", "search", "similar"]
+SUBCOMMANDS = ["repro", "check-params", "summary", "search", "similar", "registry"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -32,7 +32,7 @@ def test_stage_modules_have_help(stage):
 
 
 def test_the_shipped_params_file_is_valid():
-    assert check_params(REPO / "params.yaml") == ["ingest", "mine_pairs", "train", "evaluate", "build_index"]
+    assert check_params(REPO / "params.yaml") == ["ingest", "mine_pairs", "train", "evaluate", "build_index", "retrain"]
 
 
 def test_check_params_rejects_unknown_sections_and_keys(tmp_path, capsys):

@@ -145,6 +145,7 @@ MODEL_ARTIFACT_PATH = "search_model"
 
 def _client():
     apply_offline_defaults()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
     import mlflow
     from mlflow.tracking import MlflowClient
 
