@@ -337,7 +337,7 @@ def retrain(root: str = ".", overrides: dict[str, Any] | None = None, force: boo
                 dump_json(decision, Path(tmp) / "gate.json")
                 run.log_artifact(Path(tmp) / "gate.json", "gate")
             return {"status": status, "version": version, "reason": decision["reason"],
-                    "drift": drift["reason"], "mlflow_run_id": run.run_id}
+                    "champion_rescored": decision["rescored"], "drift": drift["reason"], "mlflow_run_id": run.run_id}
 
 
 def main(argv: list[str] | None = None) -> int:

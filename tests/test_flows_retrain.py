@@ -11,7 +11,9 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
+from papersim import registry
 from papersim import tracking as tracking_api
+from papersim.cli import main as cli
 from papersim.errors import PapersimError
 from tests.conftest import REPO, paper, write_jsonl, write_page
 from tests.test_pipeline import sh
@@ -77,7 +79,7 @@ def aliases(name: str) -> dict[str, str]:
     return {alias: v["version"] for v in tracking_api.model_versions(name) for alias in v["aliases"]}
 
 
-def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_server, monkeypatch):
+def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_server, monkeypatch, capsys):
     from flows import retrain as flow_module
 
     name = "papersim"
@@ -95,6 +97,11 @@ def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_
     assert version["tags"]["eval_set.cranfield.content_hash"]
     assert json.loads((repo / "reports/eval.json").read_text())["cranfield"]["content_hash"] == \
         version["tags"]["eval_set.cranfield.content_hash"]
+
+    monkeypatch.chdir(repo)  # `papersim search --model champion` reads params.yaml and the registry from here
+    assert cli(["search", "supersonic wing flutter", "--model", "champion", "-k", "3", "--json"]) == 0
+    hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(hits) == 3 and "flutter" in hits[0]["title"]
 
     # 2. A deliberately worse recipe (a learning rate that wrecks the encoder) stays challenger.
     worse = flow_module.retrain(root=str(repo), overrides={"train.learning_rate": 5.0, "train.max_steps": 6})
@@ -114,6 +121,11 @@ def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_
     assert run.data.tags["papersim.outcome"] == "skipped" and run.data.metrics["drift.changed_share"] == 0
     assert [a.path for a in MlflowClient().list_artifacts(run.info.run_id, "drift")] == ["drift/drift_history.png"]
 
+    # Promote the challenger by hand, then roll back: the alias moves both ways.
+    assert cli(["registry", "promote", "2"]) == 0 and aliases(name) == {"champion": "2"}
+    assert cli(["registry", "rollback"]) == 0 and aliases(name)["champion"] == "1"
+    registry.mark_challenger(name, "2")
+
     # 4. A failing stage: retried, then the flow fails; champion and versions unchanged.
     monkeypatch.setattr(flow_module, "build_index", flow_module.build_index.with_options(retry_delay_seconds=0))
     with pytest.raises(Exception, match="dvc repro build_index failed"):
@@ -132,6 +144,10 @@ def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_
     fresh = flow_module.retrain(root=str(repo))
     assert fresh["status"] in ("promoted", "challenger") and "1 new" in fresh["drift"], fresh
     assert fresh["version"] == "3"
+    # The held-out set now has another candidate paper: its hash changed, so the champion was re-scored.
+    assert fresh["champion_rescored"]
+    rescore = [r for r in runs_of(tracking, fresh["mlflow_run_id"]) if r.data.tags.get("papersim.role")]
+    assert [r.data.tags["papersim.role"] for r in rescore] == ["champion_rescore"]
 
 
 def test_a_second_retrain_exits_while_one_holds_the_lock(repo, tracking, prefect_server):
