@@ -13,6 +13,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from papersim import registry
 from papersim import tracking as tracking_api
+from papersim.cli import build_parser, run_search
 from papersim.cli import main as cli
 from papersim.errors import PapersimError
 from tests.conftest import REPO, paper, write_jsonl, write_page
@@ -79,7 +80,7 @@ def aliases(name: str) -> dict[str, str]:
     return {alias: v["version"] for v in tracking_api.model_versions(name) for alias in v["aliases"]}
 
 
-def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_server, monkeypatch, capsys):
+def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_server, monkeypatch):
     from flows import retrain as flow_module
 
     name = "papersim"
@@ -99,8 +100,10 @@ def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_
         version["tags"]["eval_set.cranfield.content_hash"]
 
     monkeypatch.chdir(repo)  # `papersim search --model champion` reads params.yaml and the registry from here
-    assert cli(["search", "supersonic wing flutter", "--model", "champion", "-k", "3", "--json"]) == 0
-    hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # (not through capsys: Prefect's log handler keeps the stream it first saw)
+    out = run_search(build_parser().parse_args(["search", "supersonic wing flutter", "--model", "champion",
+                                                "-k", "3", "--json"]))
+    hits = [json.loads(line) for line in out.splitlines()]
     assert len(hits) == 3 and "flutter" in hits[0]["title"]
 
     # 2. A deliberately worse recipe (a learning rate that wrecks the encoder) stays challenger.
