@@ -140,3 +140,33 @@ def built(workspace, tracking):
                   "--model", str(workspace / "models/encoder"), "--embedding-cache", str(workspace / "cache"),
                   "--out", str(workspace / "artifacts/index"), "--report", str(workspace / "reports/index.json")]) == 0
     return workspace
+
+
+def project_repo(root: Path, params_update) -> Path:
+    """The project's dvc.yaml, stages and params in a fresh git + DVC repo at `root`.
+
+    `params_update(params)` edits the params (a dict) before the first commit; write the raw data
+    under `root` before calling this.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    for item in ("dvc.yaml", "params.yaml", "stages", "src/papersim"):
+        src, dst = REPO / item, root / item
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params_update(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
+                ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
+    return root

@@ -2,7 +2,6 @@
 a SQLite MLflow store and registry, the tiny model."""
 
 import json
-import shutil
 
 import mlflow
 import pytest
@@ -16,8 +15,7 @@ from papersim import tracking as tracking_api
 from papersim.cli import build_parser, run_search
 from papersim.cli import main as cli
 from papersim.errors import PapersimError
-from tests.conftest import REPO, paper, write_jsonl, write_page
-from tests.test_pipeline import sh
+from tests.conftest import REPO, paper, project_repo, write_jsonl, write_page
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +30,6 @@ def prefect_server():
 def repo(tmp_path, tracking, tiny_model_dir):
     """The project's pipeline in a fresh git + DVC repo with a small corpus and the tiny model."""
     root = tmp_path / "repo"
-    root.mkdir()
-    for item in ("dvc.yaml", "params.yaml", "stages", "src/papersim"):
-        src, dst = REPO / item, root / item
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dst)
     topics = ["supersonic wing flutter", "laminar heat transfer", "graph neural networks", "sentence embeddings"]
     write_jsonl(root / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl",
                 [paper(i, title=f"On {topics[i % 4]}, study {i}",
@@ -55,19 +46,16 @@ def repo(tmp_path, tracking, tiny_model_dir):
     (root / "data/raw/beir/cranfield/qrels/test.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q in range(1, 5) for d in range(1, 9)
                                                  if d % 4 == q % 4))
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["mine_pairs"].update(model=str(tiny_model_dir), val_fraction=0.2, test_fraction=0.2, num_negatives=1)
-    params["train"].update(base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, max_steps=3,
-                           eval_steps=3, save_steps=3, logging_steps=1)
-    params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32, backend="torch")
-    params["build_index"].update(max_seq_length=32, backend="torch", recall_queries=5)
-    params["retrain"].update(drift_sample_size=10, drift_permutations=50)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
-                ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm",
-                                       "init"]):
-        sh(cmd, root)
-    return root
+
+    def tiny(params: dict) -> None:
+        params["mine_pairs"].update(model=str(tiny_model_dir), val_fraction=0.2, test_fraction=0.2, num_negatives=1)
+        params["train"].update(base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, max_steps=3,
+                               eval_steps=3, save_steps=3, logging_steps=1)
+        params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32, backend="torch")
+        params["build_index"].update(max_seq_length=32, backend="torch", recall_queries=5)
+        params["retrain"].update(drift_sample_size=10, drift_permutations=50)
+
+    return project_repo(root, tiny)
 
 
 def runs_of(experiment: str, parent: str) -> list:

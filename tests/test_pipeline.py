@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, paper, write_jsonl, write_page
+from tests.conftest import paper, project_repo, write_jsonl, write_page
 
 pytestmark = pytest.mark.slow
 STAGES = ("ingest", "mine_pairs", "train", "evaluate", "build_index")
@@ -30,14 +29,6 @@ def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPro
 def repo(tmp_path, tracking, tiny_model_dir) -> Path:
     """The project's dvc.yaml, stages and params in a fresh git + DVC repo, with tiny inputs."""
     root = tmp_path / "repo"
-    root.mkdir()
-    for item in ("dvc.yaml", "params.yaml", "stages", "src/papersim"):
-        src, dst = REPO / item, root / item
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dst)
     write_jsonl(root / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl", [paper(i) for i in range(1, 9)])
     write_page(root / "data/raw/hf_pages/page_one.txt", [("A listed paper", "Its abstract, long enough to pass."),
                                                          ("Second listed paper", "Another abstract long enough.")])
@@ -49,19 +40,16 @@ def repo(tmp_path, tracking, tiny_model_dir) -> Path:
     write_jsonl(root / "data/raw/beir/cranfield/queries.jsonl", [{"_id": "1", "text": "supersonic flutter"}])
     (root / "data/raw/beir/cranfield/qrels").mkdir()
     (root / "data/raw/beir/cranfield/qrels/test.tsv").write_text("query-id\tcorpus-id\tscore\n1\t1\t2\n")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["ingest"]["max_rejected_fraction"] = 0.2  # 1 empty document in 13 rows
-    params["mine_pairs"].update(model=str(tiny_model_dir), val_fraction=0.3, num_negatives=2)
-    params["train"].update(base_model=str(tiny_model_dir), max_seq_length=32, batch_size=2, num_negatives=2,
-                           max_steps=2, eval_steps=1, save_steps=1, logging_steps=1)
-    params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32)
-    params["build_index"].update(max_seq_length=32)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    sh(["git", "init", "-q"], root)
-    sh(["dvc", "init", "-q"], root)
-    sh(["dvc", "config", "core.analytics", "false"], root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init"], root)
+
+    def tiny(params: dict) -> None:
+        params["ingest"]["max_rejected_fraction"] = 0.2  # 1 empty document in 13 rows
+        params["mine_pairs"].update(model=str(tiny_model_dir), val_fraction=0.3, num_negatives=2)
+        params["train"].update(base_model=str(tiny_model_dir), max_seq_length=32, batch_size=2, num_negatives=2,
+                               max_steps=2, eval_steps=1, save_steps=1, logging_steps=1)
+        params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32)
+        params["build_index"].update(max_seq_length=32)
+
+    project_repo(root, tiny)
     return root
 
 

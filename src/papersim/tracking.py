@@ -10,6 +10,7 @@ run and the model registry (a pyfunc of encoder + index) are at the end of this 
 import json
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,15 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return items
 
 
+def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Every finite number of a (nested) report under a flat MLflow-safe key ('@' -> '_at_')."""
+    return {
+        k.replace(" ", "_").replace("@", "_at_"): float(v)
+        for k, v in flatten(metrics).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
 class StageRun:
     """The handle a stage logs through; thin, so stages never touch mlflow directly."""
 
@@ -63,11 +73,7 @@ class StageRun:
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log every number in a (nested) report; strings and booleans are skipped."""
-        numeric = {
-            k.replace(" ", "_").replace("@", "_at_"): float(v)
-            for k, v in flatten(metrics).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        }
+        numeric = numeric_metrics(metrics)
         if numeric:
             self._mlflow.log_metrics(numeric, step=step)
 
@@ -176,12 +182,8 @@ class FlowRun:
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
-        numeric = {
-            k.replace(" ", "_").replace("@", "_at_"): float(v)
-            for k, v in flatten(metrics).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        }
-        now = int(__import__("time").time() * 1000)
+        numeric = numeric_metrics(metrics)
+        now = int(time.time() * 1000)
         if numeric:
             self._client.log_batch(self.run_id, metrics=[Metric(k, v, now, step or 0) for k, v in numeric.items()])
 
