@@ -200,6 +200,7 @@ def gate_task(root: Path, env: dict[str, str], cfg: RetrainConfig, champion: dic
 
 def _rescore(root: Path, env: dict[str, str], encoder: Path) -> dict:
     """The evaluate stage run on the champion's encoder (outputs to a scratch folder, not reports/)."""
+    (root / "cache").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root / "cache") as tmp:
         out = Path(tmp)
         cmd = [sys.executable, "-m", "stages.evaluate", "--params", "params.yaml", "--model", str(encoder),
