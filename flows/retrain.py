@@ -113,8 +113,8 @@ def build_index(root: Path, env: dict[str, str]) -> str:
     return _repro("build_index", root, env, STAGE_TIMEOUT_S)
 
 
-def _sample_vectors(papers: pd.DataFrame, index_dir: Path, encoder_dir: Path, cfg: RetrainConfig) -> np.ndarray:
-    """Vectors of the drift sample of `papers` under a model (its index and encoder folders).
+def _sample_vectors(sample: pd.DataFrame, index_dir: Path, encoder_dir: Path) -> np.ndarray:
+    """Vectors of a drift sample (drift_sample's rows) under a model (its index and encoder folders).
 
     Papers the model's index holds with the same content come from the index (no encoding);
     only new or changed ones in the sample run through the encoder.
@@ -123,7 +123,6 @@ def _sample_vectors(papers: pd.DataFrame, index_dir: Path, encoder_dir: Path, cf
     from papersim.retrieval import passage_text
     from papersim.search import load_search_index, stored_vectors
 
-    sample = drift_sample(papers, cfg.drift_sample_size)
     si = load_search_index(index_dir)
     indexed = set(zip(si.ids["paper_id"], si.ids["content_hash"]))
     known = np.array([(p, h) in indexed for p, h in zip(sample["paper_id"], sample["content_hash"])], dtype=bool)
@@ -155,7 +154,8 @@ def check_drift(root: Path, params: dict, cfg: RetrainConfig, champion: dict | N
         if change.share > 0:
             # Same sample rule as at registration: unchanged papers keep their place in the sample.
             ref_vectors = np.load(model / "artifacts/drift/reference.npy")
-            vectors = _sample_vectors(current, model / "artifacts/index", model / "artifacts/encoder", cfg)
+            vectors = _sample_vectors(drift_sample(current, cfg.drift_sample_size), model / "artifacts/index",
+                                      model / "artifacts/encoder")
             drift = embedding_drift(ref_vectors, vectors, cfg.drift_permutations)
             metrics.update({"drift.mmd2": drift.mmd2, "drift.p_value": drift.p_value,
                             "drift.centroid_shift": drift.centroid_shift})
@@ -220,7 +220,7 @@ def register(root: Path, params: dict, cfg: RetrainConfig, decision: dict, run: 
     """Register the candidate (encoder, index, eval.json, params, drift reference); set its alias."""
     papers = pd.read_parquet(root / "data/processed/papers.parquet")
     sample = drift_sample(papers, cfg.drift_sample_size)
-    vectors = _sample_vectors(papers, root / "artifacts/index", root / "models/encoder", cfg).astype(np.float32)  # all indexed: no encoding
+    vectors = _sample_vectors(sample, root / "artifacts/index", root / "models/encoder")  # all indexed: no encoding
     report = json.loads((root / "reports/eval.json").read_text(encoding="utf-8"))
     cache = root / REGISTRY_CACHE
     cache.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ run and the model registry (a pyfunc of encoder + index) are at the end of this 
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -338,8 +339,6 @@ def download_model(model_name: str, version: str, dst: Path) -> Path:
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
                                                      dst_path=str(tmp)))
     os.replace(local, target)
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     return target
 
