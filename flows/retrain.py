@@ -189,22 +189,36 @@ def gate_task(root: Path, env: dict[str, str], cfg: RetrainConfig, champion: dic
         champion_report = json.loads((model / "artifacts/eval.json").read_text(encoding="utf-8"))
         sets = gate_sets(candidate, cfg)
         want, have = eval_set_hashes(candidate), eval_set_hashes(champion_report)
-        if any(want.get(s) is None or want.get(s) != have.get(s) for s in sets):
-            champion_report, rescored = _rescore(root, env, model / "artifacts/encoder"), True
+        system = cfg.primary_metric.split("/")[0]
+        # Re-score when the sets changed, or when the champion predates the primary system (e.g. `served`).
+        if any(want.get(s) is None or want.get(s) != have.get(s) or system not in champion_report.get(s, {})
+               for s in sets):
+            champion_report, rescored = _rescore(root, env, model / "artifacts"), True
             logger.info("gate: evaluation sets changed since the champion was scored; re-scored it")
     decision = gate(candidate, champion_report, cfg)
     logger.info("gate: %s (%s)", "promote" if decision.promote else "challenger", decision.reason)
     return {"promote": decision.promote, "reason": decision.reason, "primary": decision.primary,
-            "champion_primary": decision.champion_primary, "deltas": decision.deltas, "rescored": rescored}
+            "champion_primary": decision.champion_primary, "deltas": decision.deltas, "floor": decision.floor,
+            "rescored": rescored}
 
 
-def _rescore(root: Path, env: dict[str, str], encoder: Path) -> dict:
-    """The evaluate stage run on the champion's encoder (outputs to a scratch folder, not reports/)."""
+def _rescore(root: Path, env: dict[str, str], artifacts: Path) -> dict:
+    """The evaluate stage run on the champion's served system (its encoder, and the fusion its index
+    stores) with outputs in a scratch folder, not reports/."""
+    from papersim.search import load_search_index
+    from papersim.selection import Serving
+
+    fusion = load_search_index(artifacts / "index").fusion
     (root / "cache").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root / "cache") as tmp:
         out = Path(tmp)
-        cmd = [sys.executable, "-m", "stages.evaluate", "--params", "params.yaml", "--model", str(encoder),
+        # The version's encoder folder holds the encoder it serves: as the evaluate stage's "trained" one.
+        serving = Serving("trained", "", fusion, "the champion's served system, re-scored")
+        dump_json(serving.to_dict(), out / "serving.json")
+        cmd = [sys.executable, "-m", "stages.evaluate", "--params", "params.yaml",
+               "--model", str(artifacts / "encoder"), "--serving", str(out / "serving.json"),
                "--report", str(out / "eval.json"), "--table", str(out / "eval.md"),
+               "--per-query", str(out / "per_query.parquet"),
                "--curve", str(out / "curve.csv"), "--plot", str(out / "curve.png")]
         tags = {**json.loads(env.get(tracking.RUN_TAGS_ENV, "{}")), "papersim.role": "champion_rescore"}
         result = subprocess.run(cmd, cwd=root, env={**env, tracking.RUN_TAGS_ENV: json.dumps(tags)},
@@ -218,9 +232,14 @@ def _rescore(root: Path, env: dict[str, str], encoder: Path) -> dict:
 def register(root: Path, params: dict, cfg: RetrainConfig, decision: dict, run: tracking.FlowRun,
              tags: dict[str, str]) -> str:
     """Register the candidate (encoder, index, eval.json, params, drift reference); set its alias."""
+    from papersim.encoding import model_folder
+    from papersim.selection import read_serving
+
     papers = pd.read_parquet(root / "data/processed/papers.parquet")
+    serving = read_serving(root / "models/serving.json")
+    encoder = model_folder(serving.encoder_folder(str(root / "models/encoder")))  # what the index serves
     sample = drift_sample(papers, cfg.drift_sample_size)
-    vectors = _sample_vectors(sample, root / "artifacts/index", root / "models/encoder")  # all indexed: no encoding
+    vectors = _sample_vectors(sample, root / "artifacts/index", encoder)  # all indexed: no encoding
     report = json.loads((root / "reports/eval.json").read_text(encoding="utf-8"))
     cache = root / REGISTRY_CACHE
     cache.mkdir(parents=True, exist_ok=True)
@@ -235,9 +254,11 @@ def register(root: Path, params: dict, cfg: RetrainConfig, decision: dict, run: 
             "papersim.gate": "champion" if decision["promote"] else "challenger",
             "papersim.gate_reason": decision["reason"], "papersim.primary": f"{decision['primary']:.4f}",
             "papersim.primary_metric": cfg.primary_metric, "papersim.papers": len(papers),
+            "papersim.served_encoder": serving.encoder, "papersim.serving_reason": serving.reason,
+            "papersim.fusion": serving.fusion.describe(),
             **{f"eval_set.{name}.content_hash": h for name, h in eval_set_hashes(report).items()},
         }
-        artifacts = {"encoder": root / "models/encoder", "index": root / "artifacts/index",
+        artifacts = {"encoder": encoder, "index": root / "artifacts/index",
                      "eval": root / "reports/eval.json", "params": staging / "params.yaml",
                      "drift": staging / "drift"}
         version = tracking.register_search_model(run.run_id, cfg.model_name, artifacts, version_tags, staging)
@@ -328,7 +349,8 @@ def retrain(root: str = ".", overrides: dict[str, Any] | None = None, force: boo
             run.log_metrics({"gate.primary": decision["primary"],
                              **({"gate.champion_primary": decision["champion_primary"]}
                                 if decision["champion_primary"] is not None else {}),
-                             **{f"gate.delta.{k.replace('/', '.')}": v for k, v in decision["deltas"].items()}})
+                             **{f"gate.delta.{k.replace('/', '.')}": v for k, v in decision["deltas"].items()},
+                             **{f"gate.floor.{k.replace('/', '.')}": v for k, v in decision["floor"].items()}})
             build_index(base, env)
             version = register(base, params, cfg, decision, run, {**tags, "mlflow.run_id": run.run_id})
             status = "promoted" if decision["promote"] else "challenger"

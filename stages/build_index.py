@@ -1,7 +1,9 @@
-"""DVC stage `build_index`: every paper encoded by the trained model into a faiss index, plus BM25.
+"""DVC stage `build_index`: every paper encoded by the served encoder into a faiss index, plus BM25
+and the served fusion (models/serving.json, chosen by the train stage).
 
     python -m stages.build_index --params params.yaml --papers data/processed/papers.parquet \
-        --pairs data/pairs --model models/encoder --embedding-cache cache/embeddings \
+        --pairs data/pairs --model models/encoder --serving models/serving.json \
+        --embedding-cache cache/embeddings \
         --out artifacts/index --report reports/index.json
 """
 
@@ -23,6 +25,7 @@ from papersim.errors import PapersimError
 from papersim.index import BuiltIndex, IndexConfig, build_index
 from papersim.provenance import data_version, git_commit
 from papersim.retrieval import BM25, passage_text
+from papersim.selection import read_serving
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=Path, default=Path("data/pairs"),
                         help="mine_pairs output: held-out titles (split.parquet) measure recall and speed")
     parser.add_argument("--model", type=Path, default=Path("models/encoder"), help="the trained model")
+    parser.add_argument("--serving", type=Path, default=Path("models/serving.json"),
+                        help="which encoder serves (trained or base) and the fusion with BM25")
     parser.add_argument("--embedding-cache", type=Path, default=Path("cache/embeddings"),
                         help="embedding cache shared with mine_pairs and evaluate")
     parser.add_argument("--out", type=Path, default=Path("artifacts/index"), help="index folder")
@@ -69,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.model / "modules.json").is_file():
             raise PapersimError(f"{args.model}: no trained model; run the train stage first (`dvc repro train`)")
         papers = pd.read_parquet(args.papers)
+        serving = read_serving(args.serving)
+        folder = serving.encoder_folder(str(args.model))
         tags = {"mlflow.source.git.commit": git_commit(), **data_version({"papers": args.papers})}
         with tracking.stage_run("build_index", dataclasses.asdict(cfg), tags) as run:
-            encoder = load_text_encoder(str(args.model), cfg.backend, cfg.max_seq_length, cfg.batch_size)
+            encoder = load_text_encoder(folder, cfg.backend, cfg.max_seq_length, cfg.batch_size)
             titles = held_out_titles(papers, args.pairs / "split.parquet", cfg.recall_queries)
             queries = encode_cached(encoder, titles, args.embedding_cache).vectors
             papers_encoded = []  # what build_index's embedding calls had to encode (the rest came from the cache)
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             built = build_index(papers, embed, queries, cfg, encoder.key, read_previous(args.out))
             info = {**built.info, "papers_encoded": sum(papers_encoded), "backend": encoder.backend,
                     "max_seq_length": cfg.max_seq_length, "model": str(args.model),
-                    "model_fingerprint": encoder.fingerprint}
+                    "model_fingerprint": encoder.fingerprint, "serving": serving.to_dict()}
             passages = {pid: passage_text(t, a) for pid, t, a in zip(papers["paper_id"], papers["title"],
                                                                        papers["abstract"])}
             bm25 = BM25(list(built.ids["paper_id"]), [passages[pid] for pid in built.ids["paper_id"]],
@@ -97,15 +104,17 @@ def main(argv: list[str] | None = None) -> int:
                 bm25.save(out / "bm25")
                 dump_json(info, out / "index.json")
                 dump_json(info, report)
-            run.log_metrics(info)
-            run.set_tags({"index.factory": info["factory"], "index.mode": info["mode"]})
+            run.log_metrics({k: v for k, v in info.items() if k != "serving"})
+            run.set_tags({"index.factory": info["factory"], "index.mode": info["mode"],
+                          "papersim.served_encoder": serving.encoder, "papersim.fusion": serving.fusion.describe()})
             run.log_artifact(args.report, "reports")
     except PapersimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"build_index: {info['papers']} papers -> {args.out} ({info['factory']}, {info['mode']}: "
           f"{info['mode_reason']}; encoded {info['papers_encoded']}); recall@10 {info.get('recall@10', 1.0):.3f}, "
-          f"{info['queries_per_second']:.0f} queries/s, {info['memory_bytes'] / 2**20:.1f} MiB")
+          f"{info['queries_per_second']:.0f} queries/s, {info['memory_bytes'] / 2**20:.1f} MiB; serves the "
+          f"{serving.encoder} encoder, {serving.fusion.describe()}")
     return 0
 
 

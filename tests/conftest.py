@@ -115,6 +115,9 @@ def workspace(tmp_path, tiny_model_dir):
     pd.DataFrame({"paper_id": papers["paper_id"], "split": split}).to_parquet(
         tmp_path / "data/pairs/split.parquet", index=False)
     shutil.copytree(tiny_model_dir, tmp_path / "models/encoder")
+    serving = {"encoder": "trained", "base_model": str(tiny_model_dir), "reason": "test workspace",
+               "fusion": {"method": "convex", "alpha": 0.5, "normalisation": "zscore", "rrf_k": 60, "depth": 100}}
+    (tmp_path / "models/serving.json").write_text(json.dumps(serving), encoding="utf-8")
     beir = tmp_path / "beir/mini"
     write_jsonl(beir / "corpus.jsonl", [{"_id": f"d{i}", "title": t.split(" in ")[0], "text": t}
                                         for i, t in enumerate(TOPICS)])
@@ -137,7 +140,8 @@ def built(workspace, tracking):
 
     assert build(["--params", str(workspace / "params.yaml"), "--papers",
                   str(workspace / "data/processed/papers.parquet"), "--pairs", str(workspace / "data/pairs"),
-                  "--model", str(workspace / "models/encoder"), "--embedding-cache", str(workspace / "cache"),
+                  "--model", str(workspace / "models/encoder"), "--serving", str(workspace / "models/serving.json"),
+                  "--embedding-cache", str(workspace / "cache"),
                   "--out", str(workspace / "artifacts/index"), "--report", str(workspace / "reports/index.json")]) == 0
     return workspace
 

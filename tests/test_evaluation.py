@@ -8,8 +8,9 @@ import pytest
 
 from papersim.encoding import load_text_encoder
 from papersim.errors import PapersimError
-from papersim.evaluation import (EvaluateConfig, curve_table, eval_report, evaluate_set, held_out_set, load_beir_set,
-                                 markdown_table)
+from papersim.evaluation import (EvaluateConfig, comparison_lines, curve_table, eval_report, evaluate_set,
+                                 held_out_set, load_beir_set, markdown_table, per_query_table)
+from papersim.fusion import Fusion
 from tests.conftest import write_jsonl
 
 DOCS = [("d1", "wing flutter", "supersonic wing flutter measured in a wind tunnel"),
@@ -74,6 +75,24 @@ def test_all_systems_scored_on_the_same_queries_and_unjudged_ones_skipped(tmp_pa
     assert list(curve_table({"mini": result}).columns[:2]) == ["k", "mini/bm25"]
 
 
+def test_served_fuses_bm25_with_the_served_encoder_and_is_compared_query_by_query(tmp_path, embed):
+    s = load_beir_set(write_beir(tmp_path / "mini"))
+    cfg = EvaluateConfig(beir_sets=[], systems=["bm25", "base", "base_hybrid", "served"], recall_ks=[1])
+    lexical_only = Fusion(method="convex", alpha=0.0)
+    result = evaluate_set(s, {"base": embed, "served": embed}, cfg, served=lexical_only)
+    assert list(result.scores) == ["bm25", "base", "base_hybrid", "served"]
+    assert result.scores["served"]["ndcg@10"] == result.scores["bm25"]["ndcg@10"]  # alpha 0: BM25's order
+    assert result.query_ids == ["1", "2"] and result.per_query["served"]["ndcg@10"].shape == (2,)
+    versus = result.served_versus()
+    assert set(versus) == {"bm25", "base", "base_hybrid"}
+    assert versus["bm25"].mean == 0.0 and versus["bm25"].p_value == 1.0
+    lines = comparison_lines(result)
+    assert lines[0].startswith("- served vs bm25: ndcg@10 +0.0000 (95% CI +0.0000 to +0.0000")
+    assert "served" not in evaluate_set(s, {"base": embed, "served": embed}, cfg).scores  # no fusion given
+    table = per_query_table({"mini": result})
+    assert len(table) == 8 and set(table.columns) >= {"set", "system", "query_id", "ndcg@10", "recall@100"}
+
+
 def test_held_out_titles_find_their_abstracts_and_colisting_precision(embed):
     papers = pd.DataFrame({
         "paper_id": ["a", "b", "c", "d", "e"],
@@ -101,3 +120,6 @@ def test_config_rejects_unknown_systems_and_hybrid_without_parts():
         EvaluateConfig(systems=["bm25", "gpt"])
     with pytest.raises(ValueError, match="hybrid"):
         EvaluateConfig(systems=["hybrid", "bm25"])
+    with pytest.raises(ValueError, match="base_hybrid system fuses bm25 and base"):
+        EvaluateConfig(systems=["base_hybrid", "bm25"])
+    assert EvaluateConfig(systems=["bm25", "served"]).systems == ["bm25", "served"]

@@ -7,13 +7,15 @@ from papersim.errors import PapersimError
 from papersim.retrain import (RetrainConfig, eval_set_hashes, gate, params_fingerprint, primary_value,
                               retrain_needed)
 
-CFG = RetrainConfig(gate_sets=["a", "b"], primary_metric="hybrid/ndcg@10", min_delta=0.005,
-                    guard_metrics=["hybrid/recall@100", "trained/ndcg@10"], max_regression=0.01)
+CFG = RetrainConfig(gate_sets=["a", "b"], primary_metric="served/ndcg@10", min_delta=0.005,
+                    guard_metrics=["served/recall@100", "trained/ndcg@10"], max_regression=0.01)
 
 
-def report(ndcg_a: float, ndcg_b: float, recall: float = 0.9, trained: float = 0.5) -> dict:
+def report(ndcg_a: float, ndcg_b: float, recall: float = 0.9, trained: float = 0.5, baseline: float = 0.1) -> dict:
     def one(ndcg):
-        return {"hybrid": {"ndcg@10": ndcg, "recall@100": recall}, "trained": {"ndcg@10": trained},
+        return {"served": {"ndcg@10": ndcg, "recall@100": recall}, "trained": {"ndcg@10": trained},
+                "bm25": {"ndcg@10": baseline}, "base": {"ndcg@10": baseline - 0.01},
+                "base_hybrid": {"ndcg@10": baseline - 0.02},
                 "n_queries": 10, "n_skipped_queries": 0, "content_hash": "h"}
     return {"a": one(ndcg_a), "b": one(ndcg_b)}
 
@@ -26,7 +28,7 @@ def test_first_model_is_promoted():
 def test_improvement_of_at_least_min_delta_promotes():
     decision = gate(report(0.41, 0.40), report(0.40, 0.40), CFG)
     assert decision.promote and decision.champion_primary == pytest.approx(0.40)
-    assert decision.deltas["a/hybrid/ndcg@10"] == pytest.approx(0.01)
+    assert decision.deltas["a/served/ndcg@10"] == pytest.approx(0.01)
 
 
 def test_improvement_below_min_delta_keeps_the_champion():
@@ -37,11 +39,31 @@ def test_improvement_below_min_delta_keeps_the_champion():
 def test_a_guard_metric_dropping_too_far_keeps_the_champion():
     decision = gate(report(0.5, 0.5, recall=0.85), report(0.4, 0.4, recall=0.9), CFG)
     assert not decision.promote
-    assert "a/hybrid/recall@100 -0.0500" in decision.reason and "b/hybrid/recall@100" in decision.reason
+    assert "a/served/recall@100 -0.0500" in decision.reason and "b/served/recall@100" in decision.reason
 
 
 def test_a_drop_within_max_regression_is_allowed():
     assert gate(report(0.5, 0.5, trained=0.495), report(0.4, 0.4, trained=0.5), CFG).promote
+
+
+def test_served_below_the_best_baseline_on_a_gate_set_is_refused_even_without_a_champion():
+    candidate = report(0.45, 0.5, baseline=0.46)  # a: served 0.45 < bm25 0.46; b: served 0.5 > 0.46
+    decision = gate(candidate, None, CFG)
+    assert not decision.promote and "baseline floor" in decision.reason
+    assert "a: served/ndcg@10 trails bm25/ndcg@10 by 0.0100" in decision.reason and "b:" not in decision.reason
+    assert decision.floor == {"a/bm25": pytest.approx(-0.01), "b/bm25": pytest.approx(0.04)}
+    assert not gate(candidate, report(0.3, 0.3), CFG).promote  # better than the champion does not help
+    lenient = RetrainConfig(gate_sets=["a", "b"], primary_metric="served/ndcg@10", floor_tolerance=0.02)
+    assert gate(candidate, None, lenient).promote
+
+
+def test_the_floor_uses_the_best_of_the_configured_baselines():
+    candidate = report(0.5, 0.5)
+    candidate["b"]["base_hybrid"]["ndcg@10"] = 0.55  # the plain fusion is the strongest baseline on b
+    decision = gate(candidate, None, CFG)
+    assert not decision.promote and "b: served/ndcg@10 trails base_hybrid/ndcg@10 by 0.0500" in decision.reason
+    no_floor = RetrainConfig(gate_sets=["a", "b"], primary_metric="served/ndcg@10", floor_baselines=[])
+    assert gate(candidate, None, no_floor).promote
 
 
 def test_missing_metric_names_what_is_missing():

@@ -1,10 +1,10 @@
-"""Retrieval systems: BM25, exact dense search, reciprocal-rank fusion."""
+"""Retrieval systems: BM25 and exact dense search, as rankings and as scored hits."""
 
 import numpy as np
 import pytest
 
 from papersim.errors import PapersimError
-from papersim.retrieval import BM25, dense_rankings, dense_search, passage_text, rrf_fuse
+from papersim.retrieval import BM25, dense_hits, dense_rankings, dense_search, lexical_hits, passage_text
 
 DOCS = {"d1": "supersonic wing flutter in a wind tunnel", "d2": "heat transfer in laminar boundary layers",
         "d3": "contrastive learning of sentence embeddings", "d4": "flutter of panels at supersonic speeds"}
@@ -39,11 +39,17 @@ def test_dense_search_orders_by_score_breaks_ties_by_row_and_can_exclude_a_row()
     assert ranked == {"q": ["b", "d"]}
 
 
-def test_rrf_scores_by_reciprocal_ranks():
-    bm25 = {"q": ["a", "b", "c"]}
-    dense = {"q": ["c", "a"], "q2": ["x"]}
-    fused = rrf_fuse([bm25, dense], k_constant=60, depth=10)
-    # a: 1/61 + 1/62, c: 1/63 + 1/61, b: 1/62 -> a (0.03252) > c (0.03227) > b
-    assert fused["q"] == ["a", "c", "b"]
-    assert fused["q2"] == ["x"]
-    assert rrf_fuse([bm25, dense], 60, depth=1)["q"] == ["a", "c"]  # a 1/61 vs c 1/61: tie by id
+def test_hits_keep_scores_best_first_and_a_query_of_stop_words_matches_nothing():
+    bm25 = BM25(list(DOCS), list(DOCS.values()))
+    hits = lexical_hits(bm25, ["q1", "q2", "q3"], ["supersonic flutter", "the of and", "1234"], depth=4)
+    ids, scores = hits["q1"]
+    assert set(ids) == {"d1", "d4"} and scores == sorted(scores, reverse=True) and min(scores) > 0
+    assert hits["q2"] == ([], []) and hits["q3"] == ([], [])
+    docs = np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    dense = dense_hits(["a", "b", "c"], docs, ["q"], np.array([[0, 1]], dtype=np.float32), depth=2)
+    assert dense["q"][0] == ["b", "c"] and dense["q"][1] == pytest.approx([1.0, 0.8])
+
+
+def test_bm25_indexes_documents_that_tokenise_to_nothing():
+    bm25 = BM25(["a", "b"], ["the and of", "wing flutter"])
+    assert bm25.rankings(["q"], ["flutter"], 2) == {"q": ["b"]}

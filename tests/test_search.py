@@ -25,6 +25,29 @@ def test_search_modes_and_json(built, capsys):
     assert out.splitlines()[0].split() == ["rank", "score", "paper_id", "title"]
 
 
+def test_served_search_is_the_fusion_evaluate_measures(built):
+    import pandas as pd
+
+    from papersim.encoding import load_text_encoder
+    from papersim.fusion import fuse_rankings
+    from papersim.retrieval import BM25, dense_hits, lexical_hits, passage_text
+
+    si = load_search_index(built / "artifacts/index")
+    encoder = load_text_encoder(str(built / "models/encoder"), "torch", 32)
+    si.embed = encoder.encode
+    assert si.fusion.method == "convex" and si.fusion.alpha == 0.5  # as models/serving.json chose
+    query = "message passing for wing flutter"
+    served = search_text(si, query, 10)["paper_id"].tolist()
+    # What evaluate computes for `served` on the same corpus: both systems' hits, fused.
+    papers = pd.read_parquet(built / "data/processed/papers.parquet")
+    ids, texts = papers["paper_id"].tolist(), [passage_text(t, a) for t, a in zip(papers["title"], papers["abstract"])]
+    lexical = lexical_hits(BM25(ids, texts), ["q"], [query], 100)
+    dense = dense_hits(ids, encoder.encode(texts), ["q"], encoder.encode([query]), 100)
+    assert served == fuse_rankings(lexical, dense, si.fusion)["q"][:10]
+    hybrid = search_text(si, query, 10, "hybrid")["paper_id"].tolist()
+    assert hybrid != served or si.fusion.method == "rrf"  # hybrid is plain RRF, not the served fusion
+
+
 def test_similar_excludes_the_paper_itself(built, capsys):
     assert search(built, "similar", "p0", "-k", "5", "--json") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -55,7 +55,7 @@ def test_unknown_paper_is_a_clear_error(service):
 
 
 def test_requests_are_parsed_with_defaults():
-    assert parse_requests(pd.DataFrame([{"query": "a", "k": float("nan")}])) == [{"k": 10, "mode": "hybrid",
+    assert parse_requests(pd.DataFrame([{"query": "a", "k": float("nan")}])) == [{"k": 10, "mode": "served",
                                                                                   "query": "a"}]
     with pytest.raises(PapersimError, match="no requests"):
         parse_requests(pd.DataFrame(columns=["query"]))

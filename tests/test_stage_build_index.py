@@ -11,7 +11,7 @@ from tests.conftest import papers_frame
 def args(ws, *extra):
     return ["--params", str(ws / "params.yaml"), "--papers", str(ws / "data/processed/papers.parquet"),
             "--pairs", str(ws / "data/pairs"), "--model", str(ws / "models/encoder"),
-            "--embedding-cache", str(ws / "cache"), "--out", str(ws / "artifacts/index"),
+            "--serving", str(ws / "models/serving.json"), "--embedding-cache", str(ws / "cache"), "--out", str(ws / "artifacts/index"),
             "--report", str(ws / "reports/index.json"), *extra]
 
 
@@ -22,6 +22,7 @@ def test_builds_then_extends_with_exactly_the_new_papers(workspace, tracking):
     assert first["recall@10"] == 1.0 and first["recall_queries"] == 6 and first["memory_bytes"] > 0
     index = workspace / "artifacts/index"
     assert {p.name for p in index.iterdir()} == {"index.faiss", "ids.parquet", "index.json", "bm25"}
+    assert first["serving"]["encoder"] == "trained" and first["serving"]["fusion"]["alpha"] == 0.5
 
     papers = pd.concat([papers_frame(24), papers_frame(2, start=24)], ignore_index=True)
     papers.to_parquet(workspace / "data/processed/papers.parquet", index=False)
@@ -30,6 +31,17 @@ def test_builds_then_extends_with_exactly_the_new_papers(workspace, tracking):
     assert (second["mode"], second["papers"], second["papers_added"], second["papers_encoded"]) == \
         ("incremental", 26, 2, 2)
     assert pd.read_parquet(index / "ids.parquet")["paper_id"].tolist()[-2:] == ["p24", "p25"]
+
+
+def test_the_base_encoder_is_indexed_when_it_serves(workspace, tracking, tiny_model_dir):
+    from papersim.encoding import model_fingerprint
+
+    serving = json.loads((workspace / "models/serving.json").read_text())
+    (workspace / "models/serving.json").write_text(json.dumps({**serving, "encoder": "base"}))
+    (workspace / "models/encoder/model.safetensors").write_bytes(b"not the served weights")
+    assert main(args(workspace)) == 0
+    info = json.loads((workspace / "artifacts/index/index.json").read_text())
+    assert info["serving"]["encoder"] == "base" and info["model_fingerprint"] == model_fingerprint(str(tiny_model_dir))
 
 
 def test_a_failed_build_leaves_the_previous_index(workspace, tracking, capsys):

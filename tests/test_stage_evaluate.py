@@ -3,6 +3,8 @@
 import json
 
 import mlflow
+import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from stages.evaluate import main
@@ -11,6 +13,7 @@ from stages.evaluate import main
 def args(ws, *extra):
     return ["--params", str(ws / "params.yaml"), "--papers", str(ws / "data/processed/papers.parquet"),
             "--pairs", str(ws / "data/pairs"), "--model", str(ws / "models/encoder"),
+            "--serving", str(ws / "models/serving.json"), "--per-query", str(ws / "reports/eval_per_query.parquet"),
             "--embedding-cache", str(ws / "cache"), "--report", str(ws / "reports/eval.json"),
             "--table", str(ws / "reports/eval.md"), "--curve", str(ws / "reports/recall_at_k.csv"),
             "--plot", str(ws / "reports/recall_at_k.png"), *extra]
@@ -20,12 +23,19 @@ def test_reports_every_system_on_every_set_and_logs_them(workspace, tracking, ca
     assert main(args(workspace)) == 0
     report = json.loads((workspace / "reports/eval.json").read_text())
     assert set(report) == {"mini", "test_split"}
-    assert {"bm25", "base", "trained", "hybrid"} < set(report["mini"]) and "champion" not in report["mini"]
+    assert {"bm25", "base", "trained", "hybrid", "base_hybrid", "served"} < set(report["mini"])
+    assert "champion" not in report["mini"]
+    versus = report["test_split"]["served_vs"]["bm25"]
+    assert versus["ci_low"] <= versus["ndcg@10_diff"] <= versus["ci_high"] and 0 <= versus["p_value"] <= 1
+    per_query = pd.read_parquet(workspace / "reports/eval_per_query.parquet")
+    served = per_query[(per_query["set"] == "test_split") & (per_query["system"] == "served")]
+    assert len(served) == 6 and served["ndcg@10"].mean() == pytest.approx(report["test_split"]["served"]["ndcg@10"])
     assert report["mini"]["n_queries"] == 2 and report["test_split"]["n_queries"] == 6
     assert "colisted_precision@10" in report["test_split"]["hybrid"]
     assert report["test_split"]["bm25"]["recall@100"] == 1.0  # each title shares its words with its abstract
     table = (workspace / "reports/eval.md").read_text()
     assert "champion: skipped" in table and "### test_split (6 queries" in table
+    assert "- served vs bm25: ndcg@10" in table and "served: the trained encoder, convex (alpha=0.5" in table
     assert (workspace / "reports/recall_at_k.png").read_bytes()[:4] == b"\x89PNG"
     assert "| hybrid |" in capsys.readouterr().out
     run = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])[0]

@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from sentence_transformers import SentenceTransformer
 
 from stages.train import main
-from tests.conftest import REPO
+from tests.conftest import REPO, papers_frame
 from tests.test_train import toy_pairs
 
 
@@ -25,12 +26,28 @@ def project(tmp_path, monkeypatch, tracking, tiny_model_dir):
     (tmp_path / "data/pairs").mkdir(parents=True)
     toy_pairs(80).to_parquet(tmp_path / "data/pairs/train.parquet", index=False)
     toy_pairs(16, offset=500).to_parquet(tmp_path / "data/pairs/val.parquet", index=False)
+    write_corpus(tmp_path)
     write_params(tmp_path, base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, num_negatives=2,
                  max_steps=6, eval_steps=3, save_steps=3, logging_steps=1)
     return tmp_path
 
 
+def write_corpus(root: Path, n: int = 40, real: bool = False) -> None:
+    """papers.parquet and a split (every 5th paper val, the next test): the serving choice reads them.
+    `real`: the first n bundled arXiv papers instead of the four-topic toy corpus."""
+    papers = papers_frame(n)
+    if real:
+        papers = pd.read_json(REPO / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl", lines=True).head(n)
+        papers = papers.rename(columns={"id": "paper_id"})[["paper_id", "title", "abstract"]]
+    (root / "data/processed").mkdir(parents=True, exist_ok=True)
+    papers.to_parquet(root / "data/processed/papers.parquet", index=False)
+    split = ["val" if i % 5 == 0 else "test" if i % 5 == 1 else "train" for i in range(n)]
+    pd.DataFrame({"paper_id": papers["paper_id"], "split": split}).to_parquet(root / "data/pairs/split.parquet",
+                                                                             index=False)
+
+
 def write_params(root: Path, **train) -> None:
+    train.setdefault("backend", "torch")  # a tiny model: no OpenVINO conversion needed
     (root / "params.yaml").write_text(yaml.safe_dump({"train": train}))
 
 
@@ -44,6 +61,9 @@ def test_one_run_with_params_step_metrics_reports_and_the_model(project, trackin
     assert report["steps"] == 6 and (project / "reports/train_loss.png").read_bytes()[:4] == b"\x89PNG"
     assert SentenceTransformer(str(project / "models/encoder")).encode(["x"]).shape == (1, 32)
     assert not (project / "models/checkpoints").exists()  # finished: nothing to resume
+    serving = json.loads((project / "models/serving.json").read_text())
+    assert report["serving"] == serving and serving["encoder"] in ("trained", "base")
+    assert serving["evidence"]["pseudo_queries"] == 8 and serving["fusion"]["method"] == "convex"
 
     client = MlflowClient()
     run, = client.search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
@@ -54,6 +74,23 @@ def test_one_run_with_params_step_metrics_reports_and_the_model(project, trackin
     assert reports == {"reports/train.json", "reports/train_loss.csv", "reports/train_loss.png"}
     logged = mlflow.sentence_transformers.load_model(f"runs:/{run.info.run_id}/model")
     assert logged.encode(["x"]).shape == (1, 32)
+
+
+@pytest.mark.slow
+def test_harmful_training_leaves_the_base_encoder_serving(tmp_path, monkeypatch, tracking):
+    """A learning rate that wrecks all-MiniLM-L6-v2 in three steps: the candidate keeps the base encoder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/pairs").mkdir(parents=True)
+    write_corpus(tmp_path, 150, real=True)  # 30 validation papers ask for themselves among 120 non-test papers
+    toy_pairs(48).to_parquet(tmp_path / "data/pairs/train.parquet", index=False)
+    toy_pairs(8, offset=500).to_parquet(tmp_path / "data/pairs/val.parquet", index=False)
+    write_params(tmp_path, base_model="", max_seq_length=32, batch_size=8, num_negatives=0, learning_rate=0.5,
+                 warmup_ratio=0.0, max_steps=3, eval_steps=3, save_steps=3, logging_steps=1)
+    assert main([]) == 0
+    serving = json.loads((tmp_path / "models/serving.json").read_text())
+    assert serving["encoder"] == "base" and "the base encoder serves" in serving["reason"]
+    assert serving["evidence"]["trained/ndcg@10"] < serving["evidence"]["base/ndcg@10"]
+    assert json.loads((tmp_path / "reports/train.json").read_text())["serving"]["encoder"] == "base"
 
 
 def test_missing_pairs_is_a_clear_error(project, capsys):
@@ -95,6 +132,6 @@ def test_torchrun_with_two_cpu_processes_trains_and_saves_once(project, tracking
     report = json.loads((project / "reports/train.json").read_text())
     assert report["world_size"] == 2 and report["steps"] == 6 and report["best_metric"] == "loss"
     assert result.stdout.count("train: 6 steps") == 1  # only rank 0 reports
-    assert sorted(p.name for p in (project / "models").iterdir()) == ["encoder"]
+    assert sorted(p.name for p in (project / "models").iterdir()) == ["encoder", "serving.json"]
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
     assert [r.info.run_name for r in runs] == ["train"]

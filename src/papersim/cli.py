@@ -78,6 +78,8 @@ def summary(root: Path) -> str:
             f"  best {r['best_metric']:<13} {r['best_metric_value'] or float('nan'):.4f} "
             f"at step {r['best_checkpoint_step']} -> models/encoder",
         ]
+        if "serving" in r:
+            lines.append(f"  serves             {r['serving']['reason']}")
     table = root / "reports/eval.md"
     if table.is_file():
         lines += ["evaluate (reports/eval.md)", table.read_text(encoding="utf-8").rstrip()]
@@ -118,13 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(what, help="the text to search for" if what == "query" else "an id from the corpus")
         cmd.add_argument("-k", type=int, default=10, help="how many papers (1-100)")
         if name == "search":
-            cmd.add_argument("--mode", default="hybrid", choices=("dense", "bm25", "hybrid"),
-                             help="dense (trained model), bm25, or hybrid (reciprocal-rank fusion of both)")
+            cmd.add_argument("--mode", default="served", choices=("served", "dense", "bm25", "hybrid"),
+                             help="served (the fusion chosen for this corpus and stored with the index: what "
+                                  "evaluate reports as `served`), dense (the served encoder), bm25, or hybrid "
+                                  "(reciprocal-rank fusion of both)")
         cmd.add_argument("--json", action="store_true", help="JSON lines instead of a table")
         cmd.add_argument("--index", type=Path, default=Path("artifacts/index"), help="index folder (build_index)")
-        cmd.add_argument("--model", default="models/encoder",
-                         help="the encoder folder the index was built with, or a registry version: `champion`, "
-                              "`challenger` or a version number (its own encoder and index; --index is ignored)")
+        cmd.add_argument("--model", default=None,
+                         help="the encoder folder the index was built with (default: the one its index.json "
+                              "names), or a registry version: `champion`, `challenger` or a version number "
+                              "(its own encoder and index; --index is ignored)")
 
     reg = sub.add_parser("registry", help="list, promote or roll back registered model versions",
                          description="The MLflow model registry's versions of the search model and their aliases.")
@@ -144,14 +149,26 @@ def _model_name(params: Path) -> str:
     return build_config(RetrainConfig, section, f"{params}: retrain").model_name
 
 
-def resolve_model(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(encoder folder, index folder) from --model / --index: a folder, or a registry version."""
-    if args.model in REGISTRY_REFS or args.model.isdigit():
+def resolve_model(args: argparse.Namespace) -> tuple[Path | None, Path]:
+    """(encoder folder, index folder) from --model / --index: a folder, or a registry version.
+
+    Without --model the encoder is the one the index serves (None: read it from index.json)."""
+    if args.model in REGISTRY_REFS or (args.model or "").isdigit():
         from papersim.registry import resolve
 
         local = resolve(_model_name(Path("params.yaml")), args.model, Path("cache/registry"))
         return local / "artifacts/encoder", local / "artifacts/index"
-    return Path(args.model), args.index
+    return (Path(args.model) if args.model else None), args.index
+
+
+def served_encoder_folder(info: dict) -> str:
+    """The encoder an index serves, from its index.json: the trained folder or the base model's."""
+    from papersim.encoding import model_folder
+    from papersim.selection import Serving
+
+    trained = info.get("model", "models/encoder")
+    folder = Serving.from_dict(info["serving"]).encoder_folder(trained) if "serving" in info else trained
+    return str(model_folder(folder))
 
 
 def run_registry(args: argparse.Namespace) -> str:
@@ -181,6 +198,7 @@ def run_search(args: argparse.Namespace) -> str:
 
         # One query: torch starts faster than an OpenVINO conversion, and its vectors match the
         # index's to cosine >= 0.9999 as long as the weights are the same.
+        model = model or served_encoder_folder(si.info)
         encoder = load_text_encoder(str(model), "torch", si.info.get("max_seq_length", 128))
         if encoder.fingerprint != si.info.get("model_fingerprint"):
             raise PapersimError(f"{index} was built with another model than {model}: rebuild it "

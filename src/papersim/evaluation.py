@@ -1,9 +1,12 @@
 """The evaluate stage's library: judged sets, the systems compared on them, and their scores.
 
 Systems, on the same queries in the same run: `bm25` (bm25s), `base` (the untuned model),
-`trained` (this run's model), `hybrid` (reciprocal-rank fusion of bm25 and trained) and
-`champion` (the registry's current model, when one is given). Metrics come from
-papersim.metrics (trec_eval definitions, graded relevance as given).
+`trained` (this run's model), `hybrid` (reciprocal-rank fusion of bm25 and trained),
+`base_hybrid` (the same fusion of bm25 and base: what a user builds without papersim),
+`served` (exactly what `papersim search` answers by default: the served encoder fused with bm25
+as the train stage chose, papersim.selection) and `champion` (the registry's current model, when
+one is given). Metrics come from papersim.metrics (trec_eval definitions, graded relevance as
+given); `served` is compared with every other system query by query (papersim.significance).
 """
 
 import csv
@@ -17,11 +20,16 @@ import numpy as np
 import pandas as pd
 
 from papersim.errors import PapersimError
-from papersim.metrics import recall_curve, score_rankings
-from papersim.retrieval import BM25, Rankings, dense_rankings, dense_search, passage_text, rrf_fuse
+from papersim.fusion import Fusion, fuse_rankings
+from papersim.metrics import per_query_scores, recall_curve
+from papersim.retrieval import BM25, Hits, Rankings, dense_hits, lexical_hits, passage_text
+from papersim.significance import PairedDifference, paired_difference
 
-SYSTEMS = ("bm25", "base", "trained", "hybrid", "champion")
-DENSE = ("base", "trained", "champion")
+SYSTEMS = ("bm25", "base", "trained", "hybrid", "base_hybrid", "served", "champion")
+DENSE = ("base", "trained", "champion")  # dense systems reported as such
+FUSED = {"hybrid": "trained", "base_hybrid": "base", "served": "served"}  # fused system -> its dense part
+BASELINES = ("bm25", "base", "base_hybrid")  # what a user has without papersim: `served` must beat each
+COMPARED_METRIC = "ndcg@10"  # the metric of the paired comparisons in the report
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,9 @@ class EvaluateConfig:
         unknown = set(self.systems) - set(SYSTEMS)
         if unknown:
             raise ValueError(f"unknown systems {sorted(unknown)}: choose from {', '.join(SYSTEMS)}")
-        if "hybrid" in self.systems and not {"bm25", "trained"} <= set(self.systems):
-            raise ValueError("the hybrid system fuses bm25 and trained: list both")
+        for fused, part in FUSED.items():
+            if fused in self.systems and not ({"bm25", part} - {"served"}) <= set(self.systems):
+                raise ValueError(f"the {fused} system fuses bm25 and {part}: list both")
         if min(self.rrf_k, self.depth, self.batch_size, self.max_seq_length) < 1:
             raise ValueError("rrf_k, depth, batch_size and max_seq_length must be positive")
         if not self.beir_sets and not self.test_split:
@@ -172,57 +181,108 @@ class SetResult:
     n_queries: int
     n_skipped: int
     content_hash: str = ""  # of the set scored: the champion gate compares only equal sets
+    query_ids: list[str] = field(default_factory=list)  # the scored queries, in the order of `per_query`
+    per_query: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # system -> metric -> (n_queries,)
+
+    def served_versus(self, metric: str = COMPARED_METRIC) -> dict[str, PairedDifference]:
+        """served minus each other system on `metric`, query by query (empty without `served`)."""
+        if "served" not in self.per_query:
+            return {}
+        served = self.per_query["served"][metric]
+        return {system: paired_difference(served, values[metric])
+                for system, values in self.per_query.items() if system != "served"}
 
 
-def evaluate_set(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: EvaluateConfig) -> SetResult:
-    """Score every configured system on one set; `encoders` maps dense system names to embedders."""
+def _dense_parts(wanted: list[str]) -> list[str]:
+    parts = [s for s in wanted if s in DENSE] + [part for s, part in FUSED.items() if s in wanted]
+    return list(dict.fromkeys(parts))
+
+
+def evaluate_set(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: EvaluateConfig,
+                 served: Fusion | None = None) -> SetResult:
+    """Score every configured system on one set.
+
+    `encoders` maps dense parts (base, trained, champion, and `served`: the served encoder) to
+    embedders; `served` is the served system's fusion. A system whose parts are missing is left out.
+    """
+    rrf = Fusion(method="rrf", rrf_k=cfg.rrf_k, depth=cfg.depth)
+    fusions = {"hybrid": rrf, "base_hybrid": rrf, "served": served}
+    wanted = [s for s in cfg.systems if (s not in DENSE or s in encoders)
+              and (s not in FUSED or (FUSED[s] in encoders and fusions[s] is not None))]
+    row_of = {pid: row for row, pid in enumerate(eval_set.doc_ids)}
+    group_rows = np.array([row_of[pid] for pid in eval_set.group_queries] if eval_set.groups else [], dtype=np.int64)
+    lexical: dict[str, Hits] = {}
+    lexical_nb: dict[str, Hits] = {}  # a paper's neighbours by its own text (itself excluded)
+    if "bm25" in wanted or any(s in FUSED for s in wanted):
+        bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts, cfg.stemmer)
+        lexical = lexical_hits(bm25, eval_set.query_ids, eval_set.query_texts, cfg.depth)
+        if len(group_rows):
+            found = lexical_hits(bm25, eval_set.group_queries, [eval_set.doc_texts[r] for r in group_rows],
+                                 cfg.depth + 1)
+            lexical_nb = {pid: ([d for d in ids if d != pid], [s for d, s in zip(ids, scores) if d != pid])
+                          for pid, (ids, scores) in found.items()}
+    dense: dict[str, dict[str, Hits]] = {}
+    dense_nb: dict[str, dict[str, Hits]] = {}
+    vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # one encoding per embedder, shared by its parts
+    for part in _dense_parts(wanted):
+        embed = encoders[part]
+        if id(embed) not in vectors:
+            vectors[id(embed)] = (embed(eval_set.doc_texts), embed(eval_set.query_texts))  # (n_docs|n_queries, dim)
+        docs, queries = vectors[id(embed)]
+        dense[part] = dense_hits(eval_set.doc_ids, docs, eval_set.query_ids, queries, cfg.depth)
+        if len(group_rows):
+            dense_nb[part] = dense_hits(eval_set.doc_ids, docs, eval_set.group_queries, docs[group_rows], cfg.depth,
+                                        exclude=group_rows)
     rankings: dict[str, Rankings] = {}
     neighbours: dict[str, Rankings] = {}
-    wanted = [s for s in cfg.systems if s not in DENSE or s in encoders]
-    row_of = {pid: row for row, pid in enumerate(eval_set.doc_ids)}
-    group_rows = [row_of[pid] for pid in eval_set.group_queries] if eval_set.groups else []
-    if "bm25" in wanted:
-        bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts, cfg.stemmer)
-        rankings["bm25"] = bm25.rankings(eval_set.query_ids, eval_set.query_texts, cfg.depth)
-        if group_rows:
-            found = bm25.rankings(eval_set.group_queries, [eval_set.doc_texts[r] for r in group_rows], cfg.depth + 1)
-            neighbours["bm25"] = {pid: [d for d in docs if d != pid] for pid, docs in found.items()}
-    for system in (s for s in wanted if s in DENSE):
-        embed = encoders[system]
-        docs = embed(eval_set.doc_texts)  # (n_docs, dim)
-        queries = embed(eval_set.query_texts)  # (n_queries, dim)
-        rankings[system] = dense_rankings(eval_set.doc_ids, docs, eval_set.query_ids, queries, cfg.depth)
-        if group_rows:
-            rows = np.array(group_rows)
-            found, _ = dense_search(docs, docs[rows], cfg.depth, exclude=rows)
-            neighbours[system] = {pid: [eval_set.doc_ids[r] for r in row]
-                                  for pid, row in zip(eval_set.group_queries, found)}
-    if "hybrid" in wanted:
-        rankings["hybrid"] = rrf_fuse([rankings["bm25"], rankings["trained"]], cfg.rrf_k, cfg.depth)
-        if group_rows:
-            neighbours["hybrid"] = rrf_fuse([neighbours["bm25"], neighbours["trained"]], cfg.rrf_k, cfg.depth)
-    scores, curves = {}, {}
-    n_queries = n_skipped = 0
     for system in wanted:
-        result = score_rankings(rankings[system], eval_set.qrels)
-        scores[system] = dict(result.metrics)
+        if system in FUSED:
+            rankings[system] = fuse_rankings(lexical, dense[FUSED[system]], fusions[system])
+            if len(group_rows):
+                neighbours[system] = fuse_rankings(lexical_nb, dense_nb[FUSED[system]], fusions[system])
+        else:
+            hits, hits_nb = (lexical, lexical_nb) if system == "bm25" else (dense[system], dense_nb.get(system, {}))
+            rankings[system] = {qid: list(h[0]) for qid, h in hits.items()}
+            if len(group_rows):
+                neighbours[system] = {pid: list(h[0]) for pid, h in hits_nb.items()}
+    scores, curves, per_query = {}, {}, {}
+    query_ids: list[str] = []
+    for system in wanted:
+        query_ids, values = per_query_scores(rankings[system], eval_set.qrels)
+        per_query[system] = values
+        scores[system] = {metric: float(np.mean(v)) for metric, v in values.items()}
         if system in neighbours:
             scores[system]["colisted_precision@10"] = _colisted_precision(neighbours[system], eval_set.groups, 10)
         curves[system] = recall_curve(rankings[system], eval_set.qrels, cfg.recall_ks)
-        n_queries, n_skipped = result.n_queries, result.n_skipped
-    return SetResult(scores=scores, curves=curves, n_queries=n_queries, n_skipped=n_skipped,
-                     content_hash=eval_set.content_hash)
+    n_skipped = len(eval_set.qrels) - len(query_ids)
+    return SetResult(scores=scores, curves=curves, n_queries=len(query_ids), n_skipped=n_skipped,
+                     content_hash=eval_set.content_hash, query_ids=query_ids, per_query=per_query)
 
 
 def eval_report(results: Mapping[str, SetResult]) -> dict:
-    """eval.json: {set: {system: {metric: value}, n_queries, n_skipped_queries, content_hash}}."""
-    return {name: {**r.scores, "n_queries": r.n_queries, "n_skipped_queries": r.n_skipped,
-                   "content_hash": r.content_hash}
-            for name, r in results.items()}
+    """eval.json: {set: {system: {metric: value}, served_vs: {system: {...}}, n_queries, n_skipped_queries,
+    content_hash}}."""
+    report = {}
+    for name, r in results.items():
+        versus = {system: {f"{COMPARED_METRIC}_diff": d.mean, "ci_low": d.low, "ci_high": d.high,
+                           "p_value": d.p_value} for system, d in r.served_versus().items()}
+        report[name] = {**r.scores, **({"served_vs": versus} if versus else {}), "n_queries": r.n_queries,
+                        "n_skipped_queries": r.n_skipped, "content_hash": r.content_hash}
+    return report
+
+
+def comparison_lines(result: SetResult) -> list[str]:
+    """One line per system: served's mean nDCG@10 difference, its 95% CI and the randomisation p-value."""
+    lines = []
+    for system, d in result.served_versus().items():
+        verdict = "better" if d.low > 0 else "worse" if d.high < 0 else "no significant difference"
+        lines.append(f"- served vs {system}: {COMPARED_METRIC} {d.mean:+.4f} (95% CI {d.low:+.4f} to {d.high:+.4f}; "
+                     f"paired randomisation p = {d.p_value:.4f}; {verdict})")
+    return lines
 
 
 def markdown_table(results: Mapping[str, SetResult], notes: list[str]) -> str:
-    """A readable table per set: one row per system, one column per metric; best value in bold."""
+    """A readable table per set (one row per system, best value in bold), then served against each system."""
     lines = []
     for name, r in results.items():
         metrics = list(dict.fromkeys(m for s in r.scores.values() for m in s))
@@ -234,8 +294,18 @@ def markdown_table(results: Mapping[str, SetResult], notes: list[str]) -> str:
                      for m in metrics]
             lines.append(f"| {system} | " + " | ".join(cells) + " |")
         lines.append("")
+        comparisons = comparison_lines(r)
+        if comparisons:
+            lines += comparisons + [""]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def per_query_table(results: Mapping[str, SetResult]) -> pd.DataFrame:
+    """One row per set, system and scored query, one column per metric (eval_per_query.parquet)."""
+    frames = [pd.DataFrame({"set": name, "system": system, "query_id": r.query_ids, **values})
+              for name, r in results.items() for system, values in r.per_query.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["set", "system", "query_id"])
 
 
 def curve_table(results: Mapping[str, SetResult]) -> pd.DataFrame:

@@ -148,6 +148,30 @@ def _mean(
     return float(np.mean([metric(rankings.get(qid, ()), qrels[qid]) for qid in qids]))
 
 
+def _measures(ndcg_k: int, recall_ks: Sequence[int], mrr_k: int, map_k: int) -> dict[str, Callable]:
+    return {
+        f"ndcg@{ndcg_k}": partial(ndcg_at_k, k=ndcg_k),
+        **{f"recall@{k}": partial(recall_at_k, k=k) for k in recall_ks},
+        f"mrr@{mrr_k}": partial(reciprocal_rank_at_k, k=mrr_k),
+        f"map@{map_k}": partial(average_precision_at_k, k=map_k),
+    }
+
+
+def per_query_scores(
+    rankings: Rankings,
+    qrels: Qrels,
+    *,
+    ndcg_k: int = 10,
+    recall_ks: Sequence[int] = (1, 10, 100),
+    mrr_k: int = 10,
+    map_k: int = 100,
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(scored query ids, metric -> (n_queries,) values): the per-query numbers behind `score_rankings`."""
+    qids = _scorable(qrels)
+    return qids, {name: np.array([metric(rankings.get(qid, ()), qrels[qid]) for qid in qids])
+                  for name, metric in _measures(ndcg_k, recall_ks, mrr_k, map_k).items()}
+
+
 def score_rankings(
     rankings: Rankings,
     qrels: Qrels,
@@ -162,14 +186,8 @@ def score_rankings(
     Rankings of queries absent from the qrels are ignored; a judged query without a ranking scores 0.
     Raises PapersimError if no query has a relevant document.
     """
-    qids = _scorable(qrels)
-    measures = {
-        f"ndcg@{ndcg_k}": partial(ndcg_at_k, k=ndcg_k),
-        **{f"recall@{k}": partial(recall_at_k, k=k) for k in recall_ks},
-        f"mrr@{mrr_k}": partial(reciprocal_rank_at_k, k=mrr_k),
-        f"map@{map_k}": partial(average_precision_at_k, k=map_k),
-    }
-    metrics = {name: _mean(metric, rankings, qrels, qids) for name, metric in measures.items()}
+    qids, values = per_query_scores(rankings, qrels, ndcg_k=ndcg_k, recall_ks=recall_ks, mrr_k=mrr_k, map_k=map_k)
+    metrics = {name: float(np.mean(v)) for name, v in values.items()}
     return SetScores(metrics=metrics, n_queries=len(qids), n_skipped=len(qrels) - len(qids))
 
 

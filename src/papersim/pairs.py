@@ -93,7 +93,7 @@ def inverse_cloze(abstract: str, rng: np.random.Generator) -> tuple[str, str] | 
 class Candidates:
     """Ranked candidate documents of one miner for every anchor, with the positive's score."""
 
-    indices: np.ndarray  # (n_anchors, range_max) corpus row, best first
+    indices: np.ndarray  # (n_anchors, range_max) corpus row, best first; -1: no candidate
     scores: np.ndarray  # (n_anchors, range_max)
     positive_scores: np.ndarray  # (n_anchors,)
 
@@ -110,6 +110,9 @@ def bm25_candidates(anchors: list[str], corpus: list[str], positives: np.ndarray
     scores = np.zeros((len(anchors), k), dtype=np.float32)
     positive_scores = np.zeros(len(anchors), dtype=np.float32)
     for i, query in enumerate(tokens):
+        if not query:  # only stop words or numbers: no term to match (bm25s' get_scores raises on it)
+            indices[i] = -1  # no candidates
+            continue
         row = retriever.get_scores(query)  # (n_corpus,)
         top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
         top = top[np.argsort(-row[top], kind="stable")]
@@ -158,7 +161,7 @@ def select_negatives(
             kept = []
             threshold = cfg.relative_margin * cand.positive_scores[p]
             for rank, (row, score) in enumerate(zip(cand.indices[p], cand.scores[p])):
-                if rank < cfg.range_min:
+                if rank < cfg.range_min or row < 0:
                     continue
                 if row in (anchor_row, positive_row):
                     removed["self"] += 1

@@ -21,10 +21,12 @@ PIPELINE_SECTIONS = ("ingest", "mine_pairs", "train", "evaluate", "build_index")
 class RetrainConfig:
     model_name: str = "papersim"              # registered model in the MLflow model registry
     gate_sets: list[str] = field(default_factory=list)  # eval.json sets the gate reads; [] = every set
-    primary_metric: str = "hybrid/ndcg@10"    # system/metric, averaged over gate_sets
+    primary_metric: str = "served/ndcg@10"    # system/metric, averaged over gate_sets
     min_delta: float = 0.0                    # promote when primary(candidate) - primary(champion) >= this
     guard_metrics: list[str] = field(default_factory=list)  # system/metric per set: none may drop more than
     max_regression: float = 0.01              # ... this (absolute), or the candidate stays challenger
+    floor_baselines: list[str] = field(default_factory=lambda: ["bm25", "base", "base_hybrid"])  # no papersim
+    floor_tolerance: float = 0.0              # primary may not trail the best baseline by more, on any gate set
     schedule_cron: str = "0 3 * * 1"          # flows.serve: Mondays 03:00
     schedule_timezone: str = "UTC"
     min_changed_share: float = 0.0            # retrain when new+changed+removed papers exceed this share
@@ -37,8 +39,8 @@ class RetrainConfig:
         for name in (self.primary_metric, *self.guard_metrics):
             if name.count("/") != 1:
                 raise PapersimError(f"metric {name!r}: write it as system/metric, e.g. hybrid/ndcg@10")
-        if self.min_delta < 0 or self.max_regression < 0:
-            raise PapersimError("min_delta and max_regression must be >= 0")
+        if self.min_delta < 0 or self.max_regression < 0 or self.floor_tolerance < 0:
+            raise PapersimError("min_delta, max_regression and floor_tolerance must be >= 0")
         if not 0 <= self.min_changed_share < 1:
             raise PapersimError(f"min_changed_share must be in [0, 1), got {self.min_changed_share}")
         if not 0 < self.drift_p_value < 1:
@@ -91,6 +93,7 @@ class GateDecision:
     primary: float                 # candidate's primary metric (mean over the gate sets)
     champion_primary: float | None
     deltas: dict[str, float]       # "set/system/metric" -> candidate - champion
+    floor: dict[str, float] = field(default_factory=dict)  # "set/baseline" -> primary - that best baseline
 
 
 def _value(report: Mapping[str, Any], set_name: str, metric: str, who: str) -> float:
@@ -115,14 +118,35 @@ def primary_value(report: Mapping[str, Any], cfg: RetrainConfig, who: str = "can
     return sum(_value(report, s, cfg.primary_metric, who) for s in sets) / len(sets)
 
 
+def baseline_floor(candidate: Mapping[str, Any], cfg: RetrainConfig) -> tuple[dict[str, float], list[str]]:
+    """Per gate set, the primary metric minus the best baseline's same metric (bm25, base, their fusion:
+    what a user has without papersim); and the sets where it trails by more than floor_tolerance."""
+    metric = cfg.primary_metric.split("/")[1]
+    margins, failures = {}, []
+    for name in gate_sets(candidate, cfg) if cfg.floor_baselines else []:
+        values = {b: _value(candidate, name, f"{b}/{metric}", "candidate") for b in cfg.floor_baselines}
+        best = max(values, key=lambda b: values[b])
+        margin = _value(candidate, name, cfg.primary_metric, "candidate") - values[best]
+        margins[f"{name}/{best}"] = margin
+        if math.isnan(margin) or margin < -cfg.floor_tolerance:
+            failures.append(f"{name}: {cfg.primary_metric} trails {best}/{metric} by {-margin:.4f}")
+    return margins, failures
+
+
 def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: RetrainConfig) -> GateDecision:
-    """Promote iff primary improves by >= min_delta and no guard metric drops by > max_regression.
+    """Promote iff the candidate beats the best baseline (floor), its primary metric improves on the
+    champion's by >= min_delta and no guard metric drops by > max_regression.
 
     Both reports must come from the same evaluation sets (the flow checks their content hashes).
     """
     primary = primary_value(candidate, cfg)
+    floor, below = baseline_floor(candidate, cfg)
+    if below:
+        return GateDecision(False, f"below the baseline floor (tolerance {cfg.floor_tolerance}): "
+                                   + "; ".join(below), primary, None, {}, floor)
     if champion is None:
-        return GateDecision(True, "first model: no champion to compare with", primary, None, {})
+        return GateDecision(True, "first model: no champion to compare with; beats every baseline", primary, None,
+                            {}, floor)
     sets = gate_sets(candidate, cfg)
     champion_primary = primary_value(champion, cfg, "champion")
     deltas = {f"{s}/{m}": _value(candidate, s, m, "candidate") - _value(champion, s, m, "champion")
@@ -132,13 +156,14 @@ def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: 
                    if k.split("/", 1)[1] in cfg.guard_metrics and d < -cfg.max_regression}
     summary = f"{cfg.primary_metric} {primary:.4f} vs champion {champion_primary:.4f} ({improvement:+.4f})"
     if math.isnan(improvement) or improvement < cfg.min_delta:
-        return GateDecision(False, f"{summary}: below min_delta {cfg.min_delta}", primary, champion_primary, deltas)
+        return GateDecision(False, f"{summary}: below min_delta {cfg.min_delta}", primary, champion_primary, deltas,
+                            floor)
     if regressions:
         worst = ", ".join(f"{k} {d:+.4f}" for k, d in sorted(regressions.items(), key=lambda kv: kv[1]))
         return GateDecision(False, f"{summary}, but regressions beyond {cfg.max_regression}: {worst}",
-                            primary, champion_primary, deltas)
+                            primary, champion_primary, deltas, floor)
     return GateDecision(True, f"{summary} >= min_delta {cfg.min_delta}, no guard metric drops more than "
-                              f"{cfg.max_regression}", primary, champion_primary, deltas)
+                              f"{cfg.max_regression}, beats every baseline", primary, champion_primary, deltas, floor)
 
 
 def eval_set_hashes(report: Mapping[str, Any]) -> dict[str, str]:

@@ -1,17 +1,18 @@
-"""Retrieval systems as pure functions: BM25 (bm25s), exact dense search, reciprocal-rank fusion.
+"""Retrieval systems as pure functions: BM25 (bm25s) and exact dense search.
 
-Every system returns, per query, doc ids best first: the `Rankings` that papersim.metrics scores.
+Every system returns, per query, doc ids best first (the `Rankings` that papersim.metrics scores),
+or `Hits`, the ids with their scores, which papersim.fusion combines.
 """
 
-from collections import defaultdict
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from papersim.errors import PapersimError
 
 Rankings = dict[str, list[str]]
+Hits = tuple[list, list[float]]  # one query's (doc ids best first, their scores)
 
 
 def passage_text(title: str, abstract: str) -> str:
@@ -110,16 +111,15 @@ def dense_rankings(doc_ids: Sequence[str], doc_vectors: np.ndarray, query_ids: S
     return {qid: [doc_ids[r] for r in row] for qid, row in zip(query_ids, rows)}
 
 
-def rrf_fuse(systems: Sequence[Mapping[str, Sequence[str]]], k_constant: int, depth: int) -> Rankings:
-    """Reciprocal-rank fusion (Cormack et al. 2009): score(d) = sum over systems of 1/(k + rank(d)).
+def lexical_hits(bm25: BM25, query_ids: Sequence[str], queries: Sequence[str], depth: int) -> dict[str, Hits]:
+    """BM25's top `depth` per query as (doc ids, scores); documents sharing no term are left out."""
+    rows, scores = bm25.search(queries, depth)  # (n_queries, depth)
+    return {qid: ([bm25.doc_ids[r] for r, s in zip(row, score) if s > 0], [float(s) for s in score if s > 0])
+            for qid, row, score in zip(query_ids, rows, scores)}
 
-    Each system contributes its top `depth`; ties are broken by doc id so the result is deterministic.
-    """
-    fused: Rankings = {}
-    for qid in dict.fromkeys(q for system in systems for q in system):
-        scores: dict[str, float] = defaultdict(float)
-        for system in systems:
-            for rank, doc in enumerate(system.get(qid, [])[:depth], start=1):
-                scores[doc] += 1.0 / (k_constant + rank)
-        fused[qid] = sorted(scores, key=lambda doc: (-scores[doc], doc))
-    return fused
+
+def dense_hits(doc_ids: Sequence[str], doc_vectors: np.ndarray, query_ids: Sequence[str], query_vectors: np.ndarray,
+               depth: int, exclude: np.ndarray | None = None) -> dict[str, Hits]:
+    """Exact cosine top `depth` per query as (doc ids, scores); `exclude` as in `dense_search`."""
+    rows, scores = dense_search(doc_vectors, query_vectors, depth, exclude)
+    return {qid: ([doc_ids[r] for r in row], score.tolist()) for qid, row, score in zip(query_ids, rows, scores)}

@@ -1,7 +1,8 @@
 """Answering "papers similar to this text / this paper" from the index that build_index wrote.
 
 The index folder holds `index.faiss`, `ids.parquet` (row -> paper_id, title), `bm25/` (bm25s) and
-`index.json` (how it was built, including the encoder key the query encoder must match).
+`index.json` (how it was built: the encoder the query encoder must match, and `serving`, the
+served encoder and fusion that the train stage chose and evaluate measured as `served`).
 """
 
 import json
@@ -14,13 +15,13 @@ import pandas as pd
 
 from papersim import ann
 from papersim.errors import PapersimError
-from papersim.retrieval import BM25, rrf_fuse
+from papersim.fusion import Fusion, fuse
+from papersim.retrieval import BM25
 
-MODES = ("dense", "bm25", "hybrid")
+MODES = ("served", "dense", "bm25", "hybrid")  # served: the fusion stored with the index; hybrid: plain RRF
 MAX_K = 100  # results per request: deeper lists are what the evaluation depth covers, not what a reader reads
 MAX_QUERY_CHARS = 10_000  # longer than any abstract: beyond this a request is a mistake, not a query
-FUSION_DEPTH = 100  # candidates per system fused in hybrid mode
-RRF_K = 60
+HYBRID = Fusion(method="rrf", rrf_k=60, depth=100)  # mode hybrid: RRF as evaluate's `hybrid` (its defaults)
 
 
 @dataclass
@@ -30,6 +31,12 @@ class SearchIndex:
     info: dict
     bm25: BM25
     embed: Callable[[list[str]], np.ndarray] | None = None  # set by the caller: the matching encoder
+
+    @property
+    def fusion(self) -> Fusion:
+        """The served fusion; an index built before fusion was chosen per corpus serves plain RRF."""
+        serving = self.info.get("serving")
+        return Fusion.from_dict(serving["fusion"]) if serving else HYBRID
 
     @property
     def row_of(self) -> dict[str, int]:
@@ -75,8 +82,8 @@ def _dense(si: SearchIndex, vector: np.ndarray, k: int, skip_row: int | None = N
     return [r for r, _ in pairs[:k]], [s for _, s in pairs[:k]]
 
 
-def search_text(si: SearchIndex, query: str, k: int = 10, mode: str = "hybrid") -> pd.DataFrame:
-    """The k papers closest to `query`: rank, score, paper_id, title (score: cosine, BM25 or RRF)."""
+def search_text(si: SearchIndex, query: str, k: int = 10, mode: str = "served") -> pd.DataFrame:
+    """The k papers closest to `query`: rank, score, paper_id, title (score: fused, cosine or BM25)."""
     check_request(k, mode, query)
     if mode == "bm25":
         rows, scores = si.bm25.search([query], k)
@@ -87,15 +94,12 @@ def search_text(si: SearchIndex, query: str, k: int = 10, mode: str = "hybrid") 
     vector = si.embed([query])[0]  # (dim,)
     if mode == "dense":
         return _table(si, *_dense(si, vector, k))
-    dense_rows, _ = _dense(si, vector, FUSION_DEPTH)
-    bm25_rows, bm25_scores = si.bm25.search([query], FUSION_DEPTH)
-    lexical = [int(r) for r, s in zip(bm25_rows[0], bm25_scores[0]) if s > 0]
-    fused = rrf_fuse([{"q": [str(r) for r in dense_rows]}, {"q": [str(r) for r in lexical]}], RRF_K, FUSION_DEPTH)
-    rows = [int(r) for r in fused["q"][:k]]
-    rank_dense = {r: i for i, r in enumerate(dense_rows, start=1)}
-    rank_bm25 = {r: i for i, r in enumerate(lexical, start=1)}
-    scores = [sum(1 / (RRF_K + ranks[r]) for ranks in (rank_dense, rank_bm25) if r in ranks) for r in rows]
-    return _table(si, rows, scores)
+    fusion = si.fusion if mode == "served" else HYBRID
+    dense = _dense(si, vector, fusion.depth)
+    bm25_rows, bm25_scores = si.bm25.search([query], fusion.depth)
+    keep = bm25_scores[0] > 0
+    rows, scores = fuse(([int(r) for r in bm25_rows[0][keep]], bm25_scores[0][keep].tolist()), dense, fusion)
+    return _table(si, rows[:k], scores[:k])
 
 
 def similar_papers(si: SearchIndex, paper_id: str, k: int = 10) -> pd.DataFrame:

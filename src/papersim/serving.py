@@ -1,8 +1,8 @@
 """The registered model's behaviour: a DataFrame of requests in, the top-k similar papers out.
 
-Each request row has either `query` (free text, hybrid search by default) or `paper_id` (papers
+Each request row has either `query` (free text, the served fusion by default) or `paper_id` (papers
 similar to an indexed one), an optional `k` (1-100, default 10) and an optional `mode` for text
-queries (dense, bm25, hybrid). The answer has one row per hit: `request` (the request's row
+queries (served: the index's own fusion, the default; dense, bm25, hybrid). The answer has one row per hit: `request` (the request's row
 number), `rank`, `paper_id`, `title`, `score`. A bad request raises PapersimError naming the row
 and the rule, which the MLflow wrapper turns into an HTTP 400.
 """
@@ -17,7 +17,7 @@ from papersim.errors import PapersimError
 from papersim.search import MAX_K, MODES, SearchIndex, load_search_index, search_text, similar_papers
 
 DEFAULT_K = 10
-DEFAULT_MODE = "hybrid"
+DEFAULT_MODE = "served"
 OUTPUT_COLUMNS = ["request", "rank", "paper_id", "title", "score"]
 MAX_REQUESTS = 1000  # rows per call: a batch, not a bulk export
 

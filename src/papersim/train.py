@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from papersim.errors import PapersimError
+from papersim.fusion import Fusion
 
 LOSSES = ("mnrl", "cached_mnrl", "triplet")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -42,6 +43,19 @@ class TrainConfig:
     logging_steps: int = 5
     seed: int = 13
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPUs (where autocast slows training down)
+    # What the candidate serves, chosen after training on validation pseudo-queries (papersim.selection):
+    select_encoder: bool = True  # the trained encoder serves only if it beat the base model there
+    select_min_gain: float = 0.0  # ... by more than this dense nDCG@10 (0: any gain; a tie keeps the base)
+    fusion: str = "convex"  # convex (normalised scores, dense weight alpha) | rrf (reciprocal ranks)
+    fusion_alpha: float | str = "auto"  # dense weight of convex fusion; auto: chosen per corpus on the pseudo-queries
+    fusion_normalisation: str = "zscore"  # per-query score scale before the convex sum: zscore | minmax
+    fusion_depth: int = 100  # candidates per system, as evaluate.depth: what is served is what is measured
+    rrf_k: int = 60  # fusion: rrf only; Cormack et al.'s constant
+    selection_queries: int = 500  # validation papers asking for themselves (a title or a sentence)
+    selection_docs: int = 20_000  # corpus they search (the rest a seeded sample of non-test papers)
+    stemmer: str = "english"  # BM25 of the fusion, as evaluate and build_index
+    backend: str = "auto"  # encoding the pseudo-queries: openvino on CPUs; the embedding cache is shared
+    encode_batch_size: int = 32
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -54,6 +68,18 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if any(d < 1 for d in self.matryoshka_dims):
             raise ValueError("matryoshka_dims must be positive")
+        if self.fusion_alpha != "auto" and not (isinstance(self.fusion_alpha, (int, float))
+                                                and 0 <= self.fusion_alpha <= 1):
+            raise ValueError(f"fusion_alpha must be auto or a number in [0, 1], got {self.fusion_alpha!r}")
+        self.serving_fusion()  # raises on an unknown fusion or normalisation
+        if min(self.selection_queries, self.selection_docs, self.encode_batch_size) < 1:
+            raise ValueError("selection_queries, selection_docs and encode_batch_size must be positive")
+
+    def serving_fusion(self) -> Fusion:
+        """The configured fusion (alpha 0.5 until chosen when fusion_alpha is auto)."""
+        alpha = 0.5 if self.fusion_alpha == "auto" else float(self.fusion_alpha)
+        return Fusion(method=self.fusion, alpha=alpha, normalisation=self.fusion_normalisation, rrf_k=self.rrf_k,
+                      depth=self.fusion_depth)
 
 
 def use_bf16(precision: str, cuda: bool) -> bool:
