@@ -55,13 +55,16 @@ def read_previous(folder: Path) -> BuiltIndex | None:
 
 
 def held_out_titles(papers: pd.DataFrame, split_file: Path, n: int) -> list[str]:
-    """Up to n test-split titles (all titles when there is no split): real queries for recall and speed."""
-    titles = papers[papers["title"].str.strip() != ""]
+    """Up to n test-split titles (all titles when there is no split): real queries for recall and speed.
+    An untitled corpus asks with the first 200 characters of its abstracts instead."""
+    titled = papers["title"].str.strip() != ""
+    papers = papers.assign(query=papers["title"] if titled.any() else papers["abstract"].str.slice(0, 200))
+    papers = papers[titled] if titled.any() else papers
     if split_file.is_file():
         split = pd.read_parquet(split_file)
-        test = titles[titles["paper_id"].isin(set(split.loc[split["split"] == "test", "paper_id"]))]
-        titles = test if len(test) else titles
-    return titles["title"].head(n).to_list()
+        test = papers[papers["paper_id"].isin(set(split.loc[split["split"] == "test", "paper_id"]))]
+        papers = test if len(test) else papers
+    return papers["query"].head(n).to_list()
 
 
 def main(argv: list[str] | None = None) -> int:

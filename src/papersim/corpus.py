@@ -5,6 +5,7 @@ every error can name the file and the place, and memory stays bounded for large 
 """
 
 import ast
+import dataclasses
 import csv
 import hashlib
 import json
@@ -76,6 +77,8 @@ class IngestConfig:
     min_abstract_chars: int = 20  # shorter "abstracts" are stubs or parse debris, useless for training
     max_abstract_chars: int = 20_000  # ~10x a long abstract: anything longer is a full text or a parse error
     require_title: bool = True  # False for abstracts-only corpora (the pair miner then uses abstract crops)
+    title_only: str = "reject"  # a record with a title and no abstract: reject (rule abstract_not_empty) | keep
+    # (its title becomes its text, as an untitled abstract; needs require_title: false)
     on_invalid: str = "fail"  # fail: stop with a report; quarantine: set bad rows aside in rejected.parquet
     max_rejected_fraction: float = 0.01  # quarantine still fails when more than this share of rows is bad
     batch_rows: int = 20_000  # lines per batch: ~25 MB of text at arXiv lengths; 50k was 4% faster, +40% memory
@@ -96,6 +99,11 @@ class IngestConfig:
             raise ValueError(f"on_invalid must be 'fail' or 'quarantine', not {self.on_invalid!r}")
         if not 0 <= self.min_abstract_chars <= self.max_abstract_chars:
             raise ValueError("need 0 <= min_abstract_chars <= max_abstract_chars")
+        if self.title_only not in ("reject", "keep"):
+            raise ValueError(f"title_only must be 'reject' or 'keep', not {self.title_only!r}")
+        if self.title_only == "keep" and self.require_title:
+            raise ValueError("title_only: keep makes a title-only record's title its text (an untitled record): "
+                             "set require_title: false")
         if not 0.0 <= self.max_rejected_fraction <= 1.0:
             raise ValueError("max_rejected_fraction must be within [0, 1]")
         if self.batch_rows < 1:
@@ -594,3 +602,12 @@ def normalise_batch(batch: RawBatch, spec: SourceSpec) -> NormalBatch:
     groups = normalise_groups(batch.groups, spec.groups)
     hashes = content_hashes(titles, abstracts)
     return NormalBatch(spec.name, batch.file, batch.unit, batch.lines, ids, titles, abstracts, groups, hashes)
+
+
+def titles_as_text(batch: NormalBatch) -> NormalBatch:
+    """Title-only records (no abstract) keep their title as their text: abstract := title, title := ''."""
+    only_title = pc.and_(pc.equal(batch.abstract, ""), pc.not_equal(batch.title, ""))
+    if not pc.any(only_title).as_py():
+        return batch
+    return dataclasses.replace(batch, abstract=pc.if_else(only_title, batch.title, batch.abstract),
+                               title=pc.if_else(only_title, pa.scalar("", batch.title.type), batch.title))

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from papersim.corpus import (
     GROUPS, IngestConfig, NormalBatch, RawBatch, SourceSpec, normalise_batch, read_source, resolve_format,
+    titles_as_text,
 )
 from papersim.errors import PapersimError
 from papersim.validation import RULES, RowRules, describe, duplicate_id_rows, row_failures
@@ -157,6 +158,8 @@ def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> 
                 if not len(raw):
                     continue
                 batch = normalise_batch(raw, spec)
+                if cfg.title_only == "keep":
+                    batch = titles_as_text(batch)
                 failures = row_failures(batch.paper_id, batch.title, batch.abstract, rules)
                 rejected.add(_reject_rows(batch, failures))
                 keep = [False] * len(batch)
