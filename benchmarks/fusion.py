@@ -62,11 +62,12 @@ def shapes() -> dict[str, pd.DataFrame]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", default="openvino")
+    parser.add_argument("--max-seq-length", type=int, default=128, help="tokens per text (the shipped 128, or 256)")
     parser.add_argument("--cache", default=str(REPO / "benchmarks/.work/embeddings"))
     args = parser.parse_args()
     apply_offline_defaults()
     print("command: .venv/bin/python benchmarks/fusion.py " + " ".join(sys.argv[1:]))
-    encoder = load_text_encoder("", args.backend, max_seq_length=128, batch_size=32)
+    encoder = load_text_encoder("", args.backend, max_seq_length=args.max_seq_length, batch_size=32)
     embed = lambda texts: encode_cached(encoder, texts, Path(args.cache)).vectors  # noqa: E731
     queries = read_jsonl(CRANFIELD / "queries.jsonl")
     qrels: dict[str, dict[str, int]] = {}
@@ -105,7 +106,8 @@ def main() -> None:
         rows.append({"shape": shape, "docs": len(ids), "pseudo_queries": len(pq.query_ids), **scores,
                      "alpha zscore": alphas["zscore"], "alpha minmax": alphas["minmax"]})
     table = pd.DataFrame(rows)
-    print(f"\nCranfield's {len(qids)} judged queries, nDCG@10 (base = packaged all-MiniLM-L6-v2, {encoder.backend})\n")
+    print(f"\nCranfield's {len(qids)} judged queries, nDCG@10 (base = packaged all-MiniLM-L6-v2, {encoder.backend}, "
+          f"{args.max_seq_length} tokens)\n")
     print("| shape | docs | " + " | ".join(rules) + " | auto alpha (zscore / minmax) |")
     print("|---|---:|" + "---:|" * len(rules) + "---|")
     for r in rows:

@@ -249,6 +249,9 @@ def register(root: Path, params: dict, cfg: RetrainConfig, decision: dict, run: 
         np.save(staging / "drift/reference.npy", vectors)
         sample[["paper_id", "content_hash"]].to_parquet(staging / "drift/sample.parquet", index=False)
         shutil.copy(root / "params.yaml", staging / "params.yaml")  # the effective params, overrides included
+        if encoder.name != "encoder":  # MLflow names a directory artifact after its folder: the base model's is not
+            shutil.copytree(encoder, staging / "encoder")
+            encoder = staging / "encoder"
         version_tags = {
             **tags, "papersim.params_fingerprint": params_fingerprint(params),
             "papersim.gate": "champion" if decision["promote"] else "challenger",

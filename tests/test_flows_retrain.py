@@ -94,9 +94,15 @@ def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_
     hits = [json.loads(line) for line in out.splitlines()]
     assert len(hits) == 3 and "flutter" in hits[0]["title"]
 
-    # 2. A deliberately worse recipe (a learning rate that wrecks the encoder) stays challenger.
-    worse = flow_module.retrain(root=str(repo), overrides={"train.learning_rate": 5.0, "train.max_steps": 6})
+    assert version["tags"]["papersim.served_encoder"] in ("trained", "base")
+    assert version["tags"]["papersim.fusion"].startswith("convex (alpha=0.5")
+
+    # 2. A deliberately worse recipe (a learning rate that wrecks the encoder, served because encoder
+    # selection is off) stays challenger.
+    worse = flow_module.retrain(root=str(repo), overrides={"train.learning_rate": 5.0, "train.max_steps": 6,
+                                                           "train.select_encoder": False})
     assert worse["status"] == "challenger" and worse["version"] == "2", worse
+    assert tracking_api.model_version(name, version="2")["tags"]["papersim.served_encoder"] == "trained"
     assert aliases(name) == {"champion": "1", "challenger": "2"}
     assert "learning_rate: 5.0" not in (repo / "params.yaml").read_text()  # overrides last one run
     registered_params = yaml.safe_load((tracking_api.download_model(name, "2", repo / "cache/registry")
