@@ -67,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         files = [args.pairs / "train.parquet", args.pairs / "val.parquet"]
         missing = [str(f) for f in [*files, args.pairs / "split.parquet", args.papers] if not f.is_file()]
         if missing:
-            raise PapersimError(f"{', '.join(missing)}: no pairs; run the mine_pairs stage first")
+            raise PapersimError(f"{', '.join(missing)}: not found; run the mine_pairs stage first "
+                                "(`dvc repro mine_pairs`: it needs the ingested papers too)")
         train, val = (pd.read_parquet(f) for f in files)
         model = load_encoder(cfg.base_model, cfg.max_seq_length)
-        tags = {"mlflow.source.git.commit": git_commit(), **data_version({"pairs": args.pairs})}
+        tags = {"mlflow.source.git.commit": git_commit(), **data_version({"pairs": args.pairs, "papers": args.papers})}
         run_ctx = tracking.stage_run("train", dataclasses.asdict(cfg), tags) if rank0 else contextlib.nullcontext()
         with run_ctx as run:
             callbacks = [run.trainer_callback()] if rank0 else []
