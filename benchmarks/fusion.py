@@ -22,7 +22,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,15 +111,17 @@ def main() -> None:
     print("|---|---:|" + "---:|" * len(rules) + "---|")
     for r in rows:
         best = max(r[rule] for rule in ("bm25", "base", "rrf"))
-        cells = [f"**{r[rule]:.4f}**" if r[rule] >= best and rule not in ("bm25", "base", "rrf") else f"{r[rule]:.4f}"
-                 for rule in rules]
-        print(f"| {r['shape']} | {r['docs']} | " + " | ".join(cells) + f" | {r['alpha zscore']:g} / {r['alpha minmax']:g} |")
+        cells = [f"**{r[rule]:.4f}**" if r[rule] >= best and rule not in ("bm25", "base", "rrf")
+                 else f"{r[rule]:.4f}" for rule in rules]
+        print(f"| {r['shape']} | {r['docs']} | " + " | ".join(cells)
+              + f" | {r['alpha zscore']:g} / {r['alpha minmax']:g} |")
     means = table[rules].mean()
     print("| **mean** | | " + " | ".join(f"{means[rule]:.4f}" for rule in rules) + " | |")
     print("\nbold: at least the best baseline (bm25, base, rrf) of that shape")
     for rule in rules[3:]:
         floor = int(sum(r[rule] >= max(r["bm25"], r["base"], r["rrf"]) for r in rows))
-        print(f"{rule}: mean - rrf mean = {means[rule] - means['rrf']:+.4f}; >= best baseline on {floor}/{len(rows)} shapes")
+        print(f"{rule}: mean - rrf mean = {means[rule] - means['rrf']:+.4f}; "
+              f">= best baseline on {floor}/{len(rows)} shapes")
     print(json.dumps({rule: round(float(means[rule]), 4) for rule in rules}))
 
 

@@ -187,7 +187,8 @@ def test_metrics_match_trec_eval_on_real_rankings():
             return {q: {d: float(cut - i) for i, d in enumerate(rankings.get(q, [])[:cut])} for q in scored}
 
         qrels = {q: dict(s.qrels[q]) for q in scored}
-        full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.1,10,100", "map_cut.100"}).evaluate(run(100))
+        measures = {"ndcg_cut.10", "recall.1,10,100", "map_cut.100"}
+        full = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run(100))
         top10 = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run(10))  # MRR@10: the run cut at 10
 
         def mean(result: dict, measure: str) -> float:

@@ -11,7 +11,8 @@ from tests.conftest import papers_frame
 def args(ws, *extra):
     return ["--params", str(ws / "params.yaml"), "--papers", str(ws / "data/processed/papers.parquet"),
             "--pairs", str(ws / "data/pairs"), "--model", str(ws / "models/encoder"),
-            "--serving", str(ws / "models/serving.json"), "--embedding-cache", str(ws / "cache"), "--out", str(ws / "artifacts/index"),
+            "--serving", str(ws / "models/serving.json"), "--embedding-cache", str(ws / "cache"),
+            "--out", str(ws / "artifacts/index"),
             "--report", str(ws / "reports/index.json"), *extra]
 
 

@@ -2,9 +2,9 @@
 
 Each request row has either `query` (free text, the served fusion by default) or `paper_id` (papers
 similar to an indexed one), an optional `k` (1-100, default 10) and an optional `mode` for text
-queries (served: the index's own fusion, the default; dense, bm25, hybrid). The answer has one row per hit: `request` (the request's row
-number), `rank`, `paper_id`, `title`, `score`. A bad request raises PapersimError naming the row
-and the rule, which the MLflow wrapper turns into an HTTP 400.
+queries (served: the index's own fusion, the default; dense, bm25, hybrid). The answer has one row
+per hit: `request` (the request's row number), `rank`, `paper_id`, `title`, `score`. A bad request
+raises PapersimError naming the row and the rule, which the MLflow wrapper turns into an HTTP 400.
 """
 
 import math
