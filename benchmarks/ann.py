@@ -22,8 +22,14 @@ import time
 import faiss
 import numpy as np
 
-from papersim.ann import (
-    add_vectors, auto_factory, create_index, exact_neighbours, memory_bytes, queries_per_second, tune_search_effort,
+from papersim.retrieval.ann import (
+    add_vectors,
+    auto_factory,
+    create_index,
+    exact_neighbours,
+    memory_bytes,
+    queries_per_second,
+    tune_search_effort,
 )
 
 # Mirror params.yaml's build_index section, so that the benchmark measures the index the pipeline builds.

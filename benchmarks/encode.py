@@ -23,12 +23,12 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from papersim.encoding import load_text_encoder  # noqa: E402
+from papersim.encoders.encode import load_text_encoder  # noqa: E402
+from papersim.encoders.load import load_encoder  # noqa: E402
 from papersim.env import apply_offline_defaults  # noqa: E402
-from papersim.evaluation import load_beir_set  # noqa: E402
-from papersim.metrics import score_rankings  # noqa: E402
-from papersim.models import load_encoder  # noqa: E402
-from papersim.retrieval import dense_rankings  # noqa: E402
+from papersim.evaluation.metrics import score_rankings  # noqa: E402
+from papersim.evaluation.sets import load_beir_set  # noqa: E402
+from papersim.retrieval.dense import dense_rankings  # noqa: E402
 
 
 def timed(encode, texts: list[str]) -> tuple[np.ndarray, float]:

@@ -27,14 +27,16 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from papersim.embeddings import encode_cached  # noqa: E402
-from papersim.encoding import load_text_encoder  # noqa: E402
+from papersim.encoders.cache import encode_cached  # noqa: E402
+from papersim.encoders.encode import load_text_encoder  # noqa: E402
 from papersim.env import apply_offline_defaults  # noqa: E402
-from papersim.fusion import Fusion, fuse_rankings  # noqa: E402
-from papersim.metrics import score_rankings  # noqa: E402
-from papersim.pairs import PairsConfig, assign_splits  # noqa: E402
-from papersim.retrieval import BM25, dense_hits, lexical_hits, passage_text  # noqa: E402
-from papersim.selection import pseudo_queries, select_serving  # noqa: E402
+from papersim.evaluation.metrics import score_rankings  # noqa: E402
+from papersim.retrieval.dense import dense_hits  # noqa: E402
+from papersim.retrieval.fusion import Fusion, fuse_rankings  # noqa: E402
+from papersim.retrieval.lexical import BM25, lexical_hits  # noqa: E402
+from papersim.retrieval.passage import passage_text  # noqa: E402
+from papersim.training.pairs import PairsConfig, assign_splits  # noqa: E402
+from papersim.training.selection import pseudo_queries, select_serving  # noqa: E402
 
 CRANFIELD = REPO / "data/raw/beir/cranfield"
 SENTENCE = re.compile(r"(?<=[.!?])\s+")

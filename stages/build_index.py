@@ -15,17 +15,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from papersim import ann, tracking
 from papersim.atomic import atomic_outputs, dump_json
 from papersim.config import load_section
-from papersim.embeddings import encode_cached
-from papersim.encoding import load_text_encoder
+from papersim.encoders.cache import encode_cached
+from papersim.encoders.encode import load_text_encoder
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
-from papersim.index import BuiltIndex, IndexConfig, build_index
+from papersim.lifecycle import tracking
 from papersim.provenance import data_version, git_commit
-from papersim.retrieval import BM25, passage_text
-from papersim.selection import read_serving
+from papersim.retrieval import ann
+from papersim.retrieval.index import BuiltIndex, IndexConfig, build_index
+from papersim.retrieval.lexical import BM25
+from papersim.retrieval.passage import passage_text
+from papersim.training.selection import read_serving
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -15,17 +15,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from papersim import tracking
 from papersim.atomic import atomic_outputs, dump_json
 from papersim.config import load_section
-from papersim.embeddings import encode_cached
-from papersim.encoding import load_text_encoder
+from papersim.encoders.cache import encode_cached
+from papersim.encoders.encode import load_text_encoder
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
-from papersim.evaluation import (FUSED, EvaluateConfig, curve_table, eval_report, evaluate_set, held_out_set,
-                                 load_beir_set, markdown_table, per_query_table, save_curve_plot)
+from papersim.evaluation.evaluate import FUSED, EvaluateConfig, evaluate_set
+from papersim.evaluation.report import curve_table, eval_report, markdown_table, per_query_table, save_curve_plot
+from papersim.evaluation.sets import held_out_set, load_beir_set
+from papersim.lifecycle import tracking
 from papersim.provenance import data_version, git_commit
-from papersim.selection import Serving, read_serving
+from papersim.training.selection import Serving, read_serving
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

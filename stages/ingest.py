@@ -9,13 +9,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from papersim import tracking
 from papersim.atomic import atomic_outputs, dump_json
 from papersim.config import load_section
-from papersim.corpus import IngestConfig
+from papersim.data.corpus import IngestConfig
+from papersim.data.ingest import ingest_corpus
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
-from papersim.ingest import ingest_corpus
+from papersim.lifecycle import tracking
 from papersim.provenance import data_version, git_commit
 
 MAX_ARTIFACT_BYTES = 50 * 2**20  # rejected rows bigger than this stay on disk, not in MLflow

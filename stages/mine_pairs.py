@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from papersim import tracking
 from papersim.atomic import atomic_outputs, dump_json
 from papersim.config import load_section
+from papersim.encoders.cache import encode_cached
+from papersim.encoders.encode import load_text_encoder
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
-from papersim.embeddings import encode_cached
-from papersim.encoding import load_text_encoder
-from papersim.pairs import PairsConfig, mine_pairs
+from papersim.lifecycle import tracking
 from papersim.provenance import data_version, git_commit
+from papersim.training.pairs import PairsConfig, mine_pairs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

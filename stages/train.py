@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from papersim import tracking
 from papersim.atomic import atomic_outputs, dump_json
 from papersim.config import load_section
-from papersim.embeddings import encode_cached
-from papersim.encoding import load_text_encoder
+from papersim.encoders.cache import encode_cached
+from papersim.encoders.encode import load_text_encoder
+from papersim.encoders.load import load_encoder
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
-from papersim.models import load_encoder
+from papersim.lifecycle import tracking
 from papersim.provenance import data_version, git_commit
-from papersim.selection import choose_serving
-from papersim.train import TrainConfig, loss_table, run_fingerprint, save_loss_plot, train_encoder
+from papersim.training.selection import choose_serving
+from papersim.training.train import TrainConfig, loss_table, run_fingerprint, save_loss_plot, train_encoder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -70,7 +70,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from papersim.models import base_model_path
+    from papersim.encoders.load import base_model_path
 
     root = tmp_path_factory.mktemp("tiny-model")
     torch.manual_seed(0)

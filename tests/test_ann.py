@@ -5,11 +5,20 @@ import faiss
 import numpy as np
 import pytest
 
-from papersim.ann import (
-    add_vectors, auto_factory, create_index, exact_neighbours, load_index, memory_bytes, queries_per_second,
-    recall_at_k, save_index, set_search_effort, tune_search_effort,
-)
 from papersim.errors import PapersimError
+from papersim.retrieval.ann import (
+    add_vectors,
+    auto_factory,
+    create_index,
+    exact_neighbours,
+    load_index,
+    memory_bytes,
+    queries_per_second,
+    recall_at_k,
+    save_index,
+    set_search_effort,
+    tune_search_effort,
+)
 
 DIM = 32
 TARGET = 0.95

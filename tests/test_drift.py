@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from papersim.drift import corpus_change, drift_sample, embedding_drift, save_drift_plot
 from papersim.errors import PapersimError
+from papersim.lifecycle.drift import corpus_change, drift_sample, embedding_drift, save_drift_plot
 
 
 def corpus(ids: range, **hashes: str) -> pd.DataFrame:

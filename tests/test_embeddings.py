@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from papersim.embeddings import encode_cached
-from papersim.encoding import load_text_encoder
+from papersim.encoders.cache import encode_cached
+from papersim.encoders.encode import load_text_encoder
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from papersim.encoding import load_text_encoder, model_fingerprint
+from papersim.encoders.encode import load_text_encoder, model_fingerprint
 from papersim.errors import PapersimError
 
 TEXTS = ["wing flutter at supersonic speed", "contrastive learning of paper embeddings",

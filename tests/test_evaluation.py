@@ -5,11 +5,12 @@ import json
 import pandas as pd
 import pytest
 
-from papersim.encoding import load_text_encoder
+from papersim.encoders.encode import load_text_encoder
 from papersim.errors import PapersimError
-from papersim.evaluation import (EvaluateConfig, comparison_lines, curve_table, eval_report, evaluate_set,
-                                 held_out_set, load_beir_set, markdown_table, per_query_table)
-from papersim.fusion import Fusion
+from papersim.evaluation.evaluate import EvaluateConfig, evaluate_set
+from papersim.evaluation.report import comparison_lines, curve_table, eval_report, markdown_table, per_query_table
+from papersim.evaluation.sets import held_out_set, load_beir_set
+from papersim.retrieval.fusion import Fusion
 from tests.conftest import write_jsonl
 
 DOCS = [("d1", "wing flutter", "supersonic wing flutter measured in a wind tunnel"),

@@ -10,11 +10,11 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
-from papersim import registry
-from papersim import tracking as tracking_api
 from papersim.cli import build_parser, run_search
 from papersim.cli import main as cli
 from papersim.errors import PapersimError
+from papersim.lifecycle import registry
+from papersim.lifecycle import tracking as tracking_api
 from tests.conftest import REPO, paper, project_repo, write_jsonl, write_page
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from papersim.embeddings import encode_cached
-from papersim.encoding import load_text_encoder
-from papersim.index import IndexConfig, build_index, choose_factory, new_papers
+from papersim.encoders.cache import encode_cached
+from papersim.encoders.encode import load_text_encoder
+from papersim.retrieval.index import IndexConfig, build_index, choose_factory, new_papers
 
 
 def corpus(n: int, start: int = 0) -> pd.DataFrame:

@@ -1,9 +1,9 @@
 import pyarrow.parquet as pq
 import pytest
 
-from papersim.corpus import IngestConfig, SourceSpec
+from papersim.data.corpus import IngestConfig, SourceSpec
+from papersim.data.ingest import PAPERS_SCHEMA, ingest_corpus
 from papersim.errors import PapersimError
-from papersim.ingest import PAPERS_SCHEMA, ingest_corpus
 from tests.conftest import paper, write_jsonl, write_page
 
 

@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 
 from papersim.errors import PapersimError
-from papersim.metrics import (
-    SetScores, average_precision_at_k, ndcg_at_k, precision_at_k, rank_by_score, recall_at_k, recall_curve,
-    reciprocal_rank_at_k, score_rankings, top_k_ids,
+from papersim.evaluation.metrics import (
+    SetScores,
+    average_precision_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    rank_by_score,
+    recall_at_k,
+    recall_curve,
+    reciprocal_rank_at_k,
+    score_rankings,
+    top_k_ids,
 )
 
 GRADED = {"a": 3, "b": 2, "c": 1, "x": 0}  # x judged non-relevant
@@ -170,8 +178,8 @@ def test_metrics_match_trec_eval_on_real_rankings():
     """BM25 and a degraded run on Cranfield's real judgments: every metric equals trec_eval's (pytrec_eval)."""
     import pytrec_eval
 
-    from papersim.evaluation import load_beir_set
-    from papersim.retrieval import BM25
+    from papersim.evaluation.sets import load_beir_set
+    from papersim.retrieval.lexical import BM25
     from tests.conftest import REPO
 
     s = load_beir_set(REPO / "data/raw/beir/cranfield")

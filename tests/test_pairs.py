@@ -2,9 +2,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from papersim.models import load_encoder
-from papersim.pairs import (
-    Candidates, PairsConfig, assign_splits, bm25_candidates, inverse_cloze, mine_pairs, select_negatives,
+from papersim.encoders.load import load_encoder
+from papersim.training.pairs import (
+    Candidates,
+    PairsConfig,
+    assign_splits,
+    bm25_candidates,
+    inverse_cloze,
+    mine_pairs,
+    select_negatives,
 )
 
 

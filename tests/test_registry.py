@@ -2,10 +2,10 @@
 
 import pytest
 
-from papersim import registry
-from papersim import tracking as tracking_api
 from papersim.cli import main as cli
 from papersim.errors import PapersimError
+from papersim.lifecycle import registry
+from papersim.lifecycle import tracking as tracking_api
 
 
 @pytest.fixture

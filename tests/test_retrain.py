@@ -2,10 +2,16 @@
 
 import pytest
 
-from papersim.drift import CorpusChange, EmbeddingDrift
 from papersim.errors import PapersimError
-from papersim.retrain import (RetrainConfig, eval_set_hashes, gate, params_fingerprint, primary_value,
-                              retrain_needed)
+from papersim.lifecycle.drift import CorpusChange, EmbeddingDrift
+from papersim.lifecycle.retrain import (
+    RetrainConfig,
+    eval_set_hashes,
+    gate,
+    params_fingerprint,
+    primary_value,
+    retrain_needed,
+)
 
 CFG = RetrainConfig(gate_sets=["a", "b"], primary_metric="served/ndcg@10", min_delta=0.005,
                     guard_metrics=["served/recall@100", "trained/ndcg@10"], max_regression=0.01)

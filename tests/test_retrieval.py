@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from papersim.errors import PapersimError
-from papersim.retrieval import BM25, dense_hits, dense_rankings, dense_search, lexical_hits, passage_text
+from papersim.retrieval.dense import dense_hits, dense_rankings, dense_search
+from papersim.retrieval.lexical import BM25, lexical_hits
+from papersim.retrieval.passage import passage_text
 
 DOCS = {"d1": "supersonic wing flutter in a wind tunnel", "d2": "heat transfer in laminar boundary layers",
         "d3": "contrastive learning of sentence embeddings", "d4": "flutter of panels at supersonic speeds"}

@@ -6,7 +6,7 @@ import pytest
 
 from papersim.cli import main as cli
 from papersim.errors import PapersimError
-from papersim.search import check_request, load_search_index, search_text, similar_papers
+from papersim.retrieval.search import check_request, load_search_index, search_text, similar_papers
 
 
 def search(ws, *argv):
@@ -28,9 +28,11 @@ def test_search_modes_and_json(built, capsys):
 def test_served_search_is_the_fusion_evaluate_measures(built):
     import pandas as pd
 
-    from papersim.encoding import load_text_encoder
-    from papersim.fusion import fuse_rankings
-    from papersim.retrieval import BM25, dense_hits, lexical_hits, passage_text
+    from papersim.encoders.encode import load_text_encoder
+    from papersim.retrieval.dense import dense_hits
+    from papersim.retrieval.fusion import fuse_rankings
+    from papersim.retrieval.lexical import BM25, lexical_hits
+    from papersim.retrieval.passage import passage_text
 
     si = load_search_index(built / "artifacts/index")
     encoder = load_text_encoder(str(built / "models/encoder"), "torch", 32)
@@ -81,7 +83,7 @@ def test_index_from_another_model_is_refused(built, tiny_model_dir, capsys):
 
 
 def test_library_checks_requests_and_finds_the_paper_by_its_title(built):
-    from papersim.encoding import load_text_encoder
+    from papersim.encoders.encode import load_text_encoder
 
     si = load_search_index(built / "artifacts/index")
     si.embed = load_text_encoder(str(built / "models/encoder"), "torch", 32).encode

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from papersim.fusion import Fusion
-from papersim.selection import Serving, pseudo_queries, select_serving
+from papersim.retrieval.fusion import Fusion
+from papersim.training.selection import Serving, pseudo_queries, select_serving
 from tests.conftest import TOPICS
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from papersim import registry
-from papersim import tracking as tracking_api
 from papersim.errors import PapersimError
-from papersim.serving import SearchService, parse_requests
+from papersim.lifecycle import registry
+from papersim.lifecycle import tracking as tracking_api
+from papersim.retrieval.serving import SearchService, parse_requests
 
 
 @pytest.fixture

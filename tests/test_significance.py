@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from papersim.significance import paired_difference
+from papersim.evaluation.significance import paired_difference
 
 
 def test_six_queries_all_better_give_the_exact_sign_flip_p_value():

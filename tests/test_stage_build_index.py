@@ -35,7 +35,7 @@ def test_builds_then_extends_with_exactly_the_new_papers(workspace, tracking):
 
 
 def test_the_base_encoder_is_indexed_when_it_serves(workspace, tracking, tiny_model_dir):
-    from papersim.encoding import model_fingerprint
+    from papersim.encoders.encode import model_fingerprint
 
     serving = json.loads((workspace / "models/serving.json").read_text())
     (workspace / "models/serving.json").write_text(json.dumps({**serving, "encoder": "base"}))

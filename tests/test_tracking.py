@@ -2,7 +2,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from papersim import tracking as tr
+from papersim.lifecycle import tracking as tr
 
 
 def test_flatten_nests_keys_with_dots():

@@ -4,10 +4,16 @@ import pandas as pd
 import pytest
 from sentence_transformers import SentenceTransformer
 
+from papersim.encoders.load import load_encoder
 from papersim.errors import PapersimError
-from papersim.models import load_encoder
-from papersim.train import (
-    FINGERPRINT, TrainConfig, build_loss, last_checkpoint, loss_table, train_encoder, training_columns,
+from papersim.training.train import (
+    FINGERPRINT,
+    TrainConfig,
+    build_loss,
+    last_checkpoint,
+    loss_table,
+    train_encoder,
+    training_columns,
 )
 
 
@@ -83,7 +89,7 @@ def test_trains_on_cuda_with_bf16_autocast(tiny_model_dir, tmp_path):
 
 
 def test_precision_is_bf16_on_gpus_and_fp32_on_cpus_unless_forced():
-    from papersim.train import use_bf16
+    from papersim.training.train import use_bf16
 
     assert use_bf16("auto", cuda=True) and not use_bf16("auto", cuda=False)
     assert use_bf16("bf16", cuda=False) and not use_bf16("fp32", cuda=True)

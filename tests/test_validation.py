@@ -1,4 +1,4 @@
-from papersim.validation import RowRules, describe, duplicate_id_rows, row_failures
+from papersim.data.validation import RowRules, describe, duplicate_id_rows, row_failures
 
 RULES = RowRules(min_abstract_chars=10, max_abstract_chars=40, require_title=True)
 

@@ -13,12 +13,12 @@ from papersim.errors import PapersimError
 
 # Stage name -> its params section's config dataclass ("module:Class"); one line per stage.
 STAGE_CONFIGS = {
-    "ingest": "papersim.corpus:IngestConfig",
-    "mine_pairs": "papersim.pairs:PairsConfig",
-    "train": "papersim.train:TrainConfig",
-    "evaluate": "papersim.evaluation:EvaluateConfig",
-    "build_index": "papersim.index:IndexConfig",
-    "retrain": "papersim.retrain:RetrainConfig",  # the retraining flow (flows/retrain.py), not a DVC stage
+    "ingest": "papersim.data.corpus:IngestConfig",
+    "mine_pairs": "papersim.training.pairs:PairsConfig",
+    "train": "papersim.training.train:TrainConfig",
+    "evaluate": "papersim.evaluation.evaluate:EvaluateConfig",
+    "build_index": "papersim.retrieval.index:IndexConfig",
+    "retrain": "papersim.lifecycle.retrain:RetrainConfig",  # the retraining flow (flows/retrain.py), not a DVC stage
 }
 STAGE_REPORTS = {"ingest": "reports/ingest.json", "mine_pairs": "reports/mine_pairs.json",
                  "train": "reports/train.json", "evaluate": "reports/eval.json",
@@ -143,7 +143,7 @@ REGISTRY_REFS = ("champion", "challenger")
 
 
 def _model_name(params: Path) -> str:
-    from papersim.retrain import RetrainConfig
+    from papersim.lifecycle.retrain import RetrainConfig
 
     section = read_params(params).get("retrain", {}) if params.is_file() else {}
     return build_config(RetrainConfig, section, f"{params}: retrain").model_name
@@ -154,7 +154,7 @@ def resolve_model(args: argparse.Namespace) -> tuple[Path | None, Path]:
 
     Without --model the encoder is the one the index serves (None: read it from index.json)."""
     if args.model in REGISTRY_REFS or (args.model or "").isdigit():
-        from papersim.registry import resolve
+        from papersim.lifecycle.registry import resolve
 
         local = resolve(_model_name(Path("params.yaml")), args.model, Path("cache/registry"))
         return local / "artifacts/encoder", local / "artifacts/index"
@@ -163,8 +163,8 @@ def resolve_model(args: argparse.Namespace) -> tuple[Path | None, Path]:
 
 def served_encoder_folder(info: dict) -> str:
     """The encoder an index serves, from its index.json: the trained folder or the base model's."""
-    from papersim.encoding import model_folder
-    from papersim.selection import Serving
+    from papersim.encoders.encode import model_folder
+    from papersim.training.selection import Serving
 
     trained = info.get("model", "models/encoder")
     folder = Serving.from_dict(info["serving"]).encoder_folder(trained) if "serving" in info else trained
@@ -172,7 +172,7 @@ def served_encoder_folder(info: dict) -> str:
 
 
 def run_registry(args: argparse.Namespace) -> str:
-    from papersim import registry
+    from papersim.lifecycle import registry
 
     name = _model_name(args.params)
     if args.action == "list":
@@ -188,13 +188,13 @@ def run_registry(args: argparse.Namespace) -> str:
 
 def run_search(args: argparse.Namespace) -> str:
     """The answer to `papersim search` / `papersim similar` as printable text."""
-    from papersim.search import check_request, load_search_index, search_text, similar_papers
+    from papersim.retrieval.search import check_request, load_search_index, search_text, similar_papers
 
     check_request(args.k, getattr(args, "mode", "dense"), getattr(args, "query", None))
     model, index = resolve_model(args)
     si = load_search_index(index)
     if args.command == "search" and args.mode != "bm25":
-        from papersim.encoding import load_text_encoder
+        from papersim.encoders.encode import load_text_encoder
 
         # One query: torch starts faster than an OpenVINO conversion, and its vectors match the
         # index's to cosine >= 0.9999 as long as the weights are the same.

@@ -18,12 +18,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from papersim.corpus import (
-    GROUPS, IngestConfig, NormalBatch, RawBatch, SourceSpec, normalise_batch, read_source, resolve_format,
+from papersim.data.corpus import (
+    GROUPS,
+    IngestConfig,
+    NormalBatch,
+    RawBatch,
+    SourceSpec,
+    normalise_batch,
+    read_source,
+    resolve_format,
     titles_as_text,
 )
+from papersim.data.validation import RULES, RowRules, describe, duplicate_id_rows, row_failures
 from papersim.errors import PapersimError
-from papersim.validation import RULES, RowRules, describe, duplicate_id_rows, row_failures
 
 PAPERS_SCHEMA = pa.schema(
     [

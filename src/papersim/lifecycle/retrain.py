@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from papersim.drift import CorpusChange, EmbeddingDrift
 from papersim.errors import PapersimError
+from papersim.lifecycle.drift import CorpusChange, EmbeddingDrift
 
 PIPELINE_SECTIONS = ("ingest", "mine_pairs", "train", "evaluate", "build_index")  # what a model is built from
 

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from papersim.errors import PapersimError
-from papersim.fusion import Fusion
+from papersim.retrieval.fusion import Fusion
 
 LOSSES = ("mnrl", "cached_mnrl", "triplet")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -43,7 +43,7 @@ class TrainConfig:
     logging_steps: int = 5
     seed: int = 13
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPUs (where autocast slows training down)
-    # What the candidate serves, chosen after training on validation pseudo-queries (papersim.selection):
+    # What the candidate serves, chosen after training on validation pseudo-queries (papersim.training.selection):
     select_encoder: bool = True  # the trained encoder serves only if it beat the base model there
     select_min_gain: float = 0.0  # ... by more than this dense nDCG@10 (0: any gain; a tie keeps the base)
     fusion: str = "convex"  # convex (normalised scores, dense weight alpha) | rrf (reciprocal ranks)

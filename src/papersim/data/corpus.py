@@ -5,8 +5,8 @@ every error can name the file and the place, and memory stays bounded for large 
 """
 
 import ast
-import dataclasses
 import csv
+import dataclasses
 import hashlib
 import json
 import re

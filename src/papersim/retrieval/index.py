@@ -14,9 +14,9 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from papersim import ann
 from papersim.errors import PapersimError
-from papersim.retrieval import passage_text
+from papersim.retrieval import ann
+from papersim.retrieval.passage import passage_text
 
 IDS_COLUMNS = ["paper_id", "title", "content_hash"]  # ids.parquet: row i of the index is paper i
 
@@ -33,7 +33,7 @@ class IndexConfig:
     target_recall: float = 0.95  # search effort (efSearch/nprobe) is raised until recall@10 vs exact reaches this
     recall_queries: int = 200  # held-out titles used to measure recall@10 and queries/s
     stemmer: str = "english"  # the BM25 index's Snowball stemmer ("" = none), as evaluate
-    backend: str = "auto"  # encoder backend (papersim.encoding): openvino on CPUs, torch on GPUs
+    backend: str = "auto"  # encoder backend (papersim.encoders.encode): openvino on CPUs, torch on GPUs
     max_seq_length: int = 128  # as evaluate, so the embedding cache serves both
     batch_size: int = 32  # texts per encoding batch
 

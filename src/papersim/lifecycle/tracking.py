@@ -239,7 +239,7 @@ def _search_pyfunc():
         """DataFrame of requests (query or paper_id, optional k, mode) -> top-k paper_id, title, score."""
 
         def load_context(self, context):
-            from papersim.serving import SearchService
+            from papersim.retrieval.serving import SearchService
 
             self.service = SearchService.load(Path(context.artifacts["encoder"]), Path(context.artifacts["index"]))
 
@@ -274,8 +274,9 @@ def register_search_model(run_id: str, model_name: str, artifacts: Mapping[str, 
 
     Registration is the last step, so a failure before it leaves no registered version behind.
     """
-    import mlflow.pyfunc
     from importlib.metadata import version
+
+    import mlflow.pyfunc
 
     client = _client()
     local = workdir / MODEL_ARTIFACT_PATH

@@ -1,14 +1,14 @@
 """The model registry's aliases: `champion` (what search and serving use) and `challenger`.
 
 Every promotion pushes the previous champion onto a history kept as a tag of the registered
-model, so `rollback` can put it back. MLflow calls go through papersim.tracking.
+model, so `rollback` can put it back. MLflow calls go through papersim.lifecycle.tracking.
 """
 
 from datetime import datetime, timezone
 from pathlib import Path
 
-from papersim import tracking
 from papersim.errors import PapersimError
+from papersim.lifecycle import tracking
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 

@@ -15,9 +15,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from papersim.encoders.load import base_model_path, load_encoder
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
-from papersim.models import base_model_path, load_encoder
 
 BACKENDS = ("auto", "torch", "openvino")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

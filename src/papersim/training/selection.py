@@ -22,10 +22,12 @@ import numpy as np
 import pandas as pd
 
 from papersim.errors import PapersimError
-from papersim.fusion import Fusion, choose_alpha, fuse_rankings
-from papersim.metrics import ndcg_at_k
-from papersim.pairs import inverse_cloze
-from papersim.retrieval import BM25, dense_hits, lexical_hits, passage_text
+from papersim.evaluation.metrics import ndcg_at_k
+from papersim.retrieval.dense import dense_hits
+from papersim.retrieval.fusion import Fusion, choose_alpha, fuse_rankings
+from papersim.retrieval.lexical import BM25, lexical_hits
+from papersim.retrieval.passage import passage_text
+from papersim.training.pairs import inverse_cloze
 
 ENCODERS = ("trained", "base")
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) unit vectors
@@ -149,7 +151,7 @@ def select_serving(pq: PseudoQueries, embed: Mapping[str, Embed], template: Fusi
 
 def choose_serving(papers: pd.DataFrame, split: pd.DataFrame, embed: Mapping[str, Embed], cfg) -> Serving:
     """The train stage's choice: pseudo-queries from the val split over non-test papers, then
-    `select_serving` with the train config's settings (cfg: papersim.train.TrainConfig)."""
+    `select_serving` with the train config's settings (cfg: papersim.training.train.TrainConfig)."""
     test = set(split.loc[split["split"] == "test", "paper_id"])
     val = set(split.loc[split["split"] == "val", "paper_id"])
     pq = pseudo_queries(papers[~papers["paper_id"].isin(test)], val, cfg.seed, cfg.selection_queries,

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from papersim.metrics import ndcg_at_k
-from papersim.retrieval import Hits
+from papersim.evaluation.metrics import ndcg_at_k
+from papersim.retrieval.passage import Hits
 
 METHODS = ("convex", "rrf")
 NORMALISATIONS = ("zscore", "minmax")

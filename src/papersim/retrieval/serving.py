@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from papersim.errors import PapersimError
-from papersim.search import MAX_K, MODES, SearchIndex, load_search_index, search_text, similar_papers
+from papersim.retrieval.search import MAX_K, MODES, SearchIndex, load_search_index, search_text, similar_papers
 
 DEFAULT_K = 10
 DEFAULT_MODE = "served"
@@ -73,7 +73,7 @@ class SearchService:
     @classmethod
     def load(cls, encoder_dir: Path, index_dir: Path) -> "SearchService":
         """The index and its encoder (torch: fast start, vectors match the index's)."""
-        from papersim.encoding import load_text_encoder
+        from papersim.encoders.encode import load_text_encoder
 
         si = load_search_index(index_dir)
         encoder = load_text_encoder(str(encoder_dir), "torch", si.info.get("max_seq_length", 128))

@@ -44,7 +44,7 @@ class PairsConfig:
     model: str = ""  # dense miner's encoder: a sentence-transformers folder; "" = packaged all-MiniLM-L6-v2
     encode_batch_size: int = 32  # dense miner's encoding batch
     max_seq_length: int = 128  # as evaluate: the base model's vectors are then shared through the embedding cache
-    backend: str = "auto"  # encoder backend (papersim.encoding): openvino on CPUs (~2x torch), torch on GPUs
+    backend: str = "auto"  # encoder backend (papersim.encoders.encode): openvino on CPUs (~2x torch), torch on GPUs
 
     def __post_init__(self) -> None:
         fractions = (self.val_fraction, self.test_fraction)

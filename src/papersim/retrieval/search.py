@@ -13,10 +13,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from papersim import ann
 from papersim.errors import PapersimError
-from papersim.fusion import Fusion, fuse
-from papersim.retrieval import BM25
+from papersim.retrieval import ann
+from papersim.retrieval.fusion import Fusion, fuse
+from papersim.retrieval.lexical import BM25
 
 MODES = ("served", "dense", "bm25", "hybrid")  # served: the fusion stored with the index; hybrid: plain RRF
 MAX_K = 100  # results per request: deeper lists are what the evaluation depth covers, not what a reader reads

@@ -1,8 +1,4 @@
-"""Retrieval systems as pure functions: BM25 (bm25s) and exact dense search.
-
-Every system returns, per query, doc ids best first (the `Rankings` that papersim.metrics scores),
-or `Hits`, the ids with their scores, which papersim.fusion combines.
-"""
+"""BM25 (bm25s, Lucene's variant, English stopwords, Snowball stemming) over passages."""
 
 from pathlib import Path
 from typing import Sequence
@@ -10,15 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from papersim.errors import PapersimError
-
-Rankings = dict[str, list[str]]
-Hits = tuple[list, list[float]]  # one query's (doc ids best first, their scores)
-
-
-def passage_text(title: str, abstract: str) -> str:
-    """What a document is to every system: title and abstract (the BEIR convention)."""
-    title, abstract = title.strip(), abstract.strip()
-    return f"{title}. {abstract}" if title else abstract
+from papersim.retrieval.passage import Hits, Rankings
 
 
 def _stemmer(language: str):
@@ -82,44 +70,8 @@ class BM25:
         return self
 
 
-def dense_search(doc_vectors: np.ndarray, query_vectors: np.ndarray, k: int,
-                 exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k: (n_queries, k) row indices and scores, best first.
-
-    `exclude` (n_queries,) names one row per query to leave out (a paper's own vector).
-    Cost: n_queries x n_docs x dim multiply-adds, in chunks of queries to bound memory.
-    """
-    k = min(k, len(doc_vectors) - (1 if exclude is not None else 0))
-    rows = np.zeros((len(query_vectors), k), dtype=np.int64)
-    scores = np.zeros((len(query_vectors), k), dtype=np.float32)
-    for start in range(0, len(query_vectors), 1024):
-        sims = query_vectors[start:start + 1024] @ doc_vectors.T  # (chunk, n_docs)
-        if exclude is not None:
-            sims[np.arange(len(sims)), exclude[start:start + 1024]] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(
-            np.arange(sims.shape[1]), (len(sims), 1))
-        top_scores = np.take_along_axis(sims, top, axis=1)
-        order = np.lexsort((top, -top_scores), axis=1)  # score descending, ties by row ascending
-        rows[start:start + len(sims)] = np.take_along_axis(top, order, axis=1)
-        scores[start:start + len(sims)] = np.take_along_axis(top_scores, order, axis=1)
-    return rows, scores
-
-
-def dense_rankings(doc_ids: Sequence[str], doc_vectors: np.ndarray, query_ids: Sequence[str],
-                   query_vectors: np.ndarray, k: int, exclude: np.ndarray | None = None) -> Rankings:
-    rows, _ = dense_search(doc_vectors, query_vectors, k, exclude)
-    return {qid: [doc_ids[r] for r in row] for qid, row in zip(query_ids, rows)}
-
-
 def lexical_hits(bm25: BM25, query_ids: Sequence[str], queries: Sequence[str], depth: int) -> dict[str, Hits]:
     """BM25's top `depth` per query as (doc ids, scores); documents sharing no term are left out."""
     rows, scores = bm25.search(queries, depth)  # (n_queries, depth)
     return {qid: ([bm25.doc_ids[r] for r, s in zip(row, score) if s > 0], [float(s) for s in score if s > 0])
             for qid, row, score in zip(query_ids, rows, scores)}
-
-
-def dense_hits(doc_ids: Sequence[str], doc_vectors: np.ndarray, query_ids: Sequence[str], query_vectors: np.ndarray,
-               depth: int, exclude: np.ndarray | None = None) -> dict[str, Hits]:
-    """Exact cosine top `depth` per query as (doc ids, scores); `exclude` as in `dense_search`."""
-    rows, scores = dense_search(doc_vectors, query_vectors, depth, exclude)
-    return {qid: ([doc_ids[r] for r in row], score.tolist()) for qid, row, score in zip(query_ids, rows, scores)}

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from papersim.atomic import atomic_outputs
-from papersim.encoding import Encoder
+from papersim.encoders.encode import Encoder
 
 
 def text_hash(text: str) -> str:

@@ -1,0 +1,1 @@
+"""Reading a corpus: sources and their formats, normalisation, validation, the ingest stage."""

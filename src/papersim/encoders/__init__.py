@@ -1,0 +1,1 @@
+"""Texts to vectors: loading encoders offline, inference backends, the embedding cache."""

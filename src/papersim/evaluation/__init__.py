@@ -1,0 +1,1 @@
+"""Measuring: judged sets, trec_eval metrics, the systems compared, paired statistics, reports."""

@@ -1,0 +1,154 @@
+"""The evaluate stage's library: judged sets, the systems compared on them, and their scores.
+
+Systems, on the same queries in the same run: `bm25` (bm25s), `base` (the untuned model),
+`trained` (this run's model), `hybrid` (reciprocal-rank fusion of bm25 and trained),
+`base_hybrid` (the same fusion of bm25 and base: what a user builds without papersim),
+`served` (exactly what `papersim search` answers by default: the served encoder fused with bm25
+as the train stage chose, papersim.training.selection) and `champion` (the registry's current model, when
+one is given). Metrics come from papersim.evaluation.metrics (trec_eval definitions, graded relevance as
+given); `served` is compared with every other system query by query (papersim.evaluation.significance).
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from papersim.evaluation.metrics import per_query_scores, recall_curve
+from papersim.evaluation.sets import EvalSet
+from papersim.evaluation.significance import PairedDifference, paired_difference
+from papersim.retrieval.dense import dense_hits
+from papersim.retrieval.fusion import Fusion, fuse_rankings
+from papersim.retrieval.lexical import BM25, lexical_hits
+from papersim.retrieval.passage import Hits, Rankings
+
+SYSTEMS = ("bm25", "base", "trained", "hybrid", "base_hybrid", "served", "champion")
+DENSE = ("base", "trained", "champion")  # dense systems reported as such
+FUSED = {"hybrid": "trained", "base_hybrid": "base", "served": "served"}  # fused system -> its dense part
+BASELINES = ("bm25", "base", "base_hybrid")  # what a user has without papersim: `served` must beat each
+COMPARED_METRIC = "ndcg@10"  # the metric of the paired comparisons in the report
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """params.yaml `evaluate` section."""
+
+    beir_sets: list[str] = field(default_factory=lambda: ["data/raw/beir/cranfield"])  # BEIR folders, own corpus each
+    test_split: bool = True  # also score the held-out split: title -> own abstract, co-listing precision
+    systems: list[str] = field(default_factory=lambda: list(SYSTEMS))  # a subset of SYSTEMS
+    base_model: str = ""  # the untuned baseline; "" = the packaged all-MiniLM-L6-v2
+    stemmer: str = "english"  # BM25's Snowball stemmer ("" = none), as Lucene's English analyzer
+    rrf_k: int = 60  # RRF's constant: 60 is Cormack et al.'s default and robust across collections
+    depth: int = 100  # ranked documents per query and system: recall@100 and MAP@100 need 100
+    backend: str = "auto"  # encoder backend (papersim.encoders.encode): auto = openvino on a CPU, torch on a GPU
+    max_seq_length: int = 128  # tokens per text when encoding; same as training
+    batch_size: int = 32  # texts per encoding batch
+    max_group_size: int = 100  # co-listing groups larger than this say little about similarity (as mine_pairs)
+    recall_ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # the recall@k curve
+
+    def __post_init__(self) -> None:
+        unknown = set(self.systems) - set(SYSTEMS)
+        if unknown:
+            raise ValueError(f"unknown systems {sorted(unknown)}: choose from {', '.join(SYSTEMS)}")
+        for fused, part in FUSED.items():
+            if fused in self.systems and not ({"bm25", part} - {"served"}) <= set(self.systems):
+                raise ValueError(f"the {fused} system fuses bm25 and {part}: list both")
+        if min(self.rrf_k, self.depth, self.batch_size, self.max_seq_length) < 1:
+            raise ValueError("rrf_k, depth, batch_size and max_seq_length must be positive")
+        if not self.beir_sets and not self.test_split:
+            raise ValueError("nothing to evaluate: give beir_sets or set test_split: true")
+
+
+Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) unit vectors
+
+
+def _colisted_precision(neighbours: Mapping[str, list[str]], groups: Mapping[str, frozenset[str]], k: int) -> float:
+    """Mean share of a paper's k nearest neighbours (itself excluded) that share a group with it."""
+    shares = [sum(bool(groups.get(n, frozenset()) & groups[pid]) for n in found[:k]) / k
+              for pid, found in neighbours.items()]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+@dataclass(frozen=True)
+class SetResult:
+    scores: dict[str, dict[str, float]]  # system -> metric -> value
+    curves: dict[str, dict[int, float]]  # system -> k -> recall@k
+    n_queries: int
+    n_skipped: int
+    content_hash: str = ""  # of the set scored: the champion gate compares only equal sets
+    query_ids: list[str] = field(default_factory=list)  # the scored queries, in the order of `per_query`
+    per_query: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # system -> metric -> (n_queries,)
+
+    def served_versus(self, metric: str = COMPARED_METRIC) -> dict[str, PairedDifference]:
+        """served minus each other system on `metric`, query by query (empty without `served`)."""
+        if "served" not in self.per_query:
+            return {}
+        served = self.per_query["served"][metric]
+        return {system: paired_difference(served, values[metric])
+                for system, values in self.per_query.items() if system != "served"}
+
+
+def _dense_parts(wanted: list[str]) -> list[str]:
+    parts = [s for s in wanted if s in DENSE] + [part for s, part in FUSED.items() if s in wanted]
+    return list(dict.fromkeys(parts))
+
+
+def evaluate_set(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: EvaluateConfig,
+                 served: Fusion | None = None) -> SetResult:
+    """Score every configured system on one set.
+
+    `encoders` maps dense parts (base, trained, champion, and `served`: the served encoder) to
+    embedders; `served` is the served system's fusion. A system whose parts are missing is left out.
+    """
+    rrf = Fusion(method="rrf", rrf_k=cfg.rrf_k, depth=cfg.depth)
+    fusions = {"hybrid": rrf, "base_hybrid": rrf, "served": served}
+    wanted = [s for s in cfg.systems if (s not in DENSE or s in encoders)
+              and (s not in FUSED or (FUSED[s] in encoders and fusions[s] is not None))]
+    row_of = {pid: row for row, pid in enumerate(eval_set.doc_ids)}
+    group_rows = np.array([row_of[pid] for pid in eval_set.group_queries] if eval_set.groups else [], dtype=np.int64)
+    lexical: dict[str, Hits] = {}
+    lexical_nb: dict[str, Hits] = {}  # a paper's neighbours by its own text (itself excluded)
+    if "bm25" in wanted or any(s in FUSED for s in wanted):
+        bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts, cfg.stemmer)
+        lexical = lexical_hits(bm25, eval_set.query_ids, eval_set.query_texts, cfg.depth)
+        if len(group_rows):
+            found = lexical_hits(bm25, eval_set.group_queries, [eval_set.doc_texts[r] for r in group_rows],
+                                 cfg.depth + 1)
+            lexical_nb = {pid: ([d for d in ids if d != pid], [s for d, s in zip(ids, scores) if d != pid])
+                          for pid, (ids, scores) in found.items()}
+    dense: dict[str, dict[str, Hits]] = {}
+    dense_nb: dict[str, dict[str, Hits]] = {}
+    vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # one encoding per embedder, shared by its parts
+    for part in _dense_parts(wanted):
+        embed = encoders[part]
+        if id(embed) not in vectors:
+            vectors[id(embed)] = (embed(eval_set.doc_texts), embed(eval_set.query_texts))  # (n_docs|n_queries, dim)
+        docs, queries = vectors[id(embed)]
+        dense[part] = dense_hits(eval_set.doc_ids, docs, eval_set.query_ids, queries, cfg.depth)
+        if len(group_rows):
+            dense_nb[part] = dense_hits(eval_set.doc_ids, docs, eval_set.group_queries, docs[group_rows], cfg.depth,
+                                        exclude=group_rows)
+    rankings: dict[str, Rankings] = {}
+    neighbours: dict[str, Rankings] = {}
+    for system in wanted:
+        if system in FUSED:
+            rankings[system] = fuse_rankings(lexical, dense[FUSED[system]], fusions[system])
+            if len(group_rows):
+                neighbours[system] = fuse_rankings(lexical_nb, dense_nb[FUSED[system]], fusions[system])
+        else:
+            hits, hits_nb = (lexical, lexical_nb) if system == "bm25" else (dense[system], dense_nb.get(system, {}))
+            rankings[system] = {qid: list(h[0]) for qid, h in hits.items()}
+            if len(group_rows):
+                neighbours[system] = {pid: list(h[0]) for pid, h in hits_nb.items()}
+    scores, curves, per_query = {}, {}, {}
+    query_ids: list[str] = []
+    for system in wanted:
+        query_ids, values = per_query_scores(rankings[system], eval_set.qrels)
+        per_query[system] = values
+        scores[system] = {metric: float(np.mean(v)) for metric, v in values.items()}
+        if system in neighbours:
+            scores[system]["colisted_precision@10"] = _colisted_precision(neighbours[system], eval_set.groups, 10)
+        curves[system] = recall_curve(rankings[system], eval_set.qrels, cfg.recall_ks)
+    n_skipped = len(eval_set.qrels) - len(query_ids)
+    return SetResult(scores=scores, curves=curves, n_queries=len(query_ids), n_skipped=n_skipped,
+                     content_hash=eval_set.content_hash, query_ids=query_ids, per_query=per_query)

@@ -1,0 +1,84 @@
+"""What evaluate writes: eval.json, the readable table with paired comparisons, per-query scores and recall curves."""
+
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from papersim.evaluation.evaluate import COMPARED_METRIC, SetResult
+
+
+def eval_report(results: Mapping[str, SetResult]) -> dict:
+    """eval.json: {set: {system: {metric: value}, served_vs: {system: {...}}, n_queries, n_skipped_queries,
+    content_hash}}."""
+    report = {}
+    for name, r in results.items():
+        versus = {system: {f"{COMPARED_METRIC}_diff": d.mean, "ci_low": d.low, "ci_high": d.high,
+                           "p_value": d.p_value} for system, d in r.served_versus().items()}
+        report[name] = {**r.scores, **({"served_vs": versus} if versus else {}), "n_queries": r.n_queries,
+                        "n_skipped_queries": r.n_skipped, "content_hash": r.content_hash}
+    return report
+
+
+def comparison_lines(result: SetResult) -> list[str]:
+    """One line per system: served's mean nDCG@10 difference, its 95% CI and the randomisation p-value."""
+    lines = []
+    for system, d in result.served_versus().items():
+        verdict = "better" if d.low > 0 else "worse" if d.high < 0 else "no significant difference"
+        lines.append(f"- served vs {system}: {COMPARED_METRIC} {d.mean:+.4f} (95% CI {d.low:+.4f} to {d.high:+.4f}; "
+                     f"paired randomisation p = {d.p_value:.4f}; {verdict})")
+    return lines
+
+
+def markdown_table(results: Mapping[str, SetResult], notes: list[str]) -> str:
+    """A readable table per set (one row per system, best value in bold), then served against each system."""
+    lines = []
+    for name, r in results.items():
+        metrics = list(dict.fromkeys(m for s in r.scores.values() for m in s))
+        lines += [f"### {name} ({r.n_queries} queries, {r.n_skipped} skipped: no relevant document)", "",
+                  "| system | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        best = {m: max(s.get(m, float("-inf")) for s in r.scores.values()) for m in metrics}
+        for system, values in r.scores.items():
+            cells = [f"**{values[m]:.4f}**" if values.get(m) == best[m] else f"{values.get(m, float('nan')):.4f}"
+                     for m in metrics]
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
+        lines.append("")
+        comparisons = comparison_lines(r)
+        if comparisons:
+            lines += comparisons + [""]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def per_query_table(results: Mapping[str, SetResult]) -> pd.DataFrame:
+    """One row per set, system and scored query, one column per metric (eval_per_query.parquet)."""
+    frames = [pd.DataFrame({"set": name, "system": system, "query_id": r.query_ids, **values})
+              for name, r in results.items() for system, values in r.per_query.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["set", "system", "query_id"])
+
+
+def curve_table(results: Mapping[str, SetResult]) -> pd.DataFrame:
+    """Recall@k per k (rows) for each set/system (columns `<set>/<system>`)."""
+    columns = {f"{name}/{system}": curve for name, r in results.items() for system, curve in r.curves.items()}
+    frame = pd.DataFrame(columns)
+    frame.index.name = "k"
+    return frame.reset_index()
+
+
+def save_curve_plot(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = sorted({c.split("/")[0] for c in table.columns if c != "k"})
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        for column in (c for c in table.columns if c.startswith(f"{name}/")):
+            ax.plot(table["k"], table[column], marker="o", label=column.split("/")[1])
+        ax.set(xscale="log", xlabel="k", ylabel="recall@k", title=name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)

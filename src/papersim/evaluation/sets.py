@@ -1,0 +1,114 @@
+"""Judged evaluation sets, BEIR folders and the held-out split, read into one shape."""
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from papersim.errors import PapersimError
+from papersim.retrieval.passage import passage_text
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Queries, a corpus of their own, and judgments (query id -> doc id -> relevance)."""
+
+    name: str
+    doc_ids: list[str]
+    doc_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: dict[str, dict[str, int]]
+    content_hash: str  # of what was read: equal hashes mean the same set
+    groups: dict[str, frozenset[str]] | None = None  # doc id -> co-listing groups, for colisted_precision@10
+    group_queries: list[str] = field(default_factory=list)  # doc ids whose neighbours are checked for co-listing
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise PapersimError(f"{path}: not found (a BEIR set needs corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PapersimError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
+            if "_id" not in row:
+                raise PapersimError(f"{path}, line {line_no}: rule `id_present` failed (no `_id` field)")
+            rows.append(row)
+    return rows
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    if not path.is_file():
+        raise PapersimError(f"{path}: not found (a BEIR set needs corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        for line_no, row in enumerate(reader, start=1):
+            if line_no == 1 and row[:1] == ["query-id"]:
+                continue
+            try:
+                query, doc, score = row
+                qrels.setdefault(query, {})[doc] = int(score)
+            except ValueError:
+                raise PapersimError(f"{path}, line {line_no}: expected `query-id<TAB>corpus-id<TAB>integer score`, "
+                                    f"got {row!r}") from None
+    return qrels
+
+
+def _files_hash(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def load_beir_set(folder: Path) -> EvalSet:
+    """A BEIR folder: corpus.jsonl (_id, title, text), queries.jsonl (_id, text), qrels/test.tsv."""
+    folder = Path(folder)
+    files = [folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / "test.tsv"]
+    docs, queries, qrels = _read_jsonl(files[0]), _read_jsonl(files[1]), _read_qrels(files[2])
+    docs = [d for d in docs if (d.get("title") or "").strip() or (d.get("text") or "").strip()]
+    doc_ids = [str(d["_id"]) for d in docs]
+    known_docs = set(doc_ids)
+    qrels = {q: {d: r for d, r in judged.items() if d in known_docs} for q, judged in qrels.items()}
+    queries = [q for q in queries if str(q["_id"]) in qrels]
+    missing = set(qrels) - {str(q["_id"]) for q in queries}
+    if missing:
+        raise PapersimError(f"{files[2]}: {len(missing)} judged queries are not in {files[1]} "
+                            f"(e.g. {sorted(missing)[:3]})")
+    return EvalSet(
+        name=folder.name, doc_ids=doc_ids,
+        doc_texts=[passage_text(d.get("title") or "", d.get("text") or "") for d in docs],
+        query_ids=[str(q["_id"]) for q in queries], query_texts=[str(q.get("text", "")) for q in queries],
+        qrels=qrels, content_hash=_files_hash(files),
+    )
+
+
+def held_out_set(papers: pd.DataFrame, split: pd.DataFrame, max_group_size: int) -> EvalSet | None:
+    """Held-out papers: each test title must find its own abstract among all papers' abstracts.
+
+    None when no test paper has a title (a tiny corpus): the stage notes the set as skipped.
+    """
+    test_ids = set(split.loc[split["split"] == "test", "paper_id"])
+    test = papers[papers["paper_id"].isin(test_ids) & (papers["title"].str.strip() != "")]
+    if test.empty:
+        return None
+    sizes = pd.Series([g for gs in papers["groups"] for g in gs]).value_counts()
+    small = set(sizes[(sizes >= 2) & (sizes <= max_group_size)].index)  # a group of one has no one to find
+    groups = {pid: frozenset(g for g in gs if g in small) for pid, gs in zip(papers["paper_id"], papers["groups"])}
+    digest = hashlib.sha256(pd.util.hash_pandas_object(
+        papers[["paper_id", "content_hash"]], index=False).values.tobytes() + "\n".join(sorted(test_ids)).encode())
+    return EvalSet(
+        name="test_split", doc_ids=list(papers["paper_id"]), doc_texts=list(papers["abstract"]),
+        query_ids=list(test["paper_id"]), query_texts=list(test["title"]),
+        qrels={pid: {pid: 1} for pid in test["paper_id"]}, content_hash=digest.hexdigest()[:32],
+        groups=groups, group_queries=sorted(pid for pid in test_ids if groups.get(pid)),
+    )

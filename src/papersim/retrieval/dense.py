@@ -1,0 +1,43 @@
+"""Exact inner-product search over unit vectors: rankings, and hits with scores for fusion."""
+
+from typing import Sequence
+
+import numpy as np
+
+from papersim.retrieval.passage import Hits, Rankings
+
+
+def dense_search(doc_vectors: np.ndarray, query_vectors: np.ndarray, k: int,
+                 exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k: (n_queries, k) row indices and scores, best first.
+
+    `exclude` (n_queries,) names one row per query to leave out (a paper's own vector).
+    Cost: n_queries x n_docs x dim multiply-adds, in chunks of queries to bound memory.
+    """
+    k = min(k, len(doc_vectors) - (1 if exclude is not None else 0))
+    rows = np.zeros((len(query_vectors), k), dtype=np.int64)
+    scores = np.zeros((len(query_vectors), k), dtype=np.float32)
+    for start in range(0, len(query_vectors), 1024):
+        sims = query_vectors[start:start + 1024] @ doc_vectors.T  # (chunk, n_docs)
+        if exclude is not None:
+            sims[np.arange(len(sims)), exclude[start:start + 1024]] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(
+            np.arange(sims.shape[1]), (len(sims), 1))
+        top_scores = np.take_along_axis(sims, top, axis=1)
+        order = np.lexsort((top, -top_scores), axis=1)  # score descending, ties by row ascending
+        rows[start:start + len(sims)] = np.take_along_axis(top, order, axis=1)
+        scores[start:start + len(sims)] = np.take_along_axis(top_scores, order, axis=1)
+    return rows, scores
+
+
+def dense_rankings(doc_ids: Sequence[str], doc_vectors: np.ndarray, query_ids: Sequence[str],
+                   query_vectors: np.ndarray, k: int, exclude: np.ndarray | None = None) -> Rankings:
+    rows, _ = dense_search(doc_vectors, query_vectors, k, exclude)
+    return {qid: [doc_ids[r] for r in row] for qid, row in zip(query_ids, rows)}
+
+
+def dense_hits(doc_ids: Sequence[str], doc_vectors: np.ndarray, query_ids: Sequence[str], query_vectors: np.ndarray,
+               depth: int, exclude: np.ndarray | None = None) -> dict[str, Hits]:
+    """Exact cosine top `depth` per query as (doc ids, scores); `exclude` as in `dense_search`."""
+    rows, scores = dense_search(doc_vectors, query_vectors, depth, exclude)
+    return {qid: ([doc_ids[r] for r in row], score.tolist()) for qid, row, score in zip(query_ids, rows, scores)}
