@@ -31,19 +31,18 @@ from papersim.retrieval.ann import (
     queries_per_second,
     tune_search_effort,
 )
+from papersim.retrieval.index import BuildIndexConfig
 
-# Mirror params.yaml's build_index section, so that the benchmark measures the index the pipeline builds.
-FLAT_MAX = 50_000
-HNSW_MAX = 2_000_000
-HNSW_M = 32
-PQ_M = 48
+# The build_index defaults (one source of truth), so that the benchmark measures the index the pipeline builds.
+DEFAULTS = BuildIndexConfig()
+FLAT_MAX, HNSW_MAX, HNSW_M, PQ_M = DEFAULTS.flat_max, DEFAULTS.hnsw_max, DEFAULTS.hnsw_m, DEFAULTS.pq_m
 
 DIM = 384  # all-MiniLM-L6-v2's embedding size
 CENTRES = 2_000  # topics: ~50 vectors each at 100k, ~500 at 1M
 NOISE = 1.0  # norm of the noise relative to the (unit) centre: cosine ~0.65 to the nearest neighbour at 100k
 SPECTRUM = 0.9  # variance along the i-th principal axis ~ i^-0.9, as in all-MiniLM-L6-v2 embeddings
 K = 10
-TARGET_RECALL = 0.95
+TARGET_RECALL = DEFAULTS.target_recall
 REPEATS = 3  # timed searches per index: the best one counts
 CHUNK = 100_000  # vectors generated at a time: temporaries stay at ~300 MB whatever the size
 

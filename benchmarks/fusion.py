@@ -35,7 +35,7 @@ from papersim.retrieval.dense import dense_hits  # noqa: E402
 from papersim.retrieval.fusion import Fusion, fuse_rankings  # noqa: E402
 from papersim.retrieval.lexical import BM25, lexical_hits  # noqa: E402
 from papersim.retrieval.passage import passage_text  # noqa: E402
-from papersim.training.pairs import PairsConfig, assign_splits  # noqa: E402
+from papersim.training.pairs import MinePairsConfig, assign_splits  # noqa: E402
 from papersim.training.selection import pseudo_queries, select_serving  # noqa: E402
 
 CRANFIELD = REPO / "data/raw/beir/cranfield"
@@ -94,7 +94,7 @@ def main() -> None:
                 "convex 0.5 minmax": fuse_rankings(lexical, dense, Fusion(alpha=0.5, normalisation="minmax")),
                 "convex 0.3 zscore": fuse_rankings(lexical, dense, Fusion(alpha=0.3, normalisation="zscore")),
                 "convex 0.7 zscore": fuse_rankings(lexical, dense, Fusion(alpha=0.7, normalisation="zscore"))}
-        split = assign_splits(ids, PairsConfig())
+        split = assign_splits(ids, MinePairsConfig())
         asking = {pid for pid, s in zip(ids, split) if s == "val"}
         pq = pseudo_queries(papers, asking, 13, 500, 20_000)
         alphas = {}

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "src"))
 from papersim.encoders.cache import encode_cached  # noqa: E402
 from papersim.encoders.encode import load_text_encoder  # noqa: E402
 from papersim.env import apply_offline_defaults  # noqa: E402
-from papersim.retrieval.index import IndexConfig, build_index  # noqa: E402
+from papersim.retrieval.index import BuildIndexConfig, build_index  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     papers = pd.read_parquet(REPO / "data/processed/papers.parquet")
     papers = papers.head(args.papers) if args.papers else papers
     n_old = round(len(papers) * (1 - args.new_fraction))
-    cfg = IndexConfig()
+    cfg = BuildIndexConfig()
     encoder = load_text_encoder("", cfg.backend, cfg.max_seq_length, cfg.batch_size)
     queries = encoder.encode(papers["title"].head(cfg.recall_queries).to_list())
     with tempfile.TemporaryDirectory() as tmp:

@@ -45,11 +45,10 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run as prefect_flow_run  # noqa: E402
 
 from papersim.atomic import atomic_outputs, dump_json  # noqa: E402
-from papersim.cli import check_params  # noqa: E402
-from papersim.config import build_config, override_params, parse_override, read_params  # noqa: E402
+from papersim.config import build_config, check_params, override_params, parse_override, read_params  # noqa: E402
 from papersim.errors import PapersimError  # noqa: E402
 from papersim.lifecycle import registry, tracking  # noqa: E402
-from papersim.lifecycle.drift import corpus_change, drift_sample, embedding_drift, save_drift_plot  # noqa: E402
+from papersim.lifecycle.drift import corpus_change, drift_sample, embedding_drift, sample_vectors, save_drift_plot  # noqa: E402
 from papersim.lifecycle.retrain import (  # noqa: E402
     RetrainConfig,
     eval_set_hashes,
@@ -119,28 +118,6 @@ def build_index(root: Path, env: dict[str, str]) -> str:
     return _repro("build_index", root, env, STAGE_TIMEOUT_S)
 
 
-def _sample_vectors(sample: pd.DataFrame, index_dir: Path, encoder_dir: Path) -> np.ndarray:
-    """Vectors of a drift sample (drift_sample's rows) under a model (its index and encoder folders).
-
-    Papers the model's index holds with the same content come from the index (no encoding);
-    only new or changed ones in the sample run through the encoder.
-    """
-    from papersim.encoders.encode import load_text_encoder
-    from papersim.retrieval.passage import passage_text
-    from papersim.retrieval.search import load_search_index, stored_vectors
-
-    si = load_search_index(index_dir)
-    indexed = set(zip(si.ids["paper_id"], si.ids["content_hash"]))
-    known = np.array([(p, h) in indexed for p, h in zip(sample["paper_id"], sample["content_hash"])], dtype=bool)
-    vectors = np.zeros((len(sample), si.index.d), dtype=np.float32)
-    vectors[known] = stored_vectors(si, sample["paper_id"][known].tolist())
-    if (~known).any():
-        encoder = load_text_encoder(str(encoder_dir), "torch", si.info.get("max_seq_length", 128))
-        fresh = sample[~known]
-        vectors[~known] = encoder.encode([passage_text(t, a) for t, a in zip(fresh["title"], fresh["abstract"])])
-    return vectors
-
-
 @task(name="check_drift", cache_policy=NO_CACHE)
 def check_drift(root: Path, params: dict, cfg: RetrainConfig, champion: dict | None, run: tracking.FlowRun,
                 force: bool) -> dict:
@@ -160,7 +137,7 @@ def check_drift(root: Path, params: dict, cfg: RetrainConfig, champion: dict | N
         if change.share > 0:
             # Same sample rule as at registration: unchanged papers keep their place in the sample.
             ref_vectors = np.load(model / "artifacts/drift/reference.npy")
-            vectors = _sample_vectors(drift_sample(current, cfg.drift_sample_size), model / "artifacts/index",
+            vectors = sample_vectors(drift_sample(current, cfg.drift_sample_size), model / "artifacts/index",
                                       model / "artifacts/encoder")
             drift = embedding_drift(ref_vectors, vectors, cfg.drift_permutations)
             metrics.update({"drift.mmd2": drift.mmd2, "drift.p_value": drift.p_value,
@@ -178,7 +155,7 @@ def check_drift(root: Path, params: dict, cfg: RetrainConfig, champion: dict | N
                                "changed_share": h["drift.changed_share"], "mmd2": h["drift.mmd2"],
                                "p_value": h["drift.p_value"]} for h in history])
         with tempfile.TemporaryDirectory() as tmp:
-            save_drift_plot(frame, Path(tmp) / "drift_history.png")
+            save_drift_plot(frame, Path(tmp) / "drift_history.png", cfg.drift_p_value)
             run.log_artifact(Path(tmp) / "drift_history.png", "drift")
     logger.info("check_drift: %s (%s)", "retrain" if decision.retrain else "skip", decision.reason)
     return {"retrain": decision.retrain, "reason": decision.reason, "metrics": metrics}
@@ -245,7 +222,7 @@ def register(root: Path, params: dict, cfg: RetrainConfig, decision: dict, run: 
     serving = read_serving(root / "models/serving.json")
     encoder = model_folder(serving.encoder_folder(str(root / "models/encoder")))  # what the index serves
     sample = drift_sample(papers, cfg.drift_sample_size)
-    vectors = _sample_vectors(sample, root / "artifacts/index", encoder)  # all indexed: no encoding
+    vectors = sample_vectors(sample, root / "artifacts/index", encoder)  # all indexed: no encoding
     report = json.loads((root / "reports/eval.json").read_text(encoding="utf-8"))
     cache = root / REGISTRY_CACHE
     cache.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from papersim.errors import PapersimError
 from papersim.lifecycle import tracking
 from papersim.provenance import data_version, git_commit
 from papersim.retrieval import ann
-from papersim.retrieval.index import BuiltIndex, IndexConfig, build_index
+from papersim.retrieval.index import BuildIndexConfig, BuiltIndex, build_index
 from papersim.retrieval.lexical import BM25
 from papersim.retrieval.passage import passage_text
 from papersim.training.selection import read_serving
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     apply_offline_defaults()
     try:
-        cfg = load_section(args.params, "build_index", IndexConfig)
+        cfg = load_section(args.params, "build_index", BuildIndexConfig)
         if not args.papers.is_file():
             raise PapersimError(f"{args.papers}: no ingested papers; run the ingest stage first (`dvc repro ingest`)")
         if not (args.model / "modules.json").is_file():

@@ -20,7 +20,7 @@ from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
 from papersim.lifecycle import tracking
 from papersim.provenance import data_version, git_commit
-from papersim.training.pairs import PairsConfig, mine_pairs
+from papersim.training.pairs import MinePairsConfig, mine_pairs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     apply_offline_defaults()
     try:
-        cfg = load_section(args.params, "mine_pairs", PairsConfig)
+        cfg = load_section(args.params, "mine_pairs", MinePairsConfig)
         if not args.papers.is_file():
             raise PapersimError(f"{args.papers}: no ingested papers; run the ingest stage first (`dvc repro ingest`)")
         papers = pd.read_parquet(args.papers)

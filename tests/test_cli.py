@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from papersim.cli import build_parser, check_params, main
+from papersim.cli import build_parser, main
+from papersim.config import check_params
 from papersim.errors import PapersimError
 from tests.conftest import REPO
 

@@ -138,9 +138,9 @@ def test_drift_plot_is_a_png_and_tolerates_missing_tests(tmp_path):
         "p_value": [1.0, np.nan, 0.4, 0.005],
     })
     path = tmp_path / "drift.png"
-    save_drift_plot(history, path)
+    save_drift_plot(history, path, 0.01)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     with pytest.raises(PapersimError, match="mmd2"):
-        save_drift_plot(history.drop(columns="mmd2"), tmp_path / "other.png")
+        save_drift_plot(history.drop(columns="mmd2"), tmp_path / "other.png", 0.01)
     assert not (tmp_path / "other.png").exists()

@@ -6,7 +6,7 @@ import pytest
 
 from papersim.encoders.cache import encode_cached
 from papersim.encoders.encode import load_text_encoder
-from papersim.retrieval.index import IndexConfig, build_index, choose_factory, new_papers
+from papersim.retrieval.index import BuildIndexConfig, build_index, choose_factory, new_papers
 
 
 def corpus(n: int, start: int = 0) -> pd.DataFrame:
@@ -30,7 +30,7 @@ def test_incremental_build_adds_only_new_papers_and_matches_a_full_build(encoder
         counts.append(result.n_encoded)
         return result.vectors
 
-    cfg = IndexConfig(recall_queries=5)
+    cfg = BuildIndexConfig(recall_queries=5)
     queries = encoder.encode(["wing flutter", "graph networks"])
     first = build_index(corpus(40), embed, queries, cfg, encoder.key)
     assert first.info["mode"] == "full" and first.info["factory"] == "Flat" and counts == [40]
@@ -59,16 +59,16 @@ def test_rebuild_when_papers_change_or_the_model_changes(encoder):
 
 
 def test_auto_factory_follows_corpus_size():
-    cfg = IndexConfig(flat_max=100, hnsw_max=1000)
+    cfg = BuildIndexConfig(flat_max=100, hnsw_max=1000)
     assert choose_factory(100, 384, cfg) == "Flat"
     assert choose_factory(101, 384, cfg) == "HNSW32"
     assert choose_factory(1001, 384, cfg).startswith("IVF")
-    assert choose_factory(5, 384, IndexConfig(factory="HNSW16")) == "HNSW16"
+    assert choose_factory(5, 384, BuildIndexConfig(factory="HNSW16")) == "HNSW16"
 
 
 def test_hnsw_is_tuned_to_the_target_recall(encoder, tmp_path):
     papers = corpus(300)
     embed = lambda texts: encode_cached(encoder, texts, tmp_path / "cache").vectors  # noqa: E731
     queries = encoder.encode([f"study {i}" for i in range(30)])
-    built = build_index(papers, embed, queries, IndexConfig(factory="HNSW8", target_recall=0.9), encoder.key)
+    built = build_index(papers, embed, queries, BuildIndexConfig(factory="HNSW8", target_recall=0.9), encoder.key)
     assert built.info["factory"] == "HNSW8" and built.info["recall@10"] >= 0.9 and built.info["search_effort"] >= 16

@@ -5,7 +5,7 @@ import pytest
 from papersim.encoders.load import load_encoder
 from papersim.training.pairs import (
     Candidates,
-    PairsConfig,
+    MinePairsConfig,
     assign_splits,
     bm25_candidates,
     inverse_cloze,
@@ -39,13 +39,13 @@ def encode(tiny_model_dir):
 
 
 def test_split_is_deterministic_and_stable_when_papers_are_added():
-    cfg = PairsConfig(val_fraction=0.2, test_fraction=0.2)
+    cfg = MinePairsConfig(val_fraction=0.2, test_fraction=0.2)
     ids = [f"paper-{i}" for i in range(2000)]
     first = assign_splits(ids, cfg)
     assert assign_splits(ids + ["new-1", "new-2"], cfg)[:2000] == first
     shares = {s: first.count(s) / len(ids) for s in ("train", "val", "test")}
     assert shares["train"] == pytest.approx(0.6, abs=0.04) and shares["test"] == pytest.approx(0.2, abs=0.03)
-    assert assign_splits(ids, PairsConfig(seed=99, val_fraction=0.2, test_fraction=0.2)) != first
+    assert assign_splits(ids, MinePairsConfig(seed=99, val_fraction=0.2, test_fraction=0.2)) != first
 
 
 def test_inverse_cloze_takes_one_sentence_out_or_splits_a_single_sentence():
@@ -63,14 +63,14 @@ def test_relative_margin_and_filters_are_counted_on_hand_made_rankings():
     pairs = pd.DataFrame({"anchor_row": [0], "positive_row": [1]})
     ranked = Candidates(indices=np.array([[5, 0, 1, 2, 3, 4]]), scores=np.array([[9.0, 8.0, 7.0, 6.0, 5.0, 4.0]]),
                         positive_scores=np.array([6.0]))
-    cfg = PairsConfig(num_negatives=2, range_min=1, range_max=6, relative_margin=0.9, miners=["bm25"])
+    cfg = MinePairsConfig(num_negatives=2, range_min=1, range_max=6, relative_margin=0.9, miners=["bm25"])
     chosen, removed = select_negatives(pairs, corpus, {"bm25": ranked}, None, cfg, np.random.default_rng(0))
     # rank 0 (row 5) is skipped by range_min; rows 0 and 1 are the pair itself; row 2 duplicates the
     # positive's text; row 3 shares group g with the anchor; row 4 (5.0 <= 0.9 * 6.0) is kept.
     assert chosen[0][0] == 4
     assert removed["self"] == 2 and removed["duplicate"] == 1 and removed["same_group"] == 1
     assert removed["random_fill"] == 1 and chosen[0][1] not in (0, 1, 3)
-    strict = PairsConfig(num_negatives=1, range_min=0, range_max=6, relative_margin=0.5, miners=["bm25"])
+    strict = MinePairsConfig(num_negatives=1, range_min=0, range_max=6, relative_margin=0.5, miners=["bm25"])
     _, removed = select_negatives(pairs, corpus, {"bm25": ranked}, None, strict, np.random.default_rng(0))
     assert removed["relative_margin"] == 2  # rows 5 (9.0) and 4 (5.0) both exceed 0.5 * 6.0
 
@@ -83,7 +83,7 @@ def test_bm25_ranks_the_lexical_match_first():
 
 def test_mine_pairs_keeps_test_papers_out_of_every_pair(encode):
     papers = corpus_frame()
-    cfg = PairsConfig(val_fraction=0.2, test_fraction=0.2, num_negatives=2, range_max=20, max_group_size=20)
+    cfg = MinePairsConfig(val_fraction=0.2, test_fraction=0.2, num_negatives=2, range_max=20, max_group_size=20)
     result = mine_pairs(papers, cfg, encode)
     split = dict(zip(result.split["paper_id"], result.split["split"]))
     for name, pairs in (("train", result.train), ("val", result.val)):
@@ -103,7 +103,7 @@ def test_mine_pairs_keeps_test_papers_out_of_every_pair(encode):
 def test_short_titles_get_self_supervised_pairs_and_labelled_pairs_stay_within_a_split(encode):
     papers = corpus_frame(40)
     papers.loc[:9, "title"] = "Intro"
-    cfg = PairsConfig(val_fraction=0.0, test_fraction=0.5, num_negatives=1, range_max=10, co_listing=False)
+    cfg = MinePairsConfig(val_fraction=0.0, test_fraction=0.5, num_negatives=1, range_max=10, co_listing=False)
     split = dict(zip(papers["paper_id"], assign_splits(papers["paper_id"].tolist(), cfg)))
     train_ids = [p for p in papers["paper_id"] if split[p] == "train"]
     test_ids = [p for p in papers["paper_id"] if split[p] == "test"]
@@ -116,4 +116,4 @@ def test_short_titles_get_self_supervised_pairs_and_labelled_pairs_stay_within_a
 
 def test_dense_miner_without_an_encoder_is_an_error():
     with pytest.raises(ValueError, match="no encoder"):
-        mine_pairs(corpus_frame(10), PairsConfig(), None)
+        mine_pairs(corpus_frame(10), MinePairsConfig(), None)

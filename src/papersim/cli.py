@@ -7,39 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from papersim.config import build_config, read_params
+from papersim.config import build_config, check_params, read_params
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
 
-# Stage name -> its params section's config dataclass ("module:Class"); one line per stage.
-STAGE_CONFIGS = {
-    "ingest": "papersim.data.corpus:IngestConfig",
-    "mine_pairs": "papersim.training.pairs:PairsConfig",
-    "train": "papersim.training.train:TrainConfig",
-    "evaluate": "papersim.evaluation.evaluate:EvaluateConfig",
-    "build_index": "papersim.retrieval.index:IndexConfig",
-    "retrain": "papersim.lifecycle.retrain:RetrainConfig",  # the retraining flow (flows/retrain.py), not a DVC stage
-}
 STAGE_REPORTS = {"ingest": "reports/ingest.json", "mine_pairs": "reports/mine_pairs.json",
                  "train": "reports/train.json", "evaluate": "reports/eval.json",
                  "build_index": "reports/index.json"}
-
-
-def _config_class(spec: str) -> type:
-    module, name = spec.split(":")
-    return getattr(__import__(module, fromlist=[name]), name)
-
-
-def check_params(path: Path) -> list[str]:
-    """Build every stage's config from params.yaml; return the sections checked."""
-    params = read_params(path)
-    unknown = sorted(set(params) - set(STAGE_CONFIGS))
-    if unknown:
-        raise PapersimError(f"{path}: unknown section(s) {', '.join(unknown)}; stages: {', '.join(STAGE_CONFIGS)}")
-    for section, spec in STAGE_CONFIGS.items():
-        if section in params:
-            build_config(_config_class(spec), params[section], f"{path}: {section}")
-    return [s for s in STAGE_CONFIGS if s in params]
 
 
 def summary(root: Path) -> str:
@@ -161,16 +135,6 @@ def resolve_model(args: argparse.Namespace) -> tuple[Path | None, Path]:
     return (Path(args.model) if args.model else None), args.index
 
 
-def served_encoder_folder(info: dict) -> str:
-    """The encoder an index serves, from its index.json: the trained folder or the base model's."""
-    from papersim.encoders.encode import model_folder
-    from papersim.training.selection import Serving
-
-    trained = info.get("model", "models/encoder")
-    folder = Serving.from_dict(info["serving"]).encoder_folder(trained) if "serving" in info else trained
-    return str(model_folder(folder))
-
-
 def run_registry(args: argparse.Namespace) -> str:
     from papersim.lifecycle import registry
 
@@ -188,22 +152,13 @@ def run_registry(args: argparse.Namespace) -> str:
 
 def run_search(args: argparse.Namespace) -> str:
     """The answer to `papersim search` / `papersim similar` as printable text."""
-    from papersim.retrieval.search import check_request, load_search_index, search_text, similar_papers
+    from papersim.retrieval.search import attach_encoder, check_request, load_search_index, search_text, similar_papers
 
     check_request(args.k, getattr(args, "mode", "dense"), getattr(args, "query", None))
     model, index = resolve_model(args)
     si = load_search_index(index)
     if args.command == "search" and args.mode != "bm25":
-        from papersim.encoders.encode import load_text_encoder
-
-        # One query: torch starts faster than an OpenVINO conversion, and its vectors match the
-        # index's to cosine >= 0.9999 as long as the weights are the same.
-        model = model or served_encoder_folder(si.info)
-        encoder = load_text_encoder(str(model), "torch", si.info.get("max_seq_length", 128))
-        if encoder.fingerprint != si.info.get("model_fingerprint"):
-            raise PapersimError(f"{index} was built with another model than {model}: rebuild it "
-                                "(`dvc repro build_index`)")
-        si.embed = encoder.encode
+        attach_encoder(si, model)
     table = search_text(si, args.query, args.k, args.mode) if args.command == "search" else \
         similar_papers(si, args.paper_id, args.k)
     if args.json:

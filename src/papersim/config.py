@@ -10,6 +10,16 @@ from papersim.errors import PapersimError
 
 T = TypeVar("T")
 
+# Stage name -> its params section's config dataclass ("module:Class"); one line per stage.
+STAGE_CONFIGS = {
+    "ingest": "papersim.data.corpus:IngestConfig",
+    "mine_pairs": "papersim.training.pairs:MinePairsConfig",
+    "train": "papersim.training.train:TrainConfig",
+    "evaluate": "papersim.evaluation.evaluate:EvaluateConfig",
+    "build_index": "papersim.retrieval.index:BuildIndexConfig",
+    "retrain": "papersim.lifecycle.retrain:RetrainConfig",  # the retraining flow (flows/retrain.py), not a DVC stage
+}
+
 
 def read_params(path: str | Path) -> dict[str, Any]:
     """Read the whole params file; a missing or malformed file is a user error."""
@@ -93,3 +103,20 @@ def override_params(text: str, overrides: dict[str, Any], where: str = "params.y
     out = StringIO()
     rt.dump(doc, out)
     return out.getvalue()
+
+
+def _config_class(spec: str) -> type:
+    module, name = spec.split(":")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def check_params(path: Path) -> list[str]:
+    """Build every stage's config from params.yaml; return the sections checked."""
+    params = read_params(path)
+    unknown = sorted(set(params) - set(STAGE_CONFIGS))
+    if unknown:
+        raise PapersimError(f"{path}: unknown section(s) {', '.join(unknown)}; stages: {', '.join(STAGE_CONFIGS)}")
+    for section, spec in STAGE_CONFIGS.items():
+        if section in params:
+            build_config(_config_class(spec), params[section], f"{path}: {section}")
+    return [s for s in STAGE_CONFIGS if s in params]

@@ -165,8 +165,9 @@ def embedding_drift(reference: np.ndarray, current: np.ndarray, permutations: in
 DRIFT_HISTORY_COLUMNS = ["run", "changed_share", "mmd2", "p_value"]
 
 
-def save_drift_plot(history: pd.DataFrame, path: Path) -> None:
-    """Share of changed papers and MMD^2 per run (time order), significant drifts (p < 0.05) in red, as a PNG."""
+def save_drift_plot(history: pd.DataFrame, path: Path, p_value: float) -> None:
+    """Share of changed papers and MMD^2 per run (time order), drifts (p below `p_value`, the decision's
+    threshold) in red, as a PNG."""
     _require(history, DRIFT_HISTORY_COLUMNS, "drift history")
     import matplotlib
 
@@ -177,15 +178,15 @@ def save_drift_plot(history: pd.DataFrame, path: Path) -> None:
     x = np.arange(len(history))
     share = history["changed_share"].to_numpy(dtype=float)
     mmd2 = history["mmd2"].to_numpy(dtype=float)
-    significant = history["p_value"].to_numpy(dtype=float) < 0.05  # NaN compares False: not significant
+    significant = history["p_value"].to_numpy(dtype=float) < p_value  # NaN compares False: not significant
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.5 * len(history) + 2), 6), sharex=True)
     top.bar(x, share, color="tab:blue")
     top.yaxis.set_major_formatter(PercentFormatter(1.0))
     top.set(ylabel="new/changed/removed", title="corpus change since the champion's corpus")
     bottom.plot(x, mmd2, color="tab:gray", linewidth=1)  # NaN runs leave a gap
-    bottom.scatter(x[~significant], mmd2[~significant], color="tab:gray", label="p >= 0.05", zorder=3)
-    bottom.scatter(x[significant], mmd2[significant], color="tab:red", label="p < 0.05", zorder=3)
+    bottom.scatter(x[~significant], mmd2[~significant], color="tab:gray", label=f"p >= {p_value:g}", zorder=3)
+    bottom.scatter(x[significant], mmd2[significant], color="tab:red", label=f"p < {p_value:g}", zorder=3)
     bottom.axhline(0.0, color="black", linewidth=0.5)
     bottom.set(ylabel="MMD$^2$", title="embedding drift")
     bottom.set_xticks(x, history["run"].astype(str).tolist(), rotation=30, ha="right")
@@ -195,3 +196,24 @@ def save_drift_plot(history: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
+
+
+def sample_vectors(sample: pd.DataFrame, index_dir: Path, encoder_dir: Path) -> np.ndarray:
+    """Vectors of a drift sample (drift_sample's rows) under a model (its index and encoder folders).
+
+    Papers the model's index holds with the same content come from the index (no encoding);
+    only new or changed ones in the sample run through the encoder.
+    """
+    from papersim.retrieval.passage import passage_text
+    from papersim.retrieval.search import attach_encoder, load_search_index, stored_vectors
+
+    si = load_search_index(index_dir)
+    indexed = set(zip(si.ids["paper_id"], si.ids["content_hash"]))
+    known = np.array([(p, h) in indexed for p, h in zip(sample["paper_id"], sample["content_hash"])], dtype=bool)
+    vectors = np.zeros((len(sample), si.index.d), dtype=np.float32)  # (n_sample, dim)
+    vectors[known] = stored_vectors(si, sample["paper_id"][known].tolist())
+    if (~known).any():
+        attach_encoder(si, encoder_dir)
+        fresh = sample[~known]
+        vectors[~known] = si.embed([passage_text(t, a) for t, a in zip(fresh["title"], fresh["abstract"])])
+    return vectors

@@ -22,7 +22,7 @@ IDS_COLUMNS = ["paper_id", "title", "content_hash"]  # ids.parquet: row i of the
 
 
 @dataclass(frozen=True)
-class IndexConfig:
+class BuildIndexConfig:
     """params.yaml `build_index` section."""
 
     factory: str = "auto"  # a faiss index_factory string (inner product), or auto: chosen by corpus size
@@ -44,7 +44,7 @@ class IndexConfig:
             raise ValueError("flat_max, hnsw_max, hnsw_m, pq_m and recall_queries must be positive")
 
 
-def choose_factory(n_papers: int, dim: int, cfg: IndexConfig) -> str:
+def choose_factory(n_papers: int, dim: int, cfg: BuildIndexConfig) -> str:
     if cfg.factory != "auto":
         return cfg.factory
     return ann.auto_factory(n_papers, dim, flat_max=cfg.flat_max, hnsw_max=cfg.hnsw_max, hnsw_m=cfg.hnsw_m,
@@ -77,7 +77,7 @@ def new_papers(previous_ids: pd.DataFrame | None, previous_info: dict | None, pa
 
 
 def build_index(papers: pd.DataFrame, embed: Callable[[list[str]], np.ndarray], queries: np.ndarray,
-                cfg: IndexConfig, encoder_key: str, previous: BuiltIndex | None = None) -> BuiltIndex:
+                cfg: BuildIndexConfig, encoder_key: str, previous: BuiltIndex | None = None) -> BuiltIndex:
     """Index every paper's passage (title + abstract); measure recall@10 and queries/s on `queries`.
 
     `embed` maps texts to (n, dim) unit vectors (the stage passes the cached encoder), `queries`

@@ -58,6 +58,32 @@ def load_search_index(folder: Path) -> SearchIndex:
                        bm25=BM25.load(folder / "bm25"))
 
 
+def served_encoder_folder(info: dict) -> str:
+    """The encoder an index serves, from its index.json: the trained folder or the base model's."""
+    from papersim.encoders.encode import model_folder
+    from papersim.training.selection import Serving
+
+    trained = info.get("model", "models/encoder")
+    folder = Serving.from_dict(info["serving"]).encoder_folder(trained) if "serving" in info else trained
+    return str(model_folder(folder))
+
+
+def attach_encoder(si: SearchIndex, folder: str | Path | None = None) -> None:
+    """Give the index its query encoder: `folder`, or the one its index.json serves.
+
+    torch: one query at a time starts faster than an OpenVINO conversion, and its vectors match the
+    index's to cosine >= 0.9999 as long as the weights are the same; other weights are refused.
+    """
+    from papersim.encoders.encode import load_text_encoder
+
+    folder = str(folder) if folder is not None else served_encoder_folder(si.info)
+    encoder = load_text_encoder(folder, "torch", si.info.get("max_seq_length", 128))
+    if encoder.fingerprint != si.info.get("model_fingerprint"):
+        raise PapersimError(f"the index was built with another model than {folder}: rebuild it "
+                            "(`dvc repro build_index`)")
+    si.embed = encoder.encode
+
+
 def check_request(k: int, mode: str = "dense", query: str | None = None) -> None:
     if not 1 <= k <= MAX_K:
         raise PapersimError(f"k must be between 1 and {MAX_K}, got {k}")

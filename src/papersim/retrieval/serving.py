@@ -14,7 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from papersim.errors import PapersimError
-from papersim.retrieval.search import MAX_K, MODES, SearchIndex, load_search_index, search_text, similar_papers
+from papersim.retrieval.search import (
+    MAX_K,
+    MODES,
+    SearchIndex,
+    attach_encoder,
+    load_search_index,
+    search_text,
+    similar_papers,
+)
 
 DEFAULT_K = 10
 DEFAULT_MODE = "served"
@@ -72,14 +80,9 @@ class SearchService:
 
     @classmethod
     def load(cls, encoder_dir: Path, index_dir: Path) -> "SearchService":
-        """The index and its encoder (torch: fast start, vectors match the index's)."""
-        from papersim.encoders.encode import load_text_encoder
-
+        """The index and its encoder (refused if its weights are not the index's)."""
         si = load_search_index(index_dir)
-        encoder = load_text_encoder(str(encoder_dir), "torch", si.info.get("max_seq_length", 128))
-        if encoder.fingerprint != si.info.get("model_fingerprint"):
-            raise PapersimError(f"{index_dir} was built with other weights than {encoder_dir}")
-        si.embed = encoder.encode
+        attach_encoder(si, encoder_dir)
         return cls(si)
 
     def predict(self, requests: pd.DataFrame) -> pd.DataFrame:

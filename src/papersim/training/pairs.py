@@ -22,7 +22,7 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(])")
 
 
 @dataclass(frozen=True)
-class PairsConfig:
+class MinePairsConfig:
     """params.yaml `mine_pairs` section."""
 
     seed: int = 13  # fixes the split and every sampling choice
@@ -67,7 +67,7 @@ def _unit(seed: int, key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def assign_splits(paper_ids: list[str], cfg: PairsConfig) -> list[str]:
+def assign_splits(paper_ids: list[str], cfg: MinePairsConfig) -> list[str]:
     """train / val / test per paper, from a seeded hash of its id (stable when papers are added)."""
     out = []
     for pid in paper_ids:
@@ -142,7 +142,7 @@ def dense_candidates(anchor_emb: np.ndarray, corpus_emb: np.ndarray, positives: 
 
 def select_negatives(
     pairs: pd.DataFrame, corpus: pd.DataFrame, miners: dict[str, Candidates], corpus_emb: np.ndarray | None,
-    cfg: PairsConfig, rng: np.random.Generator,
+    cfg: MinePairsConfig, rng: np.random.Generator,
 ) -> tuple[list[list[int]], Counter]:
     """Up to num_negatives corpus rows per pair, taken in turn from each miner's filtered ranks.
 
@@ -222,7 +222,7 @@ class PairsResult:
     report: dict
 
 
-def positive_pairs(papers: pd.DataFrame, cfg: PairsConfig, labelled: pd.DataFrame | None) -> pd.DataFrame:
+def positive_pairs(papers: pd.DataFrame, cfg: MinePairsConfig, labelled: pd.DataFrame | None) -> pd.DataFrame:
     """Positive pairs of one split's papers: anchor/positive texts, their corpus rows and the source."""
     rng = np.random.default_rng(cfg.seed)
     rows: list[tuple[str, str, int, int, str]] = []
@@ -256,7 +256,7 @@ def positive_pairs(papers: pd.DataFrame, cfg: PairsConfig, labelled: pd.DataFram
 
 
 def mine_pairs(
-    papers: pd.DataFrame, cfg: PairsConfig, encode: Callable[[list[str]], np.ndarray] | None,
+    papers: pd.DataFrame, cfg: MinePairsConfig, encode: Callable[[list[str]], np.ndarray] | None,
     labelled: pd.DataFrame | None = None,
 ) -> PairsResult:
     """Split papers, build positives per split, add mined hard negatives; test papers stay untouched.
