@@ -11,8 +11,7 @@ from pathlib import Path
 
 from papersim.atomic import atomic_outputs, dump_json
 from papersim.config import load_section
-from papersim.data.corpus import IngestConfig
-from papersim.data.ingest import ingest_corpus
+from papersim.data.ingest import IngestConfig, ingest_corpus
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
 from papersim.lifecycle import tracking

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from papersim.config import build_config, load_section
-from papersim.data.corpus import IngestConfig
+from papersim.data.ingest import IngestConfig
 from papersim.errors import PapersimError
 
 

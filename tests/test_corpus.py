@@ -2,7 +2,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from papersim.data.corpus import SourceSpec, normalise_batch, normalise_text, read_source, resolve_format, title_id
+from papersim.data.normalise import normalise_batch, normalise_text, title_id
+from papersim.data.sources import SourceSpec, read_source, resolve_format
 from papersim.errors import PapersimError
 from tests.conftest import paper, write_jsonl, write_page
 
@@ -141,7 +142,7 @@ def test_missing_path_and_unknown_extension_are_errors(tmp_path):
 
 
 def test_jsonl_edge_cases_numbers_crlf_blank_lines_and_no_final_newline(tmp_path, monkeypatch):
-    import papersim.data.corpus as corpus
+    import papersim.data.formats as corpus
 
     monkeypatch.setattr(corpus, "READ_BLOCK", 7)  # lines straddle many read blocks
     path = tmp_path / "a.jsonl"

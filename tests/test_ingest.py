@@ -1,8 +1,8 @@
 import pyarrow.parquet as pq
 import pytest
 
-from papersim.data.corpus import IngestConfig, SourceSpec
-from papersim.data.ingest import PAPERS_SCHEMA, ingest_corpus
+from papersim.data.ingest import PAPERS_SCHEMA, IngestConfig, ingest_corpus
+from papersim.data.sources import SourceSpec
 from papersim.errors import PapersimError
 from tests.conftest import paper, write_jsonl, write_page
 

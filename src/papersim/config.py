@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 # Stage name -> its params section's config dataclass ("module:Class"); one line per stage.
 STAGE_CONFIGS = {
-    "ingest": "papersim.data.corpus:IngestConfig",
+    "ingest": "papersim.data.ingest:IngestConfig",
     "mine_pairs": "papersim.training.pairs:MinePairsConfig",
     "train": "papersim.training.train:TrainConfig",
     "evaluate": "papersim.evaluation.evaluate:EvaluateConfig",

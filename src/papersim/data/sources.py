@@ -1,0 +1,95 @@
+"""A corpus source as params.yaml names it (path, format, column names, id prefix, groups), and reading it batch by batch."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from papersim.data.formats import _read_csv, _read_jsonl, _read_page, _read_parquet
+from papersim.data.records import RawBatch
+from papersim.errors import PapersimError
+
+FORMATS = ("auto", "jsonl", "csv", "parquet", "beir", "hf_pages")
+
+
+FIELDS = ("id", "title", "abstract", "groups")  # what a source's `columns` mapping may rename
+
+# Column names each format uses unless the source's `columns` maps them elsewhere.
+
+
+DEFAULT_COLUMNS = {
+    "jsonl": {"id": "id", "title": "title", "abstract": "abstract", "groups": "groups"},
+    "csv": {"id": "id", "title": "title", "abstract": "abstract", "groups": "groups"},
+    "parquet": {"id": "id", "title": "title", "abstract": "abstract", "groups": "groups"},
+    "beir": {"id": "_id", "title": "title", "abstract": "text", "groups": "groups"},
+    "hf_pages": {},
+}
+
+# Lines a saved listing page starts with before the first paper (the site's header).
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One input of the ingest stage, as written in params.yaml."""
+
+    path: str
+    format: str = "auto"  # auto: by extension, or by folder contents (corpus.jsonl -> beir, *.txt -> hf_pages)
+    name: str = ""  # label in the `source` column and the report; default: the file or folder name
+    columns: dict[str, str] = field(default_factory=dict)  # papersim field -> column in this source
+    id_prefix: str = ""  # keeps numeric ids of different sources apart, e.g. "cranfield:"
+    groups: list[str] = field(default_factory=list)  # groups every paper of this source belongs to
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r} for {self.path}; choose one of {', '.join(FORMATS)}")
+        bad = sorted(set(self.columns) - set(FIELDS))
+        if bad:
+            raise ValueError(f"columns: unknown field(s) {', '.join(bad)}; mappable fields: {', '.join(FIELDS)}")
+        if not self.name:
+            object.__setattr__(self, "name", Path(self.path).stem or Path(self.path).name)
+
+
+def resolve_format(spec: SourceSpec) -> str:
+    """The concrete format of a source; `auto` looks at the extension or the folder contents."""
+    path = Path(spec.path)
+    if not path.exists():
+        raise PapersimError(f"{spec.path}: no such file or folder (source '{spec.name}' in params.yaml ingest.sources)")
+    if spec.format != "auto":
+        return spec.format
+    if path.is_dir():
+        if (path / "corpus.jsonl").is_file():
+            return "beir"
+        if any(path.glob("*.txt")):
+            return "hf_pages"
+        raise PapersimError(f"{spec.path}: format 'auto' found neither corpus.jsonl (beir) nor *.txt (hf_pages) here")
+    by_suffix = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+                 ".parquet": "parquet", ".pq": "parquet", ".txt": "hf_pages"}
+    fmt = by_suffix.get(path.suffix.lower())
+    if fmt is None:
+        raise PapersimError(
+            f"{spec.path}: format 'auto' does not know the extension {path.suffix!r}; set format to one of "
+            f"{', '.join(FORMATS[1:])}"
+        )
+    return fmt
+
+
+def read_source(spec: SourceSpec, batch_rows: int) -> Iterator[RawBatch]:
+    """Stream a source as batches of raw records; structural problems raise PapersimError."""
+    fmt = resolve_format(spec)
+    columns = {**DEFAULT_COLUMNS[fmt], **spec.columns}
+    path = Path(spec.path)
+    if fmt == "beir":
+        path = path / "corpus.jsonl" if path.is_dir() else path
+        if not path.is_file():
+            raise PapersimError(f"{spec.path}: a beir source needs corpus.jsonl in this folder")
+    if fmt in ("jsonl", "beir"):
+        yield from _read_jsonl(path, columns, batch_rows)
+    elif fmt == "csv":
+        yield from _read_csv(path, columns, batch_rows)
+    elif fmt == "parquet":
+        yield from _read_parquet(path, columns, batch_rows)
+    else:
+        files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+        if not files:
+            raise PapersimError(f"{spec.path}: no *.txt listing pages in this folder")
+        for page in files:
+            yield from _read_page(page, batch_rows)
