@@ -3,6 +3,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from papersim.lifecycle import tracking as tr
+from papersim.lifecycle.tracking.runs import _artifact_location
 
 
 def test_flatten_nests_keys_with_dots():
@@ -30,4 +31,4 @@ def test_default_store_is_a_sqlite_file_under_the_working_directory(tmp_path, mo
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     assert tr.tracking_uri() == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    assert tr._artifact_location() == (tmp_path / "mlruns" / "artifacts").as_uri()
+    assert _artifact_location() == (tmp_path / "mlruns" / "artifacts").as_uri()

@@ -1,16 +1,8 @@
-"""MLflow tracking of stage runs. The only module of papersim that imports mlflow.
-
-Defaults need nothing started by hand: a SQLite store at mlruns/mlflow.db under the working
-directory (the repository root when run by DVC), artifacts beside it; MLFLOW_TRACKING_URI
-overrides. A parent run id in PAPERSIM_PARENT_RUN_ID (set by the retraining flow) nests the
-stage's run under it, with the tags in PAPERSIM_RUN_TAGS (JSON). The retraining flow's parent
-run and the model registry (a pyfunc of encoder + index) are at the end of this module.
-"""
+"""MLflow runs: one run per stage (nested under the flow's parent run when there is one), the flow's parent run, and the metric history of earlier runs."""
 
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,8 +12,14 @@ from typing import Any
 from papersim.env import apply_offline_defaults
 
 EXPERIMENT = "papersim"  # one experiment for the whole pipeline; PAPERSIM_EXPERIMENT overrides
+
+
 PARENT_RUN_ENV = "PAPERSIM_PARENT_RUN_ID"
+
+
 RUN_TAGS_ENV = "PAPERSIM_RUN_TAGS"  # JSON object of extra tags for stage runs (the flow's run id, a role)
+
+
 MAX_TAG_CHARS = 5000  # MLflow's tag value limit is 8000; error reports are cut to this
 
 
@@ -145,9 +143,8 @@ def stage_run(stage: str, params: Mapping[str, Any], tags: Mapping[str, str] | N
 # ---------------------------------------------------------------------------------------------
 # The retraining flow's parent run and the model registry.
 
+
 FLOW_TAG = "papersim.flow"
-HISTORY_TAG = "papersim.champion_history"  # registered-model tag: earlier champions, oldest first
-MODEL_ARTIFACT_PATH = "search_model"
 
 
 def _client():
@@ -223,152 +220,3 @@ def flow_metric_history(name: str, keys: list[str]) -> list[dict[str, Any]]:
                               order_by=["attributes.start_time ASC"], max_results=1000)
     return [{"run_id": r.info.run_id, "start_time": r.info.start_time,
              **{k: r.data.metrics.get(k, math.nan) for k in keys}} for r in runs]
-
-
-def _search_pyfunc():
-    """The registered model's Python class (defined here: the only module that imports mlflow).
-
-    Defined inside a function so that cloudpickle stores it by value with the model; its methods
-    import papersim at load time, so the serving process needs papersim installed.
-    """
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-    class PapersimSearch(mlflow.pyfunc.PythonModel):
-        """DataFrame of requests (query or paper_id, optional k, mode) -> top-k paper_id, title, score."""
-
-        def load_context(self, context):
-            from papersim.retrieval.serving import SearchService
-
-            self.service = SearchService.load(Path(context.artifacts["encoder"]), Path(context.artifacts["index"]))
-
-        def predict(self, context, model_input, params=None):
-            from papersim.errors import PapersimError
-
-            try:
-                return self.service.predict(model_input)
-            except PapersimError as exc:  # a bad request: HTTP 400 with the rule that failed
-                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-
-    return PapersimSearch()
-
-
-def _search_signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, Schema
-
-    inputs = Schema([ColSpec(DataType.string, "query", required=False),
-                     ColSpec(DataType.string, "paper_id", required=False),
-                     ColSpec(DataType.double, "k", required=False),  # double: records without k arrive as NaN
-                     ColSpec(DataType.string, "mode", required=False)])
-    outputs = Schema([ColSpec(DataType.long, "request"), ColSpec(DataType.long, "rank"),
-                      ColSpec(DataType.string, "paper_id"), ColSpec(DataType.string, "title"),
-                      ColSpec(DataType.double, "score")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def register_search_model(run_id: str, model_name: str, artifacts: Mapping[str, str | Path],
-                          tags: Mapping[str, Any], workdir: Path) -> str:
-    """Save the pyfunc locally, upload it to run `run_id`, then register it: returns the version.
-
-    Registration is the last step, so a failure before it leaves no registered version behind.
-    """
-    from importlib.metadata import version
-
-    import mlflow.pyfunc
-
-    client = _client()
-    local = workdir / MODEL_ARTIFACT_PATH
-    requirements = [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in
-                    ("mlflow", "sentence-transformers", "torch", "faiss-cpu", "bm25s", "PyStemmer",
-                     "pandas", "numpy", "pyarrow")]
-    mlflow.pyfunc.save_model(str(local), python_model=_search_pyfunc(),
-                             artifacts={k: str(v) for k, v in artifacts.items()},
-                             signature=_search_signature(), pip_requirements=requirements)
-    client.log_artifacts(run_id, str(local), MODEL_ARTIFACT_PATH)
-    if not _registered_model(client, model_name):
-        client.create_registered_model(model_name, description="papersim similar-paper search: encoder + index")
-    mv = client.create_model_version(model_name, f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}", run_id=run_id,
-                                     tags={k: str(v)[:MAX_TAG_CHARS] for k, v in tags.items()})
-    return str(mv.version)
-
-
-def _registered_model(client, name: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_registered_model(name)
-    except MlflowException:
-        return None
-
-
-def model_version(model_name: str, alias: str | None = None, version: str | None = None) -> dict | None:
-    """A version by alias or number as {version, run_id, source, tags, aliases}; None if there is none."""
-    from mlflow.exceptions import MlflowException
-
-    client = _client()
-    try:
-        mv = client.get_model_version_by_alias(model_name, alias) if alias else \
-            client.get_model_version(model_name, str(version))
-    except MlflowException:
-        return None
-    return {"version": str(mv.version), "run_id": mv.run_id, "source": mv.source, "tags": dict(mv.tags),
-            "aliases": list(mv.aliases), "created": mv.creation_timestamp}
-
-
-def model_versions(model_name: str) -> list[dict]:
-    """Every version of the model, newest first (empty if the model was never registered)."""
-    client = _client()
-    if not _registered_model(client, model_name):
-        return []
-    found = client.search_model_versions(f"name = '{model_name}'")
-    return sorted((model_version(model_name, version=mv.version) for mv in found),
-                  key=lambda v: -int(v["version"]))
-
-
-def download_model(model_name: str, version: str, dst: Path) -> Path:
-    """The version's model folder under `dst` (downloaded once; a finished download has MLmodel)."""
-    import mlflow.artifacts
-
-    _client()
-    target = dst / f"{model_name}-v{version}"
-    if (target / "MLmodel").is_file():
-        return target
-    tmp = dst / f".{model_name}-v{version}.tmp-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
-                                                     dst_path=str(tmp)))
-    os.replace(local, target)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def set_alias(model_name: str, alias: str, version: str) -> None:
-    _client().set_registered_model_alias(model_name, alias, str(version))
-
-
-def delete_alias(model_name: str, alias: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        _client().delete_registered_model_alias(model_name, alias)
-    except MlflowException:
-        pass  # no such alias: nothing to delete
-
-
-def champion_history(model_name: str) -> list[str]:
-    client = _client()
-    model = _registered_model(client, model_name)
-    value = model.tags.get(HISTORY_TAG, "") if model else ""
-    return [v for v in value.split(",") if v]
-
-
-def set_champion_history(model_name: str, versions: list[str]) -> None:
-    _client().set_registered_model_tag(model_name, HISTORY_TAG, ",".join(versions))
-
-
-def set_version_tags(model_name: str, version: str, tags: Mapping[str, Any]) -> None:
-    client = _client()
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, str(version), key, str(value)[:MAX_TAG_CHARS])
