@@ -32,7 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from papersim.env import apply_offline_defaults
+from papersim.env import apply_offline_defaults, dvc_executable
 
 apply_offline_defaults()
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")  # cold start: 12-26 s here
@@ -72,8 +72,7 @@ class StageFailed(RuntimeError):
 
 def _repro(stage: str, root: Path, env: dict[str, str], timeout_s: float) -> str:
     """`dvc repro <stage>` in its own process group (a timeout stops the stage's children too)."""
-    dvc = Path(sys.executable).with_name("dvc")
-    proc = subprocess.Popen([str(dvc) if dvc.exists() else "dvc", "repro", stage], cwd=root, env=env,
+    proc = subprocess.Popen([dvc_executable(), "repro", stage], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout_s)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from papersim.config import build_config, check_params, read_params
-from papersim.env import apply_offline_defaults
+from papersim.env import apply_offline_defaults, dvc_executable
 from papersim.errors import PapersimError
 
 STAGE_REPORTS = {"ingest": "reports/ingest.json", "mine_pairs": "reports/mine_pairs.json",
@@ -175,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "repro":
             if not Path("dvc.yaml").is_file():
                 raise PapersimError("no dvc.yaml here: run `papersim repro` from the repository root")
-            dvc = Path(sys.executable).with_name("dvc")
-            return subprocess.call([str(dvc) if dvc.exists() else "dvc", "repro", *args.stages], env=os.environ)
+            return subprocess.call([dvc_executable(), "repro", *args.stages], env=os.environ)
         if args.command == "check-params":
             checked = check_params(args.params)
             print(f"{args.params}: ok ({', '.join(checked)})")

@@ -1,6 +1,8 @@
 """Offline and no-telemetry defaults for every process that runs a stage, a flow or a test."""
 
 import os
+import sys
+from pathlib import Path
 
 # Each variable silences one library's network use; see the README's "Offline" section.
 OFFLINE_DEFAULTS: dict[str, str] = {
@@ -22,3 +24,9 @@ def apply_offline_defaults() -> None:
     """Set the offline variables unless the user already chose a value."""
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def dvc_executable() -> str:
+    """The dvc next to this Python (the project's virtual environment), else the one on PATH."""
+    dvc = Path(sys.executable).with_name("dvc")
+    return str(dvc) if dvc.exists() else "dvc"

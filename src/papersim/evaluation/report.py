@@ -66,10 +66,9 @@ def curve_table(results: Mapping[str, SetResult]) -> pd.DataFrame:
 
 
 def save_curve_plot(table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+    from papersim.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sets = sorted({c.split("/")[0] for c in table.columns if c != "k"})
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)

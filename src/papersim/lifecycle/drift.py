@@ -169,10 +169,9 @@ def save_drift_plot(history: pd.DataFrame, path: Path, p_value: float) -> None:
     """Share of changed papers and MMD^2 per run (time order), drifts (p below `p_value`, the decision's
     threshold) in red, as a PNG."""
     _require(history, DRIFT_HISTORY_COLUMNS, "drift history")
-    import matplotlib
+    from papersim.plots import pyplot
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import PercentFormatter
 
     x = np.arange(len(history))

@@ -245,10 +245,9 @@ def loss_table(log_history: list[dict]) -> pd.DataFrame:
 
 def save_loss_plot(table: pd.DataFrame, val_ndcg: dict[str, float], path: Path) -> None:
     """Training loss and validation nDCG@10 against steps, as a PNG."""
-    import matplotlib
+    from papersim.plots import pyplot
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(table["step"], table["loss"], label="train loss", color="tab:blue")
