@@ -26,8 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,29 +37,34 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90") 
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from filelock import FileLock, Timeout  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run as prefect_flow_run  # noqa: E402
 
-from papersim.atomic import atomic_outputs, dump_json  # noqa: E402
-from papersim.config import build_config, check_params, override_params, parse_override, read_params  # noqa: E402
+from papersim.atomic import dump_json  # noqa: E402
+from papersim.config import check_params, parse_override, read_params  # noqa: E402
 from papersim.errors import PapersimError  # noqa: E402
 from papersim.lifecycle import registry, tracking  # noqa: E402
-from papersim.lifecycle.drift import corpus_change, drift_sample, embedding_drift, sample_vectors, save_drift_plot  # noqa: E402
+from papersim.lifecycle.drift import (  # noqa: E402
+    corpus_change,
+    drift_sample,
+    embedding_drift,
+    sample_vectors,
+    save_drift_plot,
+)
 from papersim.lifecycle.retrain import (  # noqa: E402
     RetrainConfig,
     eval_set_hashes,
     gate,
     gate_sets,
     params_fingerprint,
+    retrain_config,
     retrain_needed,
 )
+from papersim.lifecycle.workspace import params_overrides, retrain_lock  # noqa: E402
 from papersim.provenance import git_commit  # noqa: E402
 
 REGISTRY_CACHE = "cache/registry"  # local copies of registered versions (side store, like cache/embeddings)
-LOCK = ".papersim/retrain.lock"
-OWNER = ".papersim/retrain.owner.json"
 TRAIN_TIMEOUT_S = 6 * 3600  # a GPU job on a large corpus; CPU runs of the bundled sample take minutes
 STAGE_TIMEOUT_S = 2 * 3600
 
@@ -257,44 +260,6 @@ def register(root: Path, params: dict, cfg: RetrainConfig, decision: dict, run: 
     return version
 
 
-@contextmanager
-def retrain_lock(root: Path, timeout_s: float) -> Iterator[None]:
-    """One retrain at a time per repository; the holder's pid and start time name the culprit."""
-    lock_path, owner = root / LOCK, root / OWNER
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(timeout=timeout_s)
-    except Timeout:
-        holder = owner.read_text(encoding="utf-8").strip() if owner.is_file() else "unknown holder"
-        raise PapersimError(f"another retrain is running in {root} ({holder}); waited {timeout_s:.0f} s. "
-                            "Wait for it, or raise retrain.lock_timeout_s") from None
-    try:
-        owner.write_text(json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                  time.gmtime())}))
-        yield
-    finally:
-        owner.unlink(missing_ok=True)
-        lock.release()
-
-
-@contextmanager
-def params_overrides(path: Path, overrides: dict[str, Any]) -> Iterator[None]:
-    """params.yaml with `section.key` overrides for the duration of the run, then restored."""
-    if not overrides:
-        yield
-        return
-    original = path.read_text(encoding="utf-8")
-    changed = override_params(original, overrides, str(path))
-    with atomic_outputs(path) as (tmp,):
-        tmp.write_text(changed, encoding="utf-8")
-    try:
-        yield
-    finally:
-        with atomic_outputs(path) as (tmp,):
-            tmp.write_text(original, encoding="utf-8")
-
-
 def _stage_env(root: Path, run: tracking.FlowRun, flow_run_id: str) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -310,12 +275,11 @@ def retrain(root: str = ".", overrides: dict[str, Any] | None = None, force: boo
     params_path = base / "params.yaml"
     if not (base / "dvc.yaml").is_file():
         raise PapersimError(f"{base}: no dvc.yaml; run the flow from (or with --root at) the repository root")
-    wait = lock_timeout_s if lock_timeout_s is not None else \
-        build_config(RetrainConfig, read_params(params_path).get("retrain", {}), f"{params_path}: retrain").lock_timeout_s
+    wait = lock_timeout_s if lock_timeout_s is not None else retrain_config(params_path).lock_timeout_s
     with retrain_lock(base, wait), params_overrides(params_path, dict(overrides or {})):
         check_params(params_path)
         params = read_params(params_path)
-        cfg = build_config(RetrainConfig, params.get("retrain", {}), f"{params_path}: retrain")
+        cfg = retrain_config(params_path)
         flow_run_id = str(prefect_flow_run.id)
         tags = {"prefect.flow_run_id": flow_run_id, "mlflow.source.git.commit": git_commit(base)}
         logged = {"overrides": json.dumps(overrides or {}), "force": force, **asdict(cfg)}

@@ -11,16 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from papersim.config import build_config, read_params
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
-from papersim.lifecycle.retrain import RetrainConfig
+from papersim.lifecycle.retrain import RetrainConfig, retrain_config
 
 DEPLOYMENT = "weekly"
 
 
 def schedule_config(params: Path) -> RetrainConfig:
-    return build_config(RetrainConfig, read_params(params).get("retrain", {}), f"{params}: retrain")
+    return retrain_config(params)
 
 
 def deployment(params: Path, root: str):

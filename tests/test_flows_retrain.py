@@ -15,6 +15,7 @@ from papersim.cli import main as cli
 from papersim.errors import PapersimError
 from papersim.lifecycle import registry
 from papersim.lifecycle import tracking as tracking_api
+from papersim.lifecycle.workspace import LOCK
 from tests.conftest import REPO, paper, project_repo, write_jsonl, write_page
 
 pytestmark = pytest.mark.slow
@@ -151,7 +152,7 @@ def test_a_second_retrain_exits_while_one_holds_the_lock(repo, tracking, prefect
     from flows import retrain as flow_module
 
     (repo / ".papersim").mkdir()
-    with FileLock(str(repo / flow_module.LOCK)):
+    with FileLock(str(repo / LOCK)):
         with pytest.raises(PapersimError, match="another retrain is running"):
             flow_module.retrain(root=str(repo), lock_timeout_s=0)
 

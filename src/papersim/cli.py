@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from papersim.config import build_config, check_params, read_params
+from papersim.config import check_params
 from papersim.env import apply_offline_defaults, dvc_executable
 from papersim.errors import PapersimError
 
@@ -117,10 +117,9 @@ REGISTRY_REFS = ("champion", "challenger")
 
 
 def _model_name(params: Path) -> str:
-    from papersim.lifecycle.retrain import RetrainConfig
+    from papersim.lifecycle.retrain import retrain_config
 
-    section = read_params(params).get("retrain", {}) if params.is_file() else {}
-    return build_config(RetrainConfig, section, f"{params}: retrain").model_name
+    return retrain_config(params).model_name
 
 
 def resolve_model(args: argparse.Namespace) -> tuple[Path | None, Path]:

@@ -1,4 +1,6 @@
-"""One reader per file format (JSONL, CSV, Parquet, saved listing pages), streaming batches with line numbers so that errors can name the place and memory stays bounded."""
+"""One reader per file format (JSONL, CSV, Parquet, saved listing pages), streaming batches with line
+numbers so that errors can name the place and memory stays bounded.
+"""
 
 import csv
 import json

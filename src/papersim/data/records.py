@@ -1,4 +1,6 @@
-"""What every reader yields: raw batches of one file, each row with its line (or Parquet row) number, and the records that could not be read."""
+"""What every reader yields: raw batches of one file, each row with its line (or Parquet row) number,
+and the records that could not be read.
+"""
 
 import ast
 import json

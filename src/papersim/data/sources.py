@@ -1,4 +1,6 @@
-"""A corpus source as params.yaml names it (path, format, column names, id prefix, groups), and reading it batch by batch."""
+"""A corpus source as params.yaml names it (path, format, column names, id prefix, groups), and reading
+it batch by batch.
+"""
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field

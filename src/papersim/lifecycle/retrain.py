@@ -9,6 +9,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from papersim.errors import PapersimError
@@ -49,6 +50,14 @@ class RetrainConfig:
             raise PapersimError("drift_sample_size and drift_permutations must be >= 10")
         if len(self.schedule_cron.split()) != 5:
             raise PapersimError(f"schedule_cron {self.schedule_cron!r}: five fields (minute hour day month weekday)")
+
+
+def retrain_config(params_path: Path) -> RetrainConfig:
+    """params.yaml's `retrain` section (all defaults when the file or the section is missing)."""
+    from papersim.config import build_config, read_params
+
+    section = read_params(params_path).get("retrain", {}) if Path(params_path).is_file() else {}
+    return build_config(RetrainConfig, section, f"{params_path}: retrain")
 
 
 def params_fingerprint(params: Mapping[str, Any]) -> str:

@@ -38,5 +38,5 @@ from papersim.lifecycle.tracking.runs import (
 
 __all__ = ["HISTORY_TAG", "MODEL_ARTIFACT_PATH", "champion_history", "delete_alias", "download_model", "model_version",
            "model_versions", "register_search_model", "set_alias", "set_champion_history", "set_version_tags",
-           "EXPERIMENT", "FLOW_TAG", "MAX_TAG_CHARS", "PARENT_RUN_ENV", "RUN_TAGS_ENV", "FlowRun", "StageRun", "flatten",
-           "flow_metric_history", "flow_run", "numeric_metrics", "stage_run", "tracking_uri"]
+           "EXPERIMENT", "FLOW_TAG", "MAX_TAG_CHARS", "PARENT_RUN_ENV", "RUN_TAGS_ENV", "FlowRun", "StageRun",
+           "flatten", "flow_metric_history", "flow_run", "numeric_metrics", "stage_run", "tracking_uri"]

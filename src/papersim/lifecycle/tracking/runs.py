@@ -1,4 +1,5 @@
-"""MLflow runs: one run per stage (nested under the flow's parent run when there is one), the flow's parent run, and the metric history of earlier runs."""
+"""MLflow runs: one per stage (nested under the flow's parent run when there is one), the flow's
+parent run, and the metric history of earlier runs."""
 
 import json
 import math
