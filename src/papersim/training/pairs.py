@@ -61,17 +61,22 @@ class MinePairsConfig:
             raise ValueError("relative_margin must be in (0, 1]")
 
 
-def _unit(seed: int, key: str) -> float:
+def seeded_unit(seed: int, key: str) -> float:
     """A uniform number in [0, 1) fixed by (seed, key): the same paper always lands the same way."""
     digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def paper_rng(seed: int, paper_id: str) -> np.random.Generator:
+    """A random generator of a paper's own: its choices do not move when other papers come or go."""
+    return np.random.default_rng([seed, int(seeded_unit(seed, paper_id) * 2**32)])
 
 
 def assign_splits(paper_ids: list[str], cfg: MinePairsConfig) -> list[str]:
     """train / val / test per paper, from a seeded hash of its id (stable when papers are added)."""
     out = []
     for pid in paper_ids:
-        u = _unit(cfg.seed, pid)
+        u = seeded_unit(cfg.seed, pid)
         out.append("test" if u < cfg.test_fraction else "val" if u < cfg.test_fraction + cfg.val_fraction else "train")
     return out
 
@@ -231,7 +236,7 @@ def positive_pairs(papers: pd.DataFrame, cfg: MinePairsConfig, labelled: pd.Data
             if cfg.title_abstract:
                 rows.append((title, abstract, i, i, "title_abstract"))
         elif cfg.self_supervised:
-            view = inverse_cloze(abstract, np.random.default_rng([cfg.seed, int(_unit(cfg.seed, pid) * 2**32)]))
+            view = inverse_cloze(abstract, paper_rng(cfg.seed, pid))
             if view is not None:
                 rows.append((view[0], view[1], i, i, "self_supervised"))
     if cfg.co_listing and cfg.max_colisted_per_paper:

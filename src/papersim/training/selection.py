@@ -11,7 +11,6 @@ long queries both count. Every other non-test paper is a distractor. On these qu
    ranks the pseudo-queries' own documents highest (`fusion.choose_alpha`), or a fixed alpha / RRF.
 """
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -27,7 +26,7 @@ from papersim.retrieval.dense import dense_hits
 from papersim.retrieval.fusion import Fusion, choose_alpha, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
 from papersim.retrieval.passage import passage_text
-from papersim.training.pairs import inverse_cloze
+from papersim.training.pairs import inverse_cloze, paper_rng, seeded_unit
 
 ENCODERS = ("trained", "base")
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) unit vectors
@@ -43,16 +42,12 @@ class PseudoQueries:
     kinds: dict[str, int] = field(default_factory=dict)  # "title" / "sentence" -> number of queries
 
 
-def _unit(seed: int, key: str) -> float:
-    return int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8], "big") / 2**64
-
-
 def pseudo_queries(papers: pd.DataFrame, query_papers: set[str], seed: int, max_queries: int,
                    max_docs: int) -> PseudoQueries:
     """Up to `max_queries` pseudo-queries from `query_papers`, over up to `max_docs` papers (all of them
     when fewer; otherwise the query papers plus a seeded sample of the rest)."""
     papers = papers.reset_index(drop=True)
-    keyed = sorted(papers["paper_id"], key=lambda pid: _unit(seed, pid))  # a stable, seeded order
+    keyed = sorted(papers["paper_id"], key=lambda pid: seeded_unit(seed, pid))  # a stable, seeded order
     asking_set = set([pid for pid in keyed if pid in query_papers][:max_queries])
     others = [pid for pid in keyed if pid not in asking_set][:max(max_docs - len(asking_set), 0)]
     keep = asking_set | set(others)
@@ -64,8 +59,8 @@ def pseudo_queries(papers: pd.DataFrame, query_papers: set[str], seed: int, max_
         text = passage_text(title, abstract)
         if pid in asking_set:
             query = None
-            view = inverse_cloze(abstract, np.random.default_rng([seed, int(_unit(seed, pid) * 2**32)]))
-            if title.strip() and (view is None or _unit(seed + 1, pid) < 0.5):
+            view = inverse_cloze(abstract, paper_rng(seed, pid))
+            if title.strip() and (view is None or seeded_unit(seed + 1, pid) < 0.5):
                 query, text, kind = title, abstract, "title"
             elif view is not None:
                 query, text, kind = view[0], passage_text(title, view[1]), "sentence"
