@@ -25,7 +25,6 @@ from papersim.retrieval.passage import Hits, Rankings
 SYSTEMS = ("bm25", "base", "trained", "hybrid", "base_hybrid", "served", "champion")
 DENSE = ("base", "trained", "champion")  # dense systems reported as such
 FUSED = {"hybrid": "trained", "base_hybrid": "base", "served": "served"}  # fused system -> its dense part
-BASELINES = ("bm25", "base", "base_hybrid")  # what a user has without papersim: `served` must beat each
 COMPARED_METRIC = "ndcg@10"  # the metric of the paired comparisons in the report
 
 
