@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from papersim.stage import stage_command
+
 REPO = Path(__file__).resolve().parents[1]
 
 BASELINE = r"""
@@ -81,10 +83,10 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
                "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
                "TOKENIZERS_PARALLELISM": "false"}
-        ours_wall, _ = run([sys.executable, "-m", "stages.train", "--params", str(tmp / "params.yaml"),
-                            "--model", str(tmp / "encoder"), "--checkpoints", str(tmp / "ckpt"),
-                            "--report", str(tmp / "train.json"), "--loss-csv", str(tmp / "loss.csv"),
-                            "--plot", str(tmp / "loss.png")], env)
+        outputs = {"params": "params.yaml", "model": "encoder", "serving": "serving.json", "checkpoints": "ckpt",
+                   "report": "train.json", "loss-csv": "loss.csv", "plot": "loss.png"}
+        cmd = stage_command(REPO, "train", {flag: str(tmp / name) for flag, name in outputs.items()})
+        ours_wall, _ = run([sys.executable, *cmd[1:]], env)
         ours = json.loads((tmp / "train.json").read_text())
         base_wall, out = run([sys.executable, "-c", BASELINE, str(args.steps), str(args.batch_size),
                               str(args.negatives), str(args.seq), str(tmp / "baseline")], env)

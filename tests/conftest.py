@@ -99,6 +99,88 @@ def papers_frame(n: int, start: int = 0):
     return pd.DataFrame(rows)
 
 
+def corpus_frame(n: int = 60):
+    """Papers on a few topics, some listed on shared pages, one exact duplicate text."""
+    import pandas as pd
+
+    topics = ["graph neural networks for molecules", "contrastive image representation learning",
+              "reinforcement learning for robot control", "speech recognition with transformers"]
+    rows = []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        rows.append({
+            "paper_id": f"p{i}",
+            "title": f"A study of {topic}, variant {i}",
+            "abstract": f"We study {topic}. Our method number {i} improves results. "
+                        f"Experiments on benchmark {i % 7} confirm it. Code is released.",
+            "groups": [f"page:{i % 5}"] if i % 3 == 0 else [],
+            "content_hash": f"h{i}",
+        })
+    return pd.DataFrame(rows)
+
+
+def held_out_corpus():
+    """(papers, split): five papers, four in the test split (one untitled); page1 lists two of them,
+    `big` only one, so only page1 is a group with someone to find."""
+    import pandas as pd
+
+    papers = pd.DataFrame({
+        "paper_id": ["a", "b", "c", "d", "e"],
+        "title": ["Panel flutter", "Wing flutter", "Sentence embeddings", "", "Boundary layers"],
+        "abstract": ["flutter of thin panels at supersonic speeds", "flutter of wings at supersonic speeds",
+                     "contrastive learning of sentence embeddings", "an untitled note on flutter",
+                     "heat transfer in laminar boundary layers"],
+        "groups": [["page1"], ["page1"], ["page2"], [], ["big"]],
+        "content_hash": list("12345"),
+    })
+    split = pd.DataFrame({"paper_id": list("abcde"), "split": ["test", "test", "train", "test", "test"]})
+    return papers, split
+
+
+BEIR_DOCS = [("d1", "wing flutter", "supersonic wing flutter measured in a wind tunnel"),
+             ("d2", "boundary layers", "heat transfer in laminar boundary layers on flat plates"),
+             ("d3", "panel flutter", "flutter of thin panels at supersonic speeds"),
+             ("d4", "sentence embeddings", "contrastive learning of sentence embeddings for retrieval")]
+
+
+def write_beir(folder: Path, qrels: str = "query-id\tcorpus-id\tscore\n1\td1\t2\n1\td3\t1\n2\td2\t1\n3\td4\t0\n") -> Path:
+    """A BEIR folder over BEIR_DOCS: query 1 judges d1 (2) and d3 (1), query 2 d2, query 3 only a 0,
+    query 4 nothing."""
+    write_jsonl(folder / "corpus.jsonl", [{"_id": i, "title": t, "text": a} for i, t, a in BEIR_DOCS])
+    write_jsonl(folder / "queries.jsonl", [{"_id": "1", "text": "supersonic flutter"},
+                                           {"_id": "2", "text": "heat transfer boundary layers"},
+                                           {"_id": "3", "text": "embeddings"}, {"_id": "4", "text": "unjudged"}])
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    (folder / "qrels" / "test.tsv").write_text(qrels, encoding="utf-8")
+    return folder
+
+
+class Rows:
+    """A normalised batch with its Arrow columns as Python lists, for readable assertions."""
+
+    def __init__(self, batch):
+        self.source, self.lines = batch.source, batch.lines
+        for name in ("paper_id", "title", "abstract", "groups", "content_hash"):
+            setattr(self, name, getattr(batch, name).to_pylist())
+
+
+def read_all(spec, batch_rows: int = 1000):
+    """(raw batches, normalised Rows per batch) of a source, as ingest reads it."""
+    from papersim.data.normalise import normalise_batch
+    from papersim.data.sources import read_source
+
+    batches = list(read_source(spec, batch_rows))
+    return batches, [Rows(normalise_batch(b, spec)) for b in batches]
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir):
+    """The tiny model behind the torch backend, 32 tokens, batches of 4 (texts span several batches)."""
+    from papersim.encoders.encode import load_text_encoder
+
+    return load_text_encoder(str(tiny_model_dir), "torch", max_seq_length=32, batch_size=4)
+
+
 @pytest.fixture
 def workspace(tmp_path, tiny_model_dir):
     """What evaluate and build_index read: papers, the split, a 'trained' model, params for the tiny model."""
@@ -142,7 +224,7 @@ def built(workspace, tracking):
                   str(workspace / "data/processed/papers.parquet"), "--pairs", str(workspace / "data/pairs"),
                   "--model", str(workspace / "models/encoder"), "--serving", str(workspace / "models/serving.json"),
                   "--embedding-cache", str(workspace / "cache"),
-                  "--out", str(workspace / "artifacts/index"), "--report", str(workspace / "reports/index.json")]) == 0
+                  "--out", str(workspace / "artifacts/index"), "--report", str(workspace / "reports/build_index.json")]) == 0
     return workspace
 
 
@@ -174,3 +256,16 @@ def project_repo(root: Path, params_update) -> Path:
                 ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
     return root
+
+
+@pytest.fixture
+def stage_argv():
+    """A stage's arguments as dvc.yaml declares them (paths relative to the working directory), some
+    replaced: stage_argv("train", pairs="data/nope")."""
+    from papersim.stage import stage_command
+
+    def argv(name: str, **replace: str) -> list[str]:
+        cmd = stage_command(REPO, name, {flag.replace("_", "-"): value for flag, value in replace.items()})
+        return cmd[3:]  # without `python -m stages.<name>`
+
+    return argv

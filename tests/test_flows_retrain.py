@@ -2,6 +2,7 @@
 a SQLite MLflow store and registry, the tiny model."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -16,6 +17,9 @@ from papersim.errors import PapersimError
 from papersim.lifecycle import registry
 from papersim.lifecycle import tracking as tracking_api
 from papersim.lifecycle.workspace import LOCK
+from flows import retrain as flow_module
+from flows.retrain import retrain
+from papersim.lifecycle.processes import StageFailed
 from tests.conftest import REPO, paper, project_repo, write_jsonl, write_page
 
 pytestmark = pytest.mark.slow
@@ -27,10 +31,22 @@ def prefect_server():
         yield
 
 
-@pytest.fixture
-def repo(tmp_path, tracking, tiny_model_dir):
-    """The project's pipeline in a fresh git + DVC repo with a small corpus and the tiny model."""
-    root = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def flow_tracking(mlflow_store):
+    """The session's MLflow store, in an experiment of this module's own (shared by its tests)."""
+    experiment = "test-flows-retrain"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+        mp.setenv("PAPERSIM_EXPERIMENT", experiment)
+        mp.delenv("PAPERSIM_PARENT_RUN_ID", raising=False)
+        yield experiment
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, flow_tracking, tiny_model_dir):
+    """The project's pipeline in a fresh git + DVC repo with a small corpus and the tiny model,
+    shared by this module's tests (the scenario below runs in it step by step)."""
+    root = tmp_path_factory.mktemp("flow") / "repo"
     topics = ["supersonic wing flutter", "laminar heat transfer", "graph neural networks", "sentence embeddings"]
     write_jsonl(root / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl",
                 [paper(i, title=f"On {topics[i % 4]}, study {i}",
@@ -69,25 +85,83 @@ def aliases(name: str) -> dict[str, str]:
     return {alias: v["version"] for v in tracking_api.model_versions(name) for alias in v["aliases"]}
 
 
-def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_server, monkeypatch):
-    from flows import retrain as flow_module
+NAME = "papersim"
 
-    name = "papersim"
-    # 1. Empty registry: the first model becomes the champion.
-    first = flow_module.retrain(root=str(repo))
-    assert first["status"] == "promoted" and first["version"] == "1", first
-    assert aliases(name) == {"champion": "1"}
-    stages = runs_of(tracking, first["mlflow_run_id"])
+
+def _first_run(repo: Path) -> dict:
+    return {"outcome": retrain(root=str(repo)), "aliases": aliases(NAME)}
+
+
+def _worse_recipe(repo: Path) -> dict:
+    # A learning rate that wrecks the encoder, served because encoder selection is off.
+    outcome = retrain(root=str(repo), overrides={"train.learning_rate": 5.0, "train.max_steps": 6,
+                                                 "train.select_encoder": False})
+    return {"outcome": outcome, "aliases": aliases(NAME), "params": (repo / "params.yaml").read_text()}
+
+
+def _unchanged(repo: Path) -> dict:
+    return {"outcome": retrain(root=str(repo)), "versions": len(tracking_api.model_versions(NAME))}
+
+
+def _promote_and_roll_back(repo: Path) -> dict:
+    promoted = cli(["registry", "promote", "2"]) == 0 and aliases(NAME)
+    rolled_back = cli(["registry", "rollback"]) == 0 and aliases(NAME)
+    registry.mark_challenger(NAME, "2")
+    return {"promoted": promoted, "rolled_back": rolled_back}
+
+
+def _failing_stage(repo: Path) -> dict:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(flow_module, "build_index", flow_module.build_index.with_options(retry_delay_seconds=0))
+        with pytest.raises(StageFailed, match="dvc repro build_index failed") as error:
+            retrain(root=str(repo), overrides={"build_index.factory": "NoSuchIndex"}, force=True)
+    return {"error": str(error.value), "aliases": aliases(NAME), "versions": len(tracking_api.model_versions(NAME)),
+            "params": (repo / "params.yaml").read_text()}
+
+
+def _new_papers(repo: Path) -> dict:
+    with (repo / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl").open("a") as f:
+        f.write(json.dumps(paper(99, title="A brand new paper on quantum annealing",
+                                 abstract="Quantum annealing schedules for sparse optimisation problems.")) + "\n")
+    return {"outcome": retrain(root=str(repo))}
+
+
+STEPS = [_first_run, _worse_recipe, _unchanged, _promote_and_roll_back, _failing_stage, _new_papers]
+
+
+@pytest.fixture(scope="module")
+def scenario(repo, prefect_server):
+    """One registry's history, run once in order: `scenario(step)` runs the steps up to `step` (those not
+    run yet) and returns what that step saw, so each test below reads one step in any order."""
+    seen: dict = {}
+
+    def upto(step) -> dict:
+        for previous in STEPS[:STEPS.index(step) + 1]:
+            if previous not in seen:
+                seen[previous] = previous(repo)
+        return seen[step]
+
+    return upto
+
+
+def test_the_first_model_becomes_the_champion_with_nested_stage_runs(scenario, repo, flow_tracking):
+    first = scenario(_first_run)
+    assert first["outcome"]["status"] == "promoted" and first["outcome"]["version"] == "1", first
+    assert first["aliases"] == {"champion": "1"}
+    stages = runs_of(flow_tracking, first["outcome"]["mlflow_run_id"])
     assert {r.info.run_name for r in stages} == {"ingest", "mine_pairs", "train", "evaluate", "build_index"}
-    parent = MlflowClient().get_run(first["mlflow_run_id"])
-    flow_run_id = parent.data.tags["prefect.flow_run_id"]
-    assert all(r.data.tags["prefect.flow_run_id"] == flow_run_id for r in stages)
+    parent = MlflowClient().get_run(first["outcome"]["mlflow_run_id"])
+    assert all(r.data.tags["prefect.flow_run_id"] == parent.data.tags["prefect.flow_run_id"] for r in stages)
     assert parent.data.tags["mlflow.source.git.commit"] != "unknown"
-    version = tracking_api.model_version(name, alias="champion")
-    assert version["tags"]["eval_set.cranfield.content_hash"]
-    assert json.loads((repo / "reports/eval.json").read_text())["cranfield"]["content_hash"] == \
-        version["tags"]["eval_set.cranfield.content_hash"]
+    version = tracking_api.model_version(NAME, version="1")
+    assert version["tags"]["papersim.served_encoder"] in ("trained", "base")
+    assert version["tags"]["papersim.fusion"].startswith("convex (alpha=0.5")
+    assert version["tags"]["eval_set.cranfield.content_hash"] == \
+        json.loads((repo / "reports/evaluate.json").read_text())["cranfield"]["content_hash"]
 
+
+def test_the_champion_answers_searches_from_the_registry(scenario, repo, monkeypatch):
+    scenario(_first_run)
     monkeypatch.chdir(repo)  # `papersim search --model champion` reads params.yaml and the registry from here
     # (not through capsys: Prefect's log handler keeps the stream it first saw)
     out = run_search(build_parser().parse_args(["search", "supersonic wing flutter", "--model", "champion",
@@ -95,75 +169,72 @@ def test_retrain_promotes_gates_skips_and_fails_cleanly(repo, tracking, prefect_
     hits = [json.loads(line) for line in out.splitlines()]
     assert len(hits) == 3 and "flutter" in hits[0]["title"]
 
-    assert version["tags"]["papersim.served_encoder"] in ("trained", "base")
-    assert version["tags"]["papersim.fusion"].startswith("convex (alpha=0.5")
 
-    # 2. A deliberately worse recipe (a learning rate that wrecks the encoder, served because encoder
-    # selection is off) stays challenger.
-    worse = flow_module.retrain(root=str(repo), overrides={"train.learning_rate": 5.0, "train.max_steps": 6,
-                                                           "train.select_encoder": False})
-    assert worse["status"] == "challenger" and worse["version"] == "2", worse
-    assert tracking_api.model_version(name, version="2")["tags"]["papersim.served_encoder"] == "trained"
-    assert aliases(name) == {"champion": "1", "challenger": "2"}
-    assert "learning_rate: 5.0" not in (repo / "params.yaml").read_text()  # overrides last one run
-    registered_params = yaml.safe_load((tracking_api.download_model(name, "2", repo / "cache/registry")
+def test_a_worse_recipe_stays_challenger_and_its_overrides_last_one_run(scenario, repo):
+    worse = scenario(_worse_recipe)
+    assert worse["outcome"]["status"] == "challenger" and worse["outcome"]["version"] == "2", worse
+    assert tracking_api.model_version(NAME, version="2")["tags"]["papersim.served_encoder"] == "trained"
+    assert worse["aliases"] == {"champion": "1", "challenger": "2"}
+    assert "learning_rate: 5.0" not in worse["params"]
+    registered_params = yaml.safe_load((tracking_api.download_model(NAME, "2", repo / "cache/registry")
                                         / "artifacts/params.yaml").read_text())
     assert registered_params["train"]["learning_rate"] == 5.0
 
-    # 3. Nothing changed since the champion: skipped by the drift check, nothing registered.
-    skipped = flow_module.retrain(root=str(repo))
-    assert skipped["status"] == "skipped" and "nothing to do" in skipped["reason"], skipped
-    assert runs_of(tracking, skipped["mlflow_run_id"]) == []  # ingest was up to date: DVC ran nothing
-    assert len(tracking_api.model_versions(name)) == 2
-    run = MlflowClient().get_run(skipped["mlflow_run_id"])
+
+def test_nothing_changed_skips_the_run_and_registers_nothing(scenario, flow_tracking):
+    skipped = scenario(_unchanged)
+    assert skipped["outcome"]["status"] == "skipped" and "nothing to do" in skipped["outcome"]["reason"], skipped
+    assert runs_of(flow_tracking, skipped["outcome"]["mlflow_run_id"]) == []  # ingest up to date: DVC ran nothing
+    assert skipped["versions"] == 2
+    run = MlflowClient().get_run(skipped["outcome"]["mlflow_run_id"])
     assert run.data.tags["papersim.outcome"] == "skipped" and run.data.metrics["drift.changed_share"] == 0
     assert [a.path for a in MlflowClient().list_artifacts(run.info.run_id, "drift")] == ["drift/drift_history.png"]
 
-    # Promote the challenger by hand, then roll back: the alias moves both ways.
-    assert cli(["registry", "promote", "2"]) == 0 and aliases(name) == {"champion": "2"}
-    assert cli(["registry", "rollback"]) == 0 and aliases(name)["champion"] == "1"
-    registry.mark_challenger(name, "2")
 
-    # 4. A failing stage: retried, then the flow fails; champion and versions unchanged.
-    monkeypatch.setattr(flow_module, "build_index", flow_module.build_index.with_options(retry_delay_seconds=0))
-    with pytest.raises(Exception, match="dvc repro build_index failed"):
-        flow_module.retrain(root=str(repo), overrides={"build_index.factory": "NoSuchIndex"}, force=True)
-    assert aliases(name) == {"champion": "1", "challenger": "2"} and len(tracking_api.model_versions(name)) == 2
-    failed = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id],
-                                        filter_string="attributes.run_name = 'build_index' and "
-                                                      "attributes.status = 'FAILED'")
-    assert len(failed) == 2  # the first attempt and its retry
-    assert "factory: NoSuchIndex" not in (repo / "params.yaml").read_text()
+def test_promote_and_rollback_move_the_champion_alias(scenario):
+    moved = scenario(_promote_and_roll_back)
+    assert moved["promoted"] == {"champion": "2"}
+    assert moved["rolled_back"]["champion"] == "1"
 
-    # 5. New papers: the drift check sees them and the flow retrains.
-    with (repo / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl").open("a") as f:
-        f.write(json.dumps(paper(99, title="A brand new paper on quantum annealing",
-                                 abstract="Quantum annealing schedules for sparse optimisation problems.")) + "\n")
-    fresh = flow_module.retrain(root=str(repo))
+
+def test_a_failing_stage_is_retried_then_fails_leaving_the_registry_unchanged(scenario, flow_tracking):
+    failed = scenario(_failing_stage)
+    assert "Unknown index" in failed["error"] or "NoSuchIndex" in failed["error"]
+    assert failed["aliases"] == {"champion": "1", "challenger": "2"} and failed["versions"] == 2
+    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(flow_tracking).experiment_id],
+                                      filter_string="attributes.run_name = 'build_index' and "
+                                                    "attributes.status = 'FAILED'")
+    assert len(runs) == 2  # the first attempt and its retry
+    assert "factory: NoSuchIndex" not in failed["params"]
+
+
+def test_new_papers_are_seen_by_the_drift_check_and_the_champion_is_rescored(scenario, flow_tracking):
+    fresh = scenario(_new_papers)["outcome"]
     assert fresh["status"] in ("promoted", "challenger") and "1 new" in fresh["drift"], fresh
     assert fresh["version"] == "3"
     # The held-out set now has another candidate paper: its hash changed, so the champion was re-scored.
     assert fresh["champion_rescored"]
-    rescore = [r for r in runs_of(tracking, fresh["mlflow_run_id"]) if r.data.tags.get("papersim.role")]
+    rescore = [r for r in runs_of(flow_tracking, fresh["mlflow_run_id"]) if r.data.tags.get("papersim.role")]
     assert [r.data.tags["papersim.role"] for r in rescore] == ["champion_rescore"]
 
 
-def test_a_second_retrain_exits_while_one_holds_the_lock(repo, tracking, prefect_server):
-    from flows import retrain as flow_module
-
-    (repo / ".papersim").mkdir()
+def test_a_second_retrain_exits_while_one_holds_the_lock(repo, prefect_server):
+    (repo / ".papersim").mkdir(exist_ok=True)
     with FileLock(str(repo / LOCK)):
         with pytest.raises(PapersimError, match="another retrain is running"):
-            flow_module.retrain(root=str(repo), lock_timeout_s=0)
+            retrain(root=str(repo), lock_timeout_s=0)
 
 
-def test_bad_override_fails_before_any_stage(repo, tracking, prefect_server):
-    from flows import retrain as flow_module
-
+def test_bad_override_fails_before_any_stage(repo, flow_tracking, prefect_server):
     before = (repo / "params.yaml").read_text()
+    runs_before = len(MlflowClient().search_runs([mlflow.get_experiment_by_name(flow_tracking).experiment_id])) \
+        if mlflow.get_experiment_by_name(flow_tracking) else 0
     with pytest.raises(PapersimError, match="train has no key 'max_step'"):
-        flow_module.retrain(root=str(repo), overrides={"train.max_step": 1})
-    assert (repo / "params.yaml").read_text() == before and not (repo / "data/processed").exists()
+        retrain(root=str(repo), overrides={"train.max_step": 1})
+    assert (repo / "params.yaml").read_text() == before
+    runs_after = len(MlflowClient().search_runs([mlflow.get_experiment_by_name(flow_tracking).experiment_id])) \
+        if mlflow.get_experiment_by_name(flow_tracking) else 0
+    assert runs_after == runs_before  # no flow run, no stage run
 
 
 def test_the_deployment_carries_the_cron_schedule(prefect_server):

@@ -2,15 +2,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from papersim.data.groups import similarity_groups
 from papersim.encoders.load import load_encoder
+from papersim.errors import PapersimError
+from papersim.training.negatives import Candidates, bm25_candidates, select_negatives
 from papersim.training.pairs import (
-    Candidates,
     MinePairsConfig,
     assign_splits,
-    bm25_candidates,
     inverse_cloze,
     mine_pairs,
-    select_negatives,
+    read_labelled_pairs,
 )
 
 
@@ -79,6 +80,31 @@ def test_bm25_ranks_the_lexical_match_first():
     corpus = ["graph neural networks for molecules", "speech recognition", "robot control policies"]
     ranked = bm25_candidates(["molecules graph"], corpus, np.array([0]), k=3)
     assert ranked.indices[0][0] == 0 and ranked.positive_scores[0] == ranked.scores[0][0] > 0
+
+
+def test_bm25_gives_no_candidates_to_an_anchor_of_only_stop_words():
+    ranked = bm25_candidates(["the of and"], ["graph neural networks", "speech recognition"], np.array([0]), k=2)
+    assert (ranked.indices[0] == -1).all()
+
+
+def test_only_groups_of_two_up_to_max_group_size_count_for_similarity():
+    groups = [["page:a", "solo", "cs.LG"], ["page:a", "cs.LG"], ["cs.LG"], []]
+    assert similarity_groups(groups, max_group_size=2) == [["page:a"], ["page:a"], [], []]
+    assert similarity_groups(groups, max_group_size=3) == [["page:a", "cs.LG"], ["page:a", "cs.LG"], ["cs.LG"], []]
+
+
+def test_labelled_pairs_are_read_from_csv_or_parquet_and_checked(tmp_path):
+    assert read_labelled_pairs("") is None
+    frame = pd.DataFrame({"anchor_id": ["p1", "p2"], "positive_id": ["p3", "p4"]})
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    frame.to_parquet(tmp_path / "pairs.parquet", index=False)
+    for name in ("pairs.csv", "pairs.parquet"):
+        pd.testing.assert_frame_equal(read_labelled_pairs(str(tmp_path / name)), frame)
+    frame[["anchor_id"]].to_csv(tmp_path / "half.csv", index=False)
+    with pytest.raises(PapersimError, match=r"half\.csv: needs columns anchor_id and positive_id \(missing: positive_id\)"):
+        read_labelled_pairs(str(tmp_path / "half.csv"))
+    with pytest.raises(PapersimError, match=r"absent\.csv: labelled pairs file not found"):
+        read_labelled_pairs(str(tmp_path / "absent.csv"))
 
 
 def test_mine_pairs_keeps_test_papers_out_of_every_pair(encode):

@@ -72,9 +72,9 @@ def test_dvc_repro_runs_the_stages_then_skips_then_keeps_outputs_on_bad_input(re
 
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
     assert sorted(r.info.run_name for r in runs) == sorted(STAGES)
-    evaluation = json.loads((repo / "reports/eval.json").read_text())
+    evaluation = json.loads((repo / "reports/evaluate.json").read_text())
     assert evaluation["cranfield"]["bm25"]["recall@1"] == 1.0 and "hybrid" in evaluation["cranfield"]
-    assert json.loads((repo / "reports/index.json").read_text())["papers"] == 11
+    assert json.loads((repo / "reports/build_index.json").read_text())["papers"] == 11
     found = sh(["papersim", "similar", "cranfield:1", "-k", "2", "--json"], repo).stdout.splitlines()
     assert len(found) == 2 and "cranfield:1" not in found[0]
     assert {r.info.run_name: r for r in runs}["ingest"].data.metrics["rows_written"] == 11

@@ -63,7 +63,7 @@ def judged_set(folder, records: list[dict]) -> None:
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch, tracking, tiny_model_dir):
+def project(tmp_path, monkeypatch, tracking, tiny_model_dir, stage_argv):
     monkeypatch.chdir(tmp_path)
 
     def make(shape: str, **ingest_params) -> dict:
@@ -83,11 +83,12 @@ def project(tmp_path, monkeypatch, tracking, tiny_model_dir):
         params["build_index"].update(backend="torch", max_seq_length=32, recall_queries=5)
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         for stage in (ingest, mine_pairs, train, evaluate, build_index):
-            assert stage.main([]) == 0, f"stage {stage.__name__} failed on {shape}"
+            name = stage.__name__.split(".")[-1]
+            assert stage.main(stage_argv(name)) == 0, f"stage {name} failed on {shape}"
         return {"papers": pd.read_parquet(tmp_path / "data/processed/papers.parquet"),
                 "rejected": pd.read_parquet(tmp_path / "data/processed/rejected.parquet"),
-                "eval": json.loads((tmp_path / "reports/eval.json").read_text()),
-                "index": json.loads((tmp_path / "reports/index.json").read_text())}
+                "eval": json.loads((tmp_path / "reports/evaluate.json").read_text()),
+                "index": json.loads((tmp_path / "reports/build_index.json").read_text())}
     return make
 
 
@@ -112,13 +113,13 @@ def test_title_only_records_are_searched_by_their_titles(project, capsys):
     assert served_search("trial 17", capsys)[0]["paper_id"] == "r17"
 
 
-def test_title_only_records_are_rejected_with_the_rule_by_default(tmp_path, monkeypatch, tracking):
+def test_title_only_records_are_rejected_with_the_rule_by_default(tmp_path, monkeypatch, tracking, stage_argv):
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "data/raw/corpus.jsonl", shape_records("title_only")[:3])
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["ingest"].update(sources=[{"path": "data/raw/corpus.jsonl", "format": "jsonl"}], require_title=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert ingest.main([]) == 1
+    assert ingest.main(stage_argv("ingest")) == 1
     assert not (tmp_path / "data/processed/papers.parquet").exists()
 
 

@@ -13,12 +13,12 @@ def args(ws, *extra):
             "--pairs", str(ws / "data/pairs"), "--model", str(ws / "models/encoder"),
             "--serving", str(ws / "models/serving.json"), "--embedding-cache", str(ws / "cache"),
             "--out", str(ws / "artifacts/index"),
-            "--report", str(ws / "reports/index.json"), *extra]
+            "--report", str(ws / "reports/build_index.json"), *extra]
 
 
 def test_builds_then_extends_with_exactly_the_new_papers(workspace, tracking):
     assert main(args(workspace)) == 0
-    first = json.loads((workspace / "reports/index.json").read_text())
+    first = json.loads((workspace / "reports/build_index.json").read_text())
     assert (first["mode"], first["factory"], first["papers"], first["papers_encoded"]) == ("full", "Flat", 24, 24)
     assert first["recall@10"] == 1.0 and first["recall_queries"] == 6 and first["memory_bytes"] > 0
     index = workspace / "artifacts/index"
@@ -28,7 +28,7 @@ def test_builds_then_extends_with_exactly_the_new_papers(workspace, tracking):
     papers = pd.concat([papers_frame(24), papers_frame(2, start=24)], ignore_index=True)
     papers.to_parquet(workspace / "data/processed/papers.parquet", index=False)
     assert main(args(workspace)) == 0
-    second = json.loads((workspace / "reports/index.json").read_text())
+    second = json.loads((workspace / "reports/build_index.json").read_text())
     assert (second["mode"], second["papers"], second["papers_added"], second["papers_encoded"]) == \
         ("incremental", 26, 2, 2)
     assert pd.read_parquet(index / "ids.parquet")["paper_id"].tolist()[-2:] == ["p24", "p25"]

@@ -13,27 +13,27 @@ from stages.evaluate import main
 def args(ws, *extra):
     return ["--params", str(ws / "params.yaml"), "--papers", str(ws / "data/processed/papers.parquet"),
             "--pairs", str(ws / "data/pairs"), "--model", str(ws / "models/encoder"),
-            "--serving", str(ws / "models/serving.json"), "--per-query", str(ws / "reports/eval_per_query.parquet"),
-            "--embedding-cache", str(ws / "cache"), "--report", str(ws / "reports/eval.json"),
-            "--table", str(ws / "reports/eval.md"), "--curve", str(ws / "reports/recall_at_k.csv"),
+            "--serving", str(ws / "models/serving.json"), "--per-query", str(ws / "reports/evaluate_per_query.parquet"),
+            "--embedding-cache", str(ws / "cache"), "--report", str(ws / "reports/evaluate.json"),
+            "--table", str(ws / "reports/evaluate.md"), "--curve", str(ws / "reports/recall_at_k.csv"),
             "--plot", str(ws / "reports/recall_at_k.png"), *extra]
 
 
 def test_reports_every_system_on_every_set_and_logs_them(workspace, tracking, capsys):
     assert main(args(workspace)) == 0
-    report = json.loads((workspace / "reports/eval.json").read_text())
+    report = json.loads((workspace / "reports/evaluate.json").read_text())
     assert set(report) == {"mini", "test_split"}
     assert {"bm25", "base", "trained", "hybrid", "base_hybrid", "served"} < set(report["mini"])
     assert "champion" not in report["mini"]
     versus = report["test_split"]["served_vs"]["bm25"]
     assert versus["ci_low"] <= versus["ndcg@10_diff"] <= versus["ci_high"] and 0 <= versus["p_value"] <= 1
-    per_query = pd.read_parquet(workspace / "reports/eval_per_query.parquet")
+    per_query = pd.read_parquet(workspace / "reports/evaluate_per_query.parquet")
     served = per_query[(per_query["set"] == "test_split") & (per_query["system"] == "served")]
     assert len(served) == 6 and served["ndcg@10"].mean() == pytest.approx(report["test_split"]["served"]["ndcg@10"])
     assert report["mini"]["n_queries"] == 2 and report["test_split"]["n_queries"] == 6
     assert "colisted_precision@10" in report["test_split"]["hybrid"]
     assert report["test_split"]["bm25"]["recall@100"] == 1.0  # each title shares its words with its abstract
-    table = (workspace / "reports/eval.md").read_text()
+    table = (workspace / "reports/evaluate.md").read_text()
     assert "champion: skipped" in table and "### test_split (6 queries" in table
     assert "- served vs bm25: ndcg@10" in table and "served: the trained encoder, convex (alpha=0.5" in table
     assert (workspace / "reports/recall_at_k.png").read_bytes()[:4] == b"\x89PNG"
@@ -46,18 +46,18 @@ def test_reports_every_system_on_every_set_and_logs_them(workspace, tracking, ca
 
 def test_champion_is_scored_when_given(workspace, tracking):
     assert main(args(workspace, "--champion-model", str(workspace / "models/encoder"))) == 0
-    report = json.loads((workspace / "reports/eval.json").read_text())
+    report = json.loads((workspace / "reports/evaluate.json").read_text())
     assert report["mini"]["champion"] == report["mini"]["trained"]  # same weights, same numbers
 
 
 def test_bad_judgments_name_file_and_line_and_keep_the_last_reports(workspace, tracking, capsys):
     assert main(args(workspace)) == 0
-    before = (workspace / "reports/eval.json").read_bytes()
+    before = (workspace / "reports/evaluate.json").read_bytes()
     qrels = workspace / "beir/mini/qrels/test.tsv"
     qrels.write_text(qrels.read_text() + "q2\td1\tvery\n")
     assert main(args(workspace)) == 1
     assert "test.tsv, line 4: expected" in capsys.readouterr().err
-    assert (workspace / "reports/eval.json").read_bytes() == before
+    assert (workspace / "reports/evaluate.json").read_bytes() == before
     assert not list((workspace / "reports").glob(".*tmp*"))
 
 

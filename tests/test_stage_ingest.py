@@ -20,14 +20,14 @@ def write_params(root: Path, sources: list[dict], **extra) -> None:
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch, tracking):
+def project(tmp_path, monkeypatch, tracking, stage_argv):
     """A project folder with a good corpus already ingested once (the 'previous good output')."""
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "data/raw/a.jsonl", [paper(i) for i in range(1, 6)])
     write_page(tmp_path / "data/raw/pages/p.txt", [("A listed paper", "Its abstract, long enough to pass.")])
     write_params(tmp_path, [{"path": "data/raw/a.jsonl", "columns": {"groups": "categories"}},
                             {"path": "data/raw/pages", "name": "pages"}])
-    assert main([]) == 0
+    assert main(stage_argv("ingest")) == 0
     return tmp_path
 
 
@@ -53,12 +53,12 @@ def test_writes_papers_report_and_one_mlflow_run(project, tracking):
     assert artifacts == ["reports/ingest.json"]
 
 
-def test_nests_under_a_parent_run_given_in_the_environment(project, tracking, monkeypatch, capsys):
+def test_nests_under_a_parent_run_given_in_the_environment(project, tracking, monkeypatch, capsys, stage_argv):
     client = MlflowClient()
     experiment_id = mlflow.get_experiment_by_name(tracking).experiment_id
     parent = client.create_run(experiment_id, run_name="retrain")
     monkeypatch.setenv("PAPERSIM_PARENT_RUN_ID", parent.info.run_id)
-    assert main([]) == 0
+    assert main(stage_argv("ingest")) == 0
     assert "ingest: 6 papers -> data/processed/papers.parquet (read 6 rows" in capsys.readouterr().out
     children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert [r.info.run_name for r in children] == ["ingest"]
@@ -145,12 +145,12 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_gives_a_clear_error_and_keeps_previous_outputs(project, case, capsys):
+def test_bad_input_gives_a_clear_error_and_keeps_previous_outputs(project, case, capsys, stage_argv):
     before = snapshot(project)
     capsys.readouterr()
     expected = BAD_INPUTS[case](project)
 
-    assert main([]) == 1
+    assert main(stage_argv("ingest")) == 1
 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
@@ -161,9 +161,9 @@ def test_bad_input_gives_a_clear_error_and_keeps_previous_outputs(project, case,
     assert leftovers == []
 
 
-def test_a_failed_run_is_recorded_as_failed_with_the_error(project, tracking):
+def test_a_failed_run_is_recorded_as_failed_with_the_error(project, tracking, stage_argv):
     _duplicate_ids(project)
-    assert main([]) == 1
+    assert main(stage_argv("ingest")) == 1
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id],
                                       order_by=["attributes.start_time DESC"])
     assert runs[0].info.status == "FAILED"

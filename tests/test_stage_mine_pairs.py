@@ -13,14 +13,14 @@ from tests.test_pairs import corpus_frame
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch, tracking, tiny_model_dir):
+def project(tmp_path, monkeypatch, tracking, tiny_model_dir, stage_argv):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data/processed").mkdir(parents=True)
     corpus_frame(60).drop(columns=[]).to_parquet(tmp_path / "data/processed/papers.parquet", index=False)
     params = {"mine_pairs": {"val_fraction": 0.2, "test_fraction": 0.2, "num_negatives": 2, "range_max": 20,
                              "max_group_size": 20, "model": str(tiny_model_dir), "max_seq_length": 64}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert main([]) == 0
+    assert main(stage_argv("mine_pairs")) == 0
     return tmp_path
 
 
@@ -35,15 +35,15 @@ def test_writes_pairs_split_report_and_one_run(project, tracking):
     assert run.data.metrics["pairs.train.total"] == len(train)
 
 
-def test_bad_params_and_missing_papers_keep_previous_pairs(project, capsys):
+def test_bad_params_and_missing_papers_keep_previous_pairs(project, capsys, stage_argv):
     before = (project / "data/pairs/train.parquet").read_bytes()
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["mine_pairs"]["miner"] = ["bm25"]
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert main([]) == 1
+    assert main(stage_argv("mine_pairs")) == 1
     assert "params.yaml: mine_pairs: unknown key(s) 'miner'" in capsys.readouterr().err
     del params["mine_pairs"]["miner"]
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert main(["--papers", "data/processed/nope.parquet"]) == 1
+    assert main(stage_argv("mine_pairs", papers="data/processed/nope.parquet")) == 1
     assert "run the ingest stage first" in capsys.readouterr().err
     assert (project / "data/pairs/train.parquet").read_bytes() == before

@@ -55,8 +55,8 @@ def stage_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def test_one_run_with_params_step_metrics_reports_and_the_model(project, tracking):
-    assert main([]) == 0
+def test_one_run_with_params_step_metrics_reports_and_the_model(project, tracking, stage_argv):
+    assert main(stage_argv("train")) == 0
     report = json.loads((project / "reports/train.json").read_text())
     assert report["steps"] == 6 and (project / "reports/train_loss.png").read_bytes()[:4] == b"\x89PNG"
     assert SentenceTransformer(str(project / "models/encoder")).encode(["x"]).shape == (1, 32)
@@ -77,7 +77,7 @@ def test_one_run_with_params_step_metrics_reports_and_the_model(project, trackin
 
 
 @pytest.mark.slow
-def test_harmful_training_leaves_the_base_encoder_serving(tmp_path, monkeypatch, tracking):
+def test_harmful_training_leaves_the_base_encoder_serving(tmp_path, monkeypatch, tracking, stage_argv):
     """A learning rate that wrecks all-MiniLM-L6-v2 in three steps: the candidate keeps the base encoder."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data/pairs").mkdir(parents=True)
@@ -86,23 +86,23 @@ def test_harmful_training_leaves_the_base_encoder_serving(tmp_path, monkeypatch,
     toy_pairs(8, offset=500).to_parquet(tmp_path / "data/pairs/val.parquet", index=False)
     write_params(tmp_path, base_model="", max_seq_length=32, batch_size=8, num_negatives=0, learning_rate=0.5,
                  warmup_ratio=0.0, max_steps=3, eval_steps=3, save_steps=3, logging_steps=1)
-    assert main([]) == 0
+    assert main(stage_argv("train")) == 0
     serving = json.loads((tmp_path / "models/serving.json").read_text())
     assert serving["encoder"] == "base" and "the base encoder serves" in serving["reason"]
     assert serving["evidence"]["trained/ndcg@10"] < serving["evidence"]["base/ndcg@10"]
     assert json.loads((tmp_path / "reports/train.json").read_text())["serving"]["encoder"] == "base"
 
 
-def test_missing_pairs_is_a_clear_error(project, capsys):
-    assert main(["--pairs", "data/nope"]) == 1
+def test_missing_pairs_is_a_clear_error(project, capsys, stage_argv):
+    assert main(stage_argv("train", pairs="data/nope")) == 1
     assert "run the mine_pairs stage first" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_from_its_last_checkpoint(project, tiny_model_dir):
+def test_a_killed_run_resumes_from_its_last_checkpoint(project, tiny_model_dir, stage_argv):
     write_params(project, base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, num_negatives=2,
                  max_steps=80, eval_steps=5, save_steps=5, logging_steps=5, early_stopping_patience=1000)
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=stage_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train", *stage_argv("train")], cwd=project, env=stage_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while not (project / "models/checkpoints/checkpoint-10/trainer_state.json").is_file():
@@ -114,7 +114,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(project, tiny_model_dir):
 
     write_params(project, base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, num_negatives=2,
                  max_steps=80, eval_steps=5, save_steps=5, logging_steps=5, early_stopping_patience=1000)
-    rerun = subprocess.run([sys.executable, "-m", "stages.train"], cwd=project, env=stage_env(),
+    rerun = subprocess.run([sys.executable, "-m", "stages.train", *stage_argv("train")], cwd=project, env=stage_env(),
                            capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     report = json.loads((project / "reports/train.json").read_text())
@@ -124,9 +124,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(project, tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_torchrun_with_two_cpu_processes_trains_and_saves_once(project, tracking):
+def test_torchrun_with_two_cpu_processes_trains_and_saves_once(project, tracking, stage_argv):
     torchrun = Path(sys.executable).with_name("torchrun")
-    result = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "stages.train"], cwd=project,
+    result = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "stages.train", *stage_argv("train")], cwd=project,
                             env=stage_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((project / "reports/train.json").read_text())

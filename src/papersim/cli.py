@@ -12,8 +12,8 @@ from papersim.env import apply_offline_defaults, dvc_executable
 from papersim.errors import PapersimError
 
 STAGE_REPORTS = {"ingest": "reports/ingest.json", "mine_pairs": "reports/mine_pairs.json",
-                 "train": "reports/train.json", "evaluate": "reports/eval.json",
-                 "build_index": "reports/index.json"}
+                 "train": "reports/train.json", "evaluate": "reports/evaluate.json",
+                 "build_index": "reports/build_index.json"}
 
 
 def summary(root: Path) -> str:
@@ -54,9 +54,9 @@ def summary(root: Path) -> str:
         ]
         if "serving" in r:
             lines.append(f"  serves             {r['serving']['reason']}")
-    table = root / "reports/eval.md"
+    table = root / "reports/evaluate.md"
     if table.is_file():
-        lines += ["evaluate (reports/eval.md)", table.read_text(encoding="utf-8").rstrip()]
+        lines += ["evaluate (reports/evaluate.md)", table.read_text(encoding="utf-8").rstrip()]
     index = root / STAGE_REPORTS["build_index"]
     if index.is_file():
         r = json.loads(index.read_text(encoding="utf-8"))
@@ -128,9 +128,10 @@ def resolve_model(args: argparse.Namespace) -> tuple[Path | None, Path]:
     Without --model the encoder is the one the index serves (None: read it from index.json)."""
     if args.model in REGISTRY_REFS or (args.model or "").isdigit():
         from papersim.lifecycle.registry import resolve
+        from papersim.lifecycle.versions import REGISTRY_CACHE, Version
 
-        local = resolve(_model_name(Path("params.yaml")), args.model, Path("cache/registry"))
-        return local / "artifacts/encoder", local / "artifacts/index"
+        version = Version(resolve(_model_name(Path("params.yaml")), args.model, Path(REGISTRY_CACHE)))
+        return version.encoder, version.index
     return (Path(args.model) if args.model else None), args.index
 
 

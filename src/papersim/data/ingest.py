@@ -10,7 +10,7 @@ file, otherwise pass 1's file is the result.
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +19,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from papersim.config import build_config
-from papersim.data.normalise import NormalBatch, normalise_batch, titles_as_text
+from papersim.data.normalise import normalise_batch, titles_as_text
 from papersim.data.records import GROUPS, RawBatch
+from papersim.data.rejection import REJECTED_SCHEMA, Rejection, reject_rows
 from papersim.data.sources import SourceSpec, read_source, resolve_format
-from papersim.data.validation import RULES, RowRules, describe, duplicate_id_rows, row_failures
+from papersim.data.validation import RULES, RowRules, duplicate_id_rows, row_failures
 from papersim.errors import PapersimError
 
 PAPERS_SCHEMA = pa.schema(
@@ -37,18 +38,6 @@ PAPERS_SCHEMA = pa.schema(
 )
 # Dictionary-encode only the repetitive columns: trying it on unique texts is wasted work.
 PARQUET_OPTIONS = {"use_dictionary": ["source", "groups.list.element"]}
-REJECTED_SCHEMA = pa.schema(
-    [
-        pa.field("paper_id", pa.string()),
-        pa.field("title", pa.string()),
-        pa.field("abstract", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("file", pa.string()),
-        pa.field("line", pa.int64()),  # line of a text file, row of a Parquet file (1-based)
-        pa.field("rules", pa.list_(pa.string())),  # rule ids, see validation.RULES
-        pa.field("reason", pa.string()),  # the same, readable
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -90,70 +79,6 @@ class IngestConfig:
             raise ValueError("max_rejected_fraction must be within [0, 1]")
         if self.batch_rows < 1:
             raise ValueError("batch_rows must be positive")
-
-EXAMPLES_PER_RULE = 5  # rows quoted per failed rule in the error report
-
-
-@dataclass
-class Rejection:
-    """Accumulates rejected rows (written as they come) and a few examples per rule for the report."""
-
-    writer: pq.ParquetWriter
-    rules: RowRules
-    counts: Counter = field(default_factory=Counter)
-    rows: int = 0
-    examples: dict[str, list[str]] = field(default_factory=dict)
-
-    def add(self, rows: list[dict]) -> None:
-        if not rows:
-            return
-        for row in rows:
-            self.rows += 1
-            for rule in row["rules"]:
-                self.counts[rule] += 1
-                shown = self.examples.setdefault(rule, [])
-                if len(shown) < EXAMPLES_PER_RULE:
-                    shown.append(_example(row, rule))
-            row["reason"] = "; ".join(describe(r, self.rules) for r in row["rules"])
-        self.writer.write_table(pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA))
-
-    def report(self, header: str) -> str:
-        lines = [header]
-        for rule, count in self.counts.most_common():
-            lines.append(f"  - rule '{rule}' ({describe(rule, self.rules)}): {count} row(s)")
-            lines += [f"      {e}" for e in self.examples.get(rule, [])]
-        return "\n".join(lines)
-
-
-def _example(row: dict, rule: str) -> str:
-    where = f"{row['file']} {row.get('unit', 'line')} {row['line']}"
-    detail = row.get("detail") or ""
-    if not detail:
-        abstract = row.get("abstract") or ""
-        if rule == "abstract_length" or rule == "abstract_not_empty":
-            detail = f"abstract has {len(abstract)} characters"
-        elif rule == "utf8_valid":
-            text = (row.get("title") or "") + " | " + abstract
-            at = text.find("\ufffd")
-            detail = f"invalid bytes near {text[max(0, at - 30):at + 30]!r}"
-        elif rule == "title_not_empty":
-            detail = "title is empty"
-        elif rule == "id_not_null":
-            detail = "no id, title or abstract"
-    return f"{where}: paper_id={row.get('paper_id')!r}: {detail}"
-
-
-def _reject_rows(batch: NormalBatch, positions: dict[int, list[str]]) -> list[dict]:
-    if not positions:
-        return []
-    idx = pa.array(sorted(positions), pa.int64())
-    pick = lambda arr: arr.take(idx).to_pylist()  # noqa: E731
-    return [
-        {"paper_id": pid, "title": title, "abstract": abstract, "source": batch.source, "file": batch.file,
-         "line": batch.lines[i], "unit": batch.unit, "rules": positions[i]}
-        for i, pid, title, abstract in zip(idx.to_pylist(), pick(batch.paper_id), pick(batch.title),
-                                           pick(batch.abstract))
-    ]
 
 
 def _read_raw(cfg: IngestConfig) -> Iterator[tuple[SourceSpec, RawBatch]]:
@@ -203,7 +128,7 @@ def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> 
                 if cfg.title_only == "keep":
                     batch = titles_as_text(batch)
                 failures = row_failures(batch.paper_id, batch.title, batch.abstract, rules)
-                rejected.add(_reject_rows(batch, failures))
+                rejected.add(reject_rows(batch, failures))
                 keep = [False] * len(batch)
                 for i, (pid, digest) in enumerate(zip(batch.paper_id.to_pylist(), batch.content_hash.to_pylist())):
                     if i in failures:

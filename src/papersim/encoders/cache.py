@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from papersim.atomic import atomic_outputs
-from papersim.encoders.encode import Encoder
+from papersim.encoders.encode import Encoder, load_text_encoder
 
 
 def text_hash(text: str) -> str:
@@ -65,3 +65,20 @@ def encode_cached(encoder: Encoder, texts: Sequence[str], cache: Path | None, pr
         known.update(zip(missing, fresh))
     vectors = np.stack([known[digest] for digest in hashes]) if hashes else np.zeros((0, encoder.dim), np.float32)
     return Encoded(vectors=vectors.astype(np.float32, copy=False), n_encoded=len(missing))
+
+
+@dataclass(frozen=True)
+class CachedEmbedder:
+    """texts -> (n, dim) unit vectors through the cache: the `embed` callable the library's functions take."""
+
+    encoder: Encoder
+    cache: Path | None
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        return encode_cached(self.encoder, texts, self.cache).vectors
+
+
+def cached_embedder(folder: str, backend: str, max_seq_length: int, batch_size: int,
+                    cache: Path | None) -> CachedEmbedder:
+    """Load the encoder at `folder` ("" = the packaged base model) behind the embedding cache."""
+    return CachedEmbedder(load_text_encoder(folder, backend, max_seq_length, batch_size), cache)

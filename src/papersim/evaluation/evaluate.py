@@ -87,6 +87,21 @@ class SetResult:
                 for system, values in self.per_query.items() if system != "served"}
 
 
+def encoder_folders(cfg: EvaluateConfig, trained: str, served: str,
+                    champion: str | None) -> tuple[dict[str, str], list[str]]:
+    """Dense part -> encoder folder ("" = the packaged base) for the configured systems, and notes on
+    systems left out (the champion when no champion folder is given)."""
+    folders = {"base": cfg.base_model, "trained": trained, "served": served}
+    notes = []
+    if champion is not None:
+        folders["champion"] = champion
+    elif "champion" in cfg.systems:
+        notes.append("champion: skipped here (no --champion-model); the retrain flow's gate compares the "
+                     "candidate with the registry champion on these sets")
+    parts = set(cfg.systems) | {part for system, part in FUSED.items() if system in cfg.systems}
+    return {k: v for k, v in folders.items() if k in parts}, notes
+
+
 def _dense_parts(wanted: list[str]) -> list[str]:
     parts = [s for s in wanted if s in DENSE] + [part for s, part in FUSED.items() if s in wanted]
     return list(dict.fromkeys(parts))

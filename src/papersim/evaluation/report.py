@@ -1,4 +1,4 @@
-"""What evaluate writes: eval.json, the readable table with paired comparisons, per-query scores and recall curves."""
+"""What evaluate writes: evaluate.json, a readable table with paired comparisons, per-query scores, recall curves."""
 
 from pathlib import Path
 from typing import Mapping
@@ -9,7 +9,7 @@ from papersim.evaluation.evaluate import COMPARED_METRIC, SetResult
 
 
 def eval_report(results: Mapping[str, SetResult]) -> dict:
-    """eval.json: {set: {system: {metric: value}, served_vs: {system: {...}}, n_queries, n_skipped_queries,
+    """evaluate.json: {set: {system: {metric: value}, served_vs: {system: {...}}, n_queries, n_skipped_queries,
     content_hash}}."""
     report = {}
     for name, r in results.items():
@@ -51,7 +51,7 @@ def markdown_table(results: Mapping[str, SetResult], notes: list[str]) -> str:
 
 
 def per_query_table(results: Mapping[str, SetResult]) -> pd.DataFrame:
-    """One row per set, system and scored query, one column per metric (eval_per_query.parquet)."""
+    """One row per set, system and scored query, one column per metric (evaluate_per_query.parquet)."""
     frames = [pd.DataFrame({"set": name, "system": system, "query_id": r.query_ids, **values})
               for name, r in results.items() for system, values in r.per_query.items()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["set", "system", "query_id"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from papersim.data.groups import similarity_groups
 from papersim.errors import PapersimError
 from papersim.retrieval.passage import passage_text
 
@@ -101,9 +102,8 @@ def held_out_set(papers: pd.DataFrame, split: pd.DataFrame, max_group_size: int)
     test = papers[papers["paper_id"].isin(test_ids) & (papers["title"].str.strip() != "")]
     if test.empty:
         return None
-    sizes = pd.Series([g for gs in papers["groups"] for g in gs]).value_counts()
-    small = set(sizes[(sizes >= 2) & (sizes <= max_group_size)].index)  # a group of one has no one to find
-    groups = {pid: frozenset(g for g in gs if g in small) for pid, gs in zip(papers["paper_id"], papers["groups"])}
+    similarity = similarity_groups(papers["groups"], max_group_size)
+    groups = {pid: frozenset(gs) for pid, gs in zip(papers["paper_id"], similarity)}
     digest = hashlib.sha256(pd.util.hash_pandas_object(
         papers[["paper_id", "content_hash"]], index=False).values.tobytes() + "\n".join(sorted(test_ids)).encode())
     return EvalSet(

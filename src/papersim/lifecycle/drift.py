@@ -6,6 +6,7 @@ test (Gretton et al. 2012, https://jmlr.org/papers/v13/gretton12a.html) on embed
 """
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +164,13 @@ def embedding_drift(reference: np.ndarray, current: np.ndarray, permutations: in
 
 
 DRIFT_HISTORY_COLUMNS = ["run", "changed_share", "mmd2", "p_value"]
+
+
+def history_frame(history: list[dict]) -> pd.DataFrame:
+    """Earlier flow runs' drift metrics (tracking.flow_metric_history) as the plot's table."""
+    return pd.DataFrame([{"run": time.strftime("%m-%d %H:%M", time.gmtime(h["start_time"] / 1000)),
+                          "changed_share": h["drift.changed_share"], "mmd2": h["drift.mmd2"],
+                          "p_value": h["drift.p_value"]} for h in history], columns=DRIFT_HISTORY_COLUMNS)
 
 
 def save_drift_plot(history: pd.DataFrame, path: Path, p_value: float) -> None:

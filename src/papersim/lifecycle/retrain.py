@@ -21,7 +21,7 @@ PIPELINE_SECTIONS = ("ingest", "mine_pairs", "train", "evaluate", "build_index")
 @dataclass(frozen=True)
 class RetrainConfig:
     model_name: str = "papersim"              # registered model in the MLflow model registry
-    gate_sets: list[str] = field(default_factory=list)  # eval.json sets the gate reads; [] = every set
+    gate_sets: list[str] = field(default_factory=list)  # evaluate.json sets the gate reads; [] = every set
     primary_metric: str = "served/ndcg@10"    # system/metric, averaged over gate_sets
     min_delta: float = 0.0                    # promote when primary(candidate) - primary(champion) >= this
     guard_metrics: list[str] = field(default_factory=list)  # system/metric per set: none may drop more than
@@ -175,7 +175,24 @@ def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: 
                               f"{cfg.max_regression}, beats every baseline", primary, champion_primary, deltas, floor)
 
 
+def needs_rescore(candidate: Mapping[str, Any], champion: Mapping[str, Any], cfg: RetrainConfig) -> bool:
+    """The champion's report cannot be compared: a gate set changed (content hash) or it predates the
+    primary metric's system (e.g. `served`). The evaluate stage then re-scores the champion."""
+    want, have = eval_set_hashes(candidate), eval_set_hashes(champion)
+    system = cfg.primary_metric.split("/")[0]
+    return any(want.get(s) is None or want.get(s) != have.get(s) or system not in champion.get(s, {})
+               for s in gate_sets(candidate, cfg))
+
+
+def gate_metrics(decision: GateDecision) -> dict[str, float]:
+    """The gate's numbers as flow-run metrics (MLflow metric names take no slashes here: dots)."""
+    return {"gate.primary": decision.primary,
+            **({"gate.champion_primary": decision.champion_primary} if decision.champion_primary is not None else {}),
+            **{f"gate.delta.{k.replace('/', '.')}": v for k, v in decision.deltas.items()},
+            **{f"gate.floor.{k.replace('/', '.')}": v for k, v in decision.floor.items()}}
+
+
 def eval_set_hashes(report: Mapping[str, Any]) -> dict[str, str]:
-    """set -> content hash, as evaluate writes them into eval.json."""
+    """set -> content hash, as evaluate writes them into evaluate.json."""
     return {name: value["content_hash"] for name, value in report.items()
             if isinstance(value, Mapping) and "content_hash" in value}

@@ -1,24 +1,33 @@
 """The build_index stage's library: the faiss index over every paper, built in full or incrementally.
 
+The index folder (one owner: this module writes and reads its layout) holds `index.faiss`,
+`ids.parquet` (row i of the index is paper i), `bm25/` (bm25s over the same papers) and `index.json`
+(what was measured and decided, the encoder the queries must match, the served fusion).
+
 A build is incremental when the previous index was made by the same encoder (same weights,
 backend and sequence length) with the same index type, and every paper it holds is still in
 the corpus unchanged: then only the new papers' vectors are added. Anything else (a new model,
 a removed or edited paper, the corpus outgrowing the index type) rebuilds from scratch.
 """
 
+import json
 import time
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import faiss
 import numpy as np
 import pandas as pd
 
+from papersim.atomic import dump_json
 from papersim.errors import PapersimError
 from papersim.retrieval import ann
+from papersim.retrieval.lexical import BM25
 from papersim.retrieval.passage import passage_text
 
 IDS_COLUMNS = ["paper_id", "title", "content_hash"]  # ids.parquet: row i of the index is paper i
+FAISS_FILE, IDS_FILE, INFO_FILE, BM25_FOLDER = "index.faiss", "ids.parquet", "index.json", "bm25"
 
 
 @dataclass(frozen=True)
@@ -120,3 +129,62 @@ def build_index(papers: pd.DataFrame, embed: Callable[[list[str]], np.ndarray], 
         "dim": int(vectors.shape[1]),
     }
     return BuiltIndex(index=index, ids=ids, info=info)
+
+
+def recall_queries(papers: pd.DataFrame, split: pd.DataFrame | None, n: int) -> list[str]:
+    """Up to n test-split titles (all titles when there is no split): real queries for recall and speed.
+    An untitled corpus asks with the first 200 characters of its abstracts instead."""
+    titled = papers["title"].str.strip() != ""
+    papers = papers.assign(query=papers["title"] if titled.any() else papers["abstract"].str.slice(0, 200))
+    papers = papers[titled] if titled.any() else papers
+    if split is not None:
+        test = papers[papers["paper_id"].isin(set(split.loc[split["split"] == "test", "paper_id"]))]
+        papers = test if len(test) else papers
+    return papers["query"].head(n).to_list()
+
+
+def bm25_index(papers: pd.DataFrame, ids: pd.DataFrame, stemmer: str) -> BM25:
+    """BM25 over the indexed papers' passages, its rows in the faiss index's order."""
+    passages = {pid: passage_text(t, a) for pid, t, a in zip(papers["paper_id"], papers["title"], papers["abstract"])}
+    return BM25(list(ids["paper_id"]), [passages[pid] for pid in ids["paper_id"]], stemmer)
+
+
+def save_index_folder(folder: Path, built: BuiltIndex, bm25: BM25, facts: Mapping[str, Any]) -> dict:
+    """Write a new index folder (the caller makes it atomic); index.json is the build's info plus
+    `facts` (how the vectors were made: model, fingerprint, backend, serving). Returns that info."""
+    info = {**built.info, **facts}
+    folder.mkdir()
+    ann.save_index(built.index, folder / FAISS_FILE)
+    built.ids.to_parquet(folder / IDS_FILE, index=False)
+    (folder / BM25_FOLDER).mkdir()
+    bm25.save(folder / BM25_FOLDER)
+    dump_json(info, folder / INFO_FILE)
+    return info
+
+
+def read_index_folder(folder: Path) -> tuple[BuiltIndex, BM25]:
+    """An index folder as written; a missing or partial one tells the user to run the pipeline."""
+    folder = Path(folder)
+    needed = [folder / FAISS_FILE, folder / IDS_FILE, folder / INFO_FILE, folder / BM25_FOLDER]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise PapersimError(f"no search index at {folder} (missing {', '.join(missing)}): run the pipeline first "
+                            "(`dvc repro` or `bash scripts/run.sh`)")
+    return read_previous(folder, strict=True), BM25.load(folder / BM25_FOLDER)
+
+
+def read_previous(folder: Path, strict: bool = False) -> BuiltIndex | None:
+    """The last good build; unless `strict`, anything unreadable is None (a full rebuild, never an error)."""
+    try:
+        info = json.loads((Path(folder) / INFO_FILE).read_text(encoding="utf-8"))
+        return BuiltIndex(index=ann.load_index(Path(folder) / FAISS_FILE), ids=pd.read_parquet(Path(folder) / IDS_FILE),
+                          info=info)
+    except (OSError, ValueError, PapersimError):
+        if strict:
+            raise
+        return None
+
+
+def indexed_papers(folder: Path) -> pd.DataFrame:
+    """The index's ids.parquet (paper_id, title, content_hash): what a version was built from."""
+    return pd.read_parquet(Path(folder) / IDS_FILE)

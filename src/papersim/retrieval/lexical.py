@@ -1,7 +1,7 @@
 """BM25 (bm25s, Lucene's variant, English stopwords, Snowball stemming) over passages."""
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -45,6 +45,15 @@ class BM25:
         k = min(k, len(self.doc_ids))
         rows, scores = self.retriever.retrieve(self._tokens(queries), k=k, show_progress=False, n_threads=0)
         return rows, scores
+
+    def score_rows(self, queries: Sequence[str]) -> Iterator[np.ndarray | None]:
+        """Every document's score per query, (n_docs,); None for a query left without a term (only stopwords)."""
+        import bm25s
+
+        tokens = bm25s.tokenize(list(queries), stopwords="en", stemmer=self.stemmer, return_ids=False,
+                                show_progress=False)
+        for query in tokens:
+            yield self.retriever.get_scores(query) if query else None  # bm25s' get_scores raises on no term
 
     def rankings(self, query_ids: Sequence[str], queries: Sequence[str], k: int) -> Rankings:
         rows, scores = self.search(queries, k)

@@ -1,11 +1,10 @@
 """Answering "papers similar to this text / this paper" from the index that build_index wrote.
 
-The index folder holds `index.faiss`, `ids.parquet` (row -> paper_id, title), `bm25/` (bm25s) and
-`index.json` (how it was built: the encoder the query encoder must match, and `serving`, the
-served encoder and fusion that the train stage chose and evaluate measured as `served`).
+The index folder (papersim.retrieval.index) holds the faiss index, its ids, BM25 and `index.json`:
+how it was built, the encoder the query encoder must match, and `serving`, the served encoder and
+fusion that the train stage chose and evaluate measured as `served`.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ import pandas as pd
 from papersim.errors import PapersimError
 from papersim.retrieval import ann
 from papersim.retrieval.fusion import Fusion, fuse
+from papersim.retrieval.index import read_index_folder
 from papersim.retrieval.lexical import BM25
 
 MODES = ("served", "dense", "bm25", "hybrid")  # served: the fusion stored with the index; hybrid: plain RRF
@@ -44,18 +44,10 @@ class SearchIndex:
 
 
 def load_search_index(folder: Path) -> SearchIndex:
-    """Read an index folder; a missing or partial one tells the user to run the pipeline."""
-    folder = Path(folder)
-    needed = [folder / "index.faiss", folder / "ids.parquet", folder / "index.json", folder / "bm25"]
-    missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        raise PapersimError(f"no search index at {folder} (missing {', '.join(missing)}): run the pipeline first "
-                            "(`dvc repro` or `bash scripts/run.sh`)")
-    info = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    index = ann.load_index(folder / "index.faiss")
-    ann.set_search_effort(index, info.get("search_effort", 0))
-    return SearchIndex(index=index, ids=pd.read_parquet(folder / "ids.parquet"), info=info,
-                       bm25=BM25.load(folder / "bm25"))
+    """Read an index folder (papersim.retrieval.index owns its layout) with its search effort set."""
+    built, bm25 = read_index_folder(folder)
+    ann.set_search_effort(built.index, built.info.get("search_effort", 0))
+    return SearchIndex(index=built.index, ids=built.ids, info=built.info, bm25=bm25)
 
 
 def served_encoder_folder(info: dict) -> str:

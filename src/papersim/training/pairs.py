@@ -2,7 +2,7 @@
 
 Only the papers' own text is used: titles, abstracts and groups (listing pages, categories).
 No query or relevance judgment of any evaluation set is ever read here, so papers of a BEIR
-collection are unlabelled text like any other.
+collection are unlabelled text like any other. Hard negatives are mined in negatives.py.
 """
 
 import hashlib
@@ -10,14 +10,16 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from papersim.data.groups import similarity_groups
+from papersim.errors import PapersimError
+from papersim.training.negatives import FILTERS, MINERS, hard_negatives
+
 SPLITS = ("train", "val", "test")
-MINERS = ("bm25", "dense")
-# Filters a hard-negative candidate goes through, in this order; the report counts each.
-FILTERS = ("self", "duplicate", "same_group", "relative_margin")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(])")
 
 
@@ -95,131 +97,6 @@ def inverse_cloze(abstract: str, rng: np.random.Generator) -> tuple[str, str] | 
 
 
 @dataclass
-class Candidates:
-    """Ranked candidate documents of one miner for every anchor, with the positive's score."""
-
-    indices: np.ndarray  # (n_anchors, range_max) corpus row, best first; -1: no candidate
-    scores: np.ndarray  # (n_anchors, range_max)
-    positive_scores: np.ndarray  # (n_anchors,)
-
-
-def bm25_candidates(anchors: list[str], corpus: list[str], positives: np.ndarray, k: int) -> Candidates:
-    """BM25 (bm25s, Lucene variant) top-k over `corpus` for each anchor; positives index `corpus`."""
-    import bm25s
-
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(corpus, show_progress=False), show_progress=False)
-    tokens = bm25s.tokenize(anchors, return_ids=False, show_progress=False)
-    k = min(k, len(corpus))
-    indices = np.zeros((len(anchors), k), dtype=np.int64)
-    scores = np.zeros((len(anchors), k), dtype=np.float32)
-    positive_scores = np.zeros(len(anchors), dtype=np.float32)
-    for i, query in enumerate(tokens):
-        if not query:  # only stop words or numbers: no term to match (bm25s' get_scores raises on it)
-            indices[i] = -1  # no candidates
-            continue
-        row = retriever.get_scores(query)  # (n_corpus,)
-        top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-        top = top[np.argsort(-row[top], kind="stable")]
-        indices[i], scores[i] = top, row[top]
-        positive_scores[i] = row[positives[i]]
-    return Candidates(indices, scores, positive_scores)
-
-
-def dense_candidates(anchor_emb: np.ndarray, corpus_emb: np.ndarray, positives: np.ndarray, k: int) -> Candidates:
-    """Cosine top-k of normalised embeddings; anchor_emb (n, d), corpus_emb (m, d)."""
-    k = min(k, len(corpus_emb))
-    indices = np.zeros((len(anchor_emb), k), dtype=np.int64)
-    scores = np.zeros((len(anchor_emb), k), dtype=np.float32)
-    for start in range(0, len(anchor_emb), 1024):  # (1024, m) score blocks bound memory
-        block = anchor_emb[start:start + 1024] @ corpus_emb.T
-        if k < block.shape[1]:
-            top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        else:
-            top = np.tile(np.arange(k), (len(block), 1))
-        order = np.argsort(-np.take_along_axis(block, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        indices[start:start + len(block)] = top
-        scores[start:start + len(block)] = np.take_along_axis(block, top, axis=1)
-    positive_scores = np.einsum("nd,nd->n", anchor_emb, corpus_emb[positives])
-    return Candidates(indices, scores, positive_scores)
-
-
-def select_negatives(
-    pairs: pd.DataFrame, corpus: pd.DataFrame, miners: dict[str, Candidates], corpus_emb: np.ndarray | None,
-    cfg: MinePairsConfig, rng: np.random.Generator,
-) -> tuple[list[list[int]], Counter]:
-    """Up to num_negatives corpus rows per pair, taken in turn from each miner's filtered ranks.
-
-    `pairs` has anchor_row and positive_row (corpus rows of the anchor's and the positive's paper);
-    `corpus` has content_hash and similarity_groups. Returns the chosen rows per pair and the
-    number of candidates each filter removed (plus how many slots were filled at random).
-    """
-    removed: Counter = Counter()
-    hashes = corpus["content_hash"].to_numpy()
-    groups = corpus["similarity_groups"].tolist()
-    chosen: list[list[int]] = []
-    for p, (anchor_row, positive_row) in enumerate(zip(pairs["anchor_row"], pairs["positive_row"])):
-        anchor_groups = set(groups[anchor_row]) if cfg.co_listing else set()
-        streams = []
-        for name, cand in miners.items():
-            kept = []
-            threshold = cfg.relative_margin * cand.positive_scores[p]
-            for rank, (row, score) in enumerate(zip(cand.indices[p], cand.scores[p])):
-                if rank < cfg.range_min or row < 0:
-                    continue
-                if row in (anchor_row, positive_row):
-                    removed["self"] += 1
-                elif hashes[row] == hashes[positive_row] or (
-                    corpus_emb is not None
-                    and float(corpus_emb[row] @ corpus_emb[positive_row]) >= cfg.near_duplicate_cosine
-                ):
-                    removed["duplicate"] += 1
-                elif anchor_groups and anchor_groups & set(groups[row]):
-                    removed["same_group"] += 1
-                elif cand.positive_scores[p] > 0 and score > threshold:
-                    removed["relative_margin"] += 1
-                else:
-                    kept.append(int(row))
-            streams.append(kept)
-        picked: list[int] = []
-        for depth in range(cfg.range_max):  # round-robin over miners, best ranks first
-            for kept in streams:
-                if depth < len(kept) and kept[depth] not in picked and len(picked) < cfg.num_negatives:
-                    picked.append(kept[depth])
-        tries = 0
-        while len(picked) < cfg.num_negatives and tries < 100:  # too few hard ones: a random paper
-            row = int(rng.integers(len(corpus)))
-            tries += 1
-            if row not in (anchor_row, positive_row) and row not in picked and not (anchor_groups & set(groups[row])):
-                picked.append(row)
-                removed["random_fill"] += 1
-        for row in rng.permutation(len(corpus)).tolist():  # tiny corpora: any other paper will do
-            if len(picked) >= cfg.num_negatives:
-                break
-            if row not in (anchor_row, positive_row) and row not in picked:
-                picked.append(row)
-                removed["random_fill"] += 1
-        chosen.append(picked)
-    return chosen, removed
-
-
-def _anchor_embeddings(pairs: pd.DataFrame, corpus_texts: list[str], corpus_emb: np.ndarray,
-                       encode: Callable[[list[str]], np.ndarray]) -> np.ndarray:
-    """(n_pairs, d): anchors that are a corpus abstract reuse its embedding; the rest are encoded once."""
-    is_corpus = np.array([a == corpus_texts[r] for a, r in zip(pairs["anchor"], pairs["anchor_row"])], dtype=bool)
-    out = np.empty((len(pairs), corpus_emb.shape[1]), dtype=corpus_emb.dtype)
-    out[is_corpus] = corpus_emb[pairs["anchor_row"].to_numpy()[is_corpus]]
-    others = pairs["anchor"][~is_corpus].tolist()
-    if others:
-        unique = sorted(set(others))
-        emb = encode(unique)
-        where = {t: i for i, t in enumerate(unique)}
-        out[~is_corpus] = emb[[where[t] for t in others]]
-    return out
-
-
-@dataclass
 class PairsResult:
     train: pd.DataFrame
     val: pd.DataFrame
@@ -260,6 +137,20 @@ def positive_pairs(papers: pd.DataFrame, cfg: MinePairsConfig, labelled: pd.Data
     return pairs.drop_duplicates(["anchor", "positive"], ignore_index=True)
 
 
+def read_labelled_pairs(path: str) -> pd.DataFrame | None:
+    """The optional labelled positives (mine_pairs.labelled_pairs): Parquet or CSV; None when not configured."""
+    if not path:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise PapersimError(f"{path}: labelled pairs file not found (params.yaml mine_pairs.labelled_pairs)")
+    frame = pd.read_parquet(file) if file.suffix in (".parquet", ".pq") else pd.read_csv(file, dtype=str)
+    missing = {"anchor_id", "positive_id"} - set(frame.columns)
+    if missing:
+        raise PapersimError(f"{path}: needs columns anchor_id and positive_id (missing: {', '.join(sorted(missing))})")
+    return frame
+
+
 def mine_pairs(
     papers: pd.DataFrame, cfg: MinePairsConfig, encode: Callable[[list[str]], np.ndarray] | None,
     labelled: pd.DataFrame | None = None,
@@ -273,8 +164,7 @@ def mine_pairs(
         raise ValueError("the dense miner is configured but no encoder was given")
     papers = papers.reset_index(drop=True)
     split = assign_splits(papers["paper_id"].tolist(), cfg)
-    group_sizes = Counter(g for gs in papers["groups"] for g in gs)
-    similarity = [[g for g in gs if 2 <= group_sizes[g] <= cfg.max_group_size] for gs in papers["groups"]]
+    similarity = similarity_groups(papers["groups"], cfg.max_group_size)
     papers = papers.assign(split=split, similarity_groups=similarity)
     report: dict = {"papers": dict(Counter(split)), "pairs": {}, "negatives_removed": {}, "negatives": {}}
     out = {}
@@ -284,18 +174,9 @@ def mine_pairs(
         report["pairs"][name] = {"total": len(pairs), **dict(Counter(pairs["source"]))}
         removed: Counter = Counter()
         if cfg.num_negatives and len(pairs) and len(part) > cfg.num_negatives + 2:
-            corpus_texts = part["abstract"].tolist()
-            positives = pairs["positive_row"].to_numpy()
-            miners: dict[str, Candidates] = {}
-            corpus_emb = None
-            if "dense" in cfg.miners:
-                corpus_emb = encode(corpus_texts)
-                miners["dense"] = dense_candidates(_anchor_embeddings(pairs, corpus_texts, corpus_emb, encode),
-                                                   corpus_emb, positives, cfg.range_max)
-            if "bm25" in cfg.miners:
-                miners["bm25"] = bm25_candidates(pairs["anchor"].tolist(), corpus_texts, positives, cfg.range_max)
             rng = np.random.default_rng([cfg.seed, SPLITS.index(name)])
-            negatives, removed = select_negatives(pairs, part, miners, corpus_emb, cfg, rng)
+            negatives, removed = hard_negatives(pairs, part, cfg, encode, rng)
+            corpus_texts = part["abstract"].tolist()
             for k in range(cfg.num_negatives):
                 pairs[f"negative_{k + 1}"] = [corpus_texts[n[k]] for n in negatives]
             pairs["negative_ids"] = [[part["paper_id"].iat[r] for r in n] for n in negatives]

@@ -97,6 +97,11 @@ class Serving:
                    fusion=Fusion.from_dict(values["fusion"]), reason=values.get("reason", ""),
                    evidence=dict(values.get("evidence", {})))
 
+    def tags(self) -> dict[str, str]:
+        """The MLflow tags every run and version that serves this choice carries."""
+        return {"papersim.served_encoder": self.encoder, "papersim.serving_reason": self.reason,
+                "papersim.fusion": self.fusion.describe()}
+
     def encoder_folder(self, trained: str) -> str:
         """The served encoder's folder: `trained`, or the base model's ("" = packaged)."""
         return trained if self.encoder == "trained" else self.base_model

@@ -1,0 +1,160 @@
+"""What a registered version holds, staged from the workspace and read back from a downloaded copy.
+
+A version (the registry's pyfunc, papersim.lifecycle.tracking) carries the served encoder, the
+index folder, the evaluate report, the effective params.yaml and the drift reference (a seeded
+sample of papers with their vectors): everything the next run's drift check and gate compare with.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from papersim.errors import PapersimError
+from papersim.lifecycle.drift import (
+    CorpusChange,
+    EmbeddingDrift,
+    corpus_change,
+    drift_sample,
+    embedding_drift,
+    sample_vectors,
+)
+from papersim.lifecycle.retrain import RetrainConfig, eval_set_hashes
+from papersim.retrieval.index import indexed_papers
+from papersim.training.selection import Serving
+
+REGISTRY_CACHE = "cache/registry"  # local copies of registered versions (a side store, like cache/embeddings)
+REPORTS = ("evaluate.json", "eval.json")  # versions registered before the report took the stage's name hold eval.json
+
+
+@dataclass(frozen=True)
+class Version:
+    """A downloaded version folder (tracking.download_model)."""
+
+    folder: Path
+
+    @property
+    def encoder(self) -> Path:
+        return self.folder / "artifacts/encoder"
+
+    @property
+    def index(self) -> Path:
+        return self.folder / "artifacts/index"
+
+    def report(self) -> dict:
+        """The evaluate report the version was registered with."""
+        for name in REPORTS:
+            path = self.folder / "artifacts" / name
+            if path.is_file():
+                return json.loads(path.read_text(encoding="utf-8"))
+        raise PapersimError(f"{self.folder}: the registered version holds no evaluate report ({' or '.join(REPORTS)})")
+
+    def drift_against(self, current: pd.DataFrame, cfg: RetrainConfig) -> tuple[CorpusChange, EmbeddingDrift | None]:
+        """The current corpus against the version's: content change, and embedding drift of the same
+        seeded sample rule under the version's encoder (None when nothing changed)."""
+        change = corpus_change(indexed_papers(self.index), current)
+        if change.share == 0:
+            return change, None
+        reference = np.load(self.folder / "artifacts/drift/reference.npy")
+        vectors = sample_vectors(drift_sample(current, cfg.drift_sample_size), self.index, self.encoder)
+        return change, embedding_drift(reference, vectors, cfg.drift_permutations)
+
+
+def fetch(model_name: str, version: str, root: Path) -> Version:
+    """A registered version, downloaded once into the repository's registry cache."""
+    from papersim.lifecycle import tracking
+
+    return Version(tracking.download_model(model_name, version, Path(root) / REGISTRY_CACHE))
+
+
+def drift_metrics(change: CorpusChange, drift: EmbeddingDrift | None) -> dict[str, float]:
+    """What the flow logs: an identical corpus is the same sample under the same encoder, MMD^2 0."""
+    return {"drift.changed_share": change.share, "drift.new_papers": change.new,
+            "drift.changed_papers": change.changed, "drift.removed_papers": change.removed,
+            "drift.mmd2": drift.mmd2 if drift else 0.0, "drift.p_value": drift.p_value if drift else 1.0,
+            "drift.centroid_shift": drift.centroid_shift if drift else 0.0}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The pipeline's outputs that make a version (dvc.yaml's outs in a workspace)."""
+
+    root: Path
+    papers: Path
+    serving: Path
+    model: Path
+    index: Path
+    report: Path
+    params: Path
+
+    @classmethod
+    def in_workspace(cls, root: Path) -> "Candidate":
+        root = Path(root)
+        return cls(root, root / "data/processed/papers.parquet", root / "models/serving.json", root / "models/encoder",
+                   root / "artifacts/index", root / "reports/evaluate.json", root / "params.yaml")
+
+
+def register(candidate: Candidate, cfg: RetrainConfig, decision: dict, params_fingerprint: str, run_id: str,
+             tags: dict[str, str]) -> str:
+    """Stage, upload and register the candidate as a version of `cfg.model_name` (no alias yet); the
+    uploaded copy stays in the registry cache. Returns the version number."""
+    from papersim.encoders.encode import model_folder
+    from papersim.lifecycle import tracking
+    from papersim.training.selection import read_serving
+
+    papers = pd.read_parquet(candidate.papers)
+    serving = read_serving(candidate.serving)
+    encoder = model_folder(serving.encoder_folder(str(candidate.model)))  # what the index serves
+    report = json.loads(candidate.report.read_text(encoding="utf-8"))
+    cache = candidate.root / REGISTRY_CACHE
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        staging = Path(tmp)
+        artifacts = stage_version(staging, papers, encoder, candidate, cfg)
+        tags = {**tags, **version_tags(serving, decision, params_fingerprint, cfg, len(papers), report)}
+        version = tracking.register_search_model(run_id, cfg.model_name, artifacts, tags, staging)
+        target = cache / f"{cfg.model_name}-v{version}"  # the saved copy is exactly what was uploaded: keep it
+        if not target.exists():
+            os.replace(staging / tracking.MODEL_ARTIFACT_PATH, target)
+    return version
+
+
+def stage_version(staging: Path, papers: pd.DataFrame, encoder: Path, candidate: Candidate,
+                  cfg: RetrainConfig) -> dict[str, Path]:
+    """Prepare a version's artifacts in `staging`: the drift reference (vectors read from the index:
+    no encoding), a copy of the effective params and of the served encoder when it is not the
+    trained folder. Returns the artifacts by name."""
+    sample = drift_sample(papers, cfg.drift_sample_size)
+    (staging / "drift").mkdir()
+    np.save(staging / "drift/reference.npy", sample_vectors(sample, candidate.index, encoder))
+    sample[["paper_id", "content_hash"]].to_parquet(staging / "drift/sample.parquet", index=False)
+    shutil.copy(candidate.params, staging / "params.yaml")  # the effective params, overrides included
+    if encoder.name != "encoder":  # MLflow names a directory artifact after its folder: the base model's is not
+        shutil.copytree(encoder, staging / "encoder")
+        encoder = staging / "encoder"
+    return {"encoder": encoder, "index": candidate.index, "evaluate": candidate.report,
+            "params": staging / "params.yaml", "drift": staging / "drift"}
+
+
+def version_tags(serving: Serving, decision: dict, params_fingerprint: str, cfg: RetrainConfig, papers: int,
+                 report: dict) -> dict[str, object]:
+    """The version's tags: what it serves, the gate's outcome and the sets it was scored on."""
+    return {**serving.tags(), "papersim.params_fingerprint": params_fingerprint,
+            "papersim.gate": "champion" if decision["promote"] else "challenger",
+            "papersim.gate_reason": decision["reason"], "papersim.primary": f"{decision['primary']:.4f}",
+            "papersim.primary_metric": cfg.primary_metric, "papersim.papers": papers,
+            **{f"eval_set.{name}.content_hash": h for name, h in eval_set_hashes(report).items()}}
+
+
+def rescore_serving(version: Version) -> Serving:
+    """The version's served system for the evaluate stage: its encoder folder (as the stage's trained
+    encoder) and the fusion its index stores (an index built before the fusion was chosen: RRF)."""
+    from papersim.retrieval.search import load_search_index
+
+    fusion = load_search_index(version.index).fusion
+    return Serving("trained", "", fusion, "the champion's served system, re-scored")
