@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from papersim.retrieval.dense import dense_search
 from papersim.retrieval.lexical import BM25
 
 if TYPE_CHECKING:  # pairs imports this module: a runtime import would be circular
@@ -54,24 +55,8 @@ def bm25_candidates(anchors: list[str], corpus: list[str], positives: np.ndarray
 
 
 def dense_candidates(anchor_emb: np.ndarray, corpus_emb: np.ndarray, positives: np.ndarray, k: int) -> Candidates:
-    """Cosine top-k of normalised embeddings; anchor_emb (n, d), corpus_emb (m, d).
-
-    Not retrieval.dense.dense_search: that one orders exact score ties by row, this one keeps argpartition's
-    order, and two distinct abstracts can tie in float32 (one anchor of the sample), moving its candidates.
-    """
-    k = min(k, len(corpus_emb))
-    indices = np.zeros((len(anchor_emb), k), dtype=np.int64)
-    scores = np.zeros((len(anchor_emb), k), dtype=np.float32)
-    for start in range(0, len(anchor_emb), 1024):  # (1024, m) score blocks bound memory
-        block = anchor_emb[start:start + 1024] @ corpus_emb.T
-        if k < block.shape[1]:
-            top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        else:
-            top = np.tile(np.arange(k), (len(block), 1))
-        order = np.argsort(-np.take_along_axis(block, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        indices[start:start + len(block)] = top
-        scores[start:start + len(block)] = np.take_along_axis(block, top, axis=1)
+    """Cosine top-k of normalised embeddings (exact, ties by row); anchor_emb (n, d), corpus_emb (m, d)."""
+    indices, scores = dense_search(corpus_emb, anchor_emb, k)  # (n, k) each
     positive_scores = np.einsum("nd,nd->n", anchor_emb, corpus_emb[positives])
     return Candidates(indices, scores, positive_scores)
 
