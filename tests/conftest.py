@@ -119,6 +119,21 @@ def corpus_frame(n: int = 60):
     return pd.DataFrame(rows)
 
 
+def toy_pairs(n: int, offset: int = 0):
+    """Pairs with distinct texts (the no-duplicates sampler needs them) and two negatives each."""
+    import pandas as pd
+
+    topics = ["graph networks", "image contrastive learning", "robot control", "speech recognition", "protein folding"]
+    rows = []
+    for i in range(offset, offset + n):
+        t = topics[i % len(topics)]
+        rows.append({"anchor": f"{t} paper {i}", "positive": f"We study {t} in experiment {i} with new methods.",
+                     "negative_1": f"Unrelated work number {i} on databases.",
+                     "negative_2": f"A survey {i} of compilers and type systems.",
+                     "negative_ids": [f"n{i}a", f"n{i}b"], "source": "title_abstract"})
+    return pd.DataFrame(rows)
+
+
 def held_out_corpus():
     """(papers, split): five papers, four in the test split (one untitled); page1 lists two of them,
     `big` only one, so only page1 is a group with someone to find."""
@@ -141,11 +156,12 @@ BEIR_DOCS = [("d1", "wing flutter", "supersonic wing flutter measured in a wind 
              ("d2", "boundary layers", "heat transfer in laminar boundary layers on flat plates"),
              ("d3", "panel flutter", "flutter of thin panels at supersonic speeds"),
              ("d4", "sentence embeddings", "contrastive learning of sentence embeddings for retrieval")]
+BEIR_QRELS = "query-id\tcorpus-id\tscore\n1\td1\t2\n1\td3\t1\n2\td2\t1\n3\td4\t0\n"
 
 
-def write_beir(folder: Path, qrels: str = "query-id\tcorpus-id\tscore\n1\td1\t2\n1\td3\t1\n2\td2\t1\n3\td4\t0\n") -> Path:
-    """A BEIR folder over BEIR_DOCS: query 1 judges d1 (2) and d3 (1), query 2 d2, query 3 only a 0,
-    query 4 nothing."""
+def write_beir(folder: Path, qrels: str = BEIR_QRELS) -> Path:
+    """A BEIR folder over BEIR_DOCS; by default query 1 judges d1 (2) and d3 (1), query 2 d2, query 3
+    only a 0, query 4 nothing."""
     write_jsonl(folder / "corpus.jsonl", [{"_id": i, "title": t, "text": a} for i, t, a in BEIR_DOCS])
     write_jsonl(folder / "queries.jsonl", [{"_id": "1", "text": "supersonic flutter"},
                                            {"_id": "2", "text": "heat transfer boundary layers"},
@@ -223,8 +239,8 @@ def built(workspace, tracking):
     assert build(["--params", str(workspace / "params.yaml"), "--papers",
                   str(workspace / "data/processed/papers.parquet"), "--pairs", str(workspace / "data/pairs"),
                   "--model", str(workspace / "models/encoder"), "--serving", str(workspace / "models/serving.json"),
-                  "--embedding-cache", str(workspace / "cache"),
-                  "--out", str(workspace / "artifacts/index"), "--report", str(workspace / "reports/build_index.json")]) == 0
+                  "--embedding-cache", str(workspace / "cache"), "--out", str(workspace / "artifacts/index"),
+                  "--report", str(workspace / "reports/build_index.json")]) == 0
     return workspace
 
 

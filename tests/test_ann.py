@@ -1,11 +1,12 @@
 import re
-import time
+from types import SimpleNamespace
 
 import faiss
 import numpy as np
 import pytest
 
 from papersim.errors import PapersimError
+from papersim.retrieval import ann
 from papersim.retrieval.ann import (
     add_vectors,
     auto_factory,
@@ -42,7 +43,7 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return corpus, queries, exact_neighbours(corpus, queries, 10)
 
 
-def built(factory: str, vectors: np.ndarray) -> faiss.Index:
+def filled(factory: str, vectors: np.ndarray) -> faiss.Index:
     index = create_index(factory, vectors.shape[1])
     add_vectors(index, vectors)
     return index
@@ -87,14 +88,14 @@ def test_recall_at_k_on_hand_made_ids():
 
 def test_flat_search_is_exact(data):
     corpus, queries, exact = data
-    index = built("Flat", corpus)
+    index = filled("Flat", corpus)
     np.testing.assert_array_equal(index.search(queries, 10)[1], exact)
     assert tune_search_effort(index, queries, exact, target_recall=TARGET) == (0, 1.0)
 
 
 def test_hnsw_tuning_returns_the_smallest_effort_reaching_the_target(data):
     corpus, queries, exact = data
-    index = built("HNSW8", corpus)
+    index = filled("HNSW8", corpus)
     effort, recall = tune_search_effort(index, queries, exact, target_recall=TARGET, efforts=EFFORTS)
     assert recall >= TARGET and effort > EFFORTS[0]  # the first step is too little on this data
     assert search_recall(index, queries, exact) == recall  # the index is left at the returned effort
@@ -104,7 +105,7 @@ def test_hnsw_tuning_returns_the_smallest_effort_reaching_the_target(data):
 
 def test_tuning_returns_the_largest_effort_when_the_target_is_out_of_reach(data):
     corpus, queries, exact = data
-    index = built("HNSW8", corpus)
+    index = filled("HNSW8", corpus)
     effort, recall = tune_search_effort(index, queries, exact, target_recall=1.01, efforts=(10, 20, 40))
     assert effort == 40 and recall == search_recall(index, queries, exact) and recall < 1.01
 
@@ -127,8 +128,8 @@ def test_incremental_add_matches_one_build(data):
     corpus, queries, exact = data
     split = int(len(corpus) * 0.9)
     for factory in ("Flat", "HNSW8"):
-        once = built(factory, corpus)
-        twice = built(factory, corpus[:split])
+        once = filled(factory, corpus)
+        twice = filled(factory, corpus[:split])
         add_vectors(twice, corpus[split:])
         assert twice.ntotal == once.ntotal == len(corpus)
         if factory == "Flat":
@@ -168,26 +169,33 @@ def test_training_on_too_few_vectors_says_so(data):
 
 def test_memory_bytes_is_the_serialized_size(data):
     corpus = data[0]
-    flat, hnsw = built("Flat", corpus), built("HNSW8", corpus)
+    flat, hnsw = filled("Flat", corpus), filled("HNSW8", corpus)
     assert memory_bytes(flat) == faiss.serialize_index(flat).nbytes
     assert 0 <= memory_bytes(flat) - corpus.nbytes < 100  # the vectors plus a small header
     assert memory_bytes(hnsw) > memory_bytes(flat) + len(corpus) * 2 * 8 * 4  # level-0 graph: 2 x M int32 ids
 
 
-def test_queries_per_second_takes_the_best_of_repeats():
-    class SlowFirstIndex:  # the first search pays a 0.2 s warm-up, later ones 0.02 s
-        delays = [0.2, 0.02, 0.02]
+def test_queries_per_second_takes_the_best_of_repeats(monkeypatch):
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(ann, "time", SimpleNamespace(perf_counter=lambda: clock.now))  # no real timing
+
+    class SlowFirstIndex:  # the first search pays a 0.25 s warm-up, later ones 0.0625 s and 0.125 s
+        def __init__(self):
+            self.delays, self.searches = [0.25, 0.0625, 0.125], []
 
         def search(self, queries, k):
-            time.sleep(self.delays.pop(0))
+            self.searches.append((len(queries), k))
+            clock.now += self.delays.pop(0)
 
-    qps = queries_per_second(SlowFirstIndex(), np.zeros((100, DIM), dtype=np.float32), repeats=3)
-    assert 2_500 < qps <= 5_000  # 100 queries in 0.02 s (+ scheduling slack), not 0.2 s
+    index = SlowFirstIndex()
+    qps = queries_per_second(index, np.zeros((100, DIM), dtype=np.float32), k=5, repeats=3)
+    assert qps == 1_600  # 100 queries in the best run's 0.0625 s, not the warm-up's 0.25 s
+    assert index.searches == [(100, 5)] * 3
 
 
 def test_save_load_round_trip_keeps_results_and_effort(data, tmp_path):
-    corpus, queries, exact = data
-    index = built("HNSW8", corpus)
+    corpus, queries, _ = data
+    index = filled("HNSW8", corpus)
     set_search_effort(index, 32)
     save_index(index, tmp_path / "papers.faiss")
     loaded = load_index(tmp_path / "papers.faiss")
@@ -198,7 +206,7 @@ def test_save_load_round_trip_keeps_results_and_effort(data, tmp_path):
 
 def truncated_flat(path):
     """A Flat index file cut short, as a crash mid-write leaves it."""
-    save_index(built("Flat", clustered(100)), path)
+    save_index(filled("Flat", clustered(100)), path)
     path.write_bytes(path.read_bytes()[:1000])
 
 

@@ -24,10 +24,9 @@ def test_a_failure_keeps_every_previous_output_and_cleans_up(tmp_path):
     first.write_text("good 1")
     second.write_text("good 2")
 
-    with pytest.raises(ValueError, match="boom"):
-        with atomic_outputs(first, second) as (tmp1, tmp2):
-            tmp1.write_text("half")
-            raise ValueError("boom")
+    with pytest.raises(ValueError, match="boom"), atomic_outputs(first, second) as (tmp1, _):
+        tmp1.write_text("half")
+        raise ValueError("boom")
 
     assert first.read_text() == "good 1" and second.read_text() == "good 2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first.json", "second.json"]
@@ -36,8 +35,7 @@ def test_a_failure_keeps_every_previous_output_and_cleans_up(tmp_path):
 def test_an_output_left_unwritten_is_an_error_and_commits_nothing(tmp_path):
     first, second = tmp_path / "first.json", tmp_path / "sub" / "second.json"
     first.write_text("good")
-    with pytest.raises(RuntimeError, match="second.json"):
-        with atomic_outputs(first, second) as (tmp1, _):
-            tmp1.write_text("new")
+    with pytest.raises(RuntimeError, match="second.json"), atomic_outputs(first, second) as (tmp1, _):
+        tmp1.write_text("new")
     assert first.read_text() == "good"
     assert not second.exists()

@@ -3,9 +3,10 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from papersim.config import build_config, load_section
+from papersim.config import build_config, check_params, load_section
 from papersim.data.ingest import IngestConfig
 from papersim.errors import PapersimError
+from tests.conftest import REPO
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,7 @@ def test_overrides_keep_comments_and_reject_unknown_keys():
         override_params(text, {"trian.max_steps": 1})
     with pytest.raises(PapersimError, match="section.key=value"):
         parse_override("max_steps=3")
+
+
+def test_the_shipped_params_file_is_valid():
+    assert check_params(REPO / "params.yaml") == ["ingest", "mine_pairs", "train", "evaluate", "build_index", "retrain"]

@@ -5,14 +5,18 @@ import pandas as pd
 import pytest
 
 from papersim.errors import PapersimError
-from papersim.lifecycle.drift import corpus_change, drift_sample, embedding_drift, save_drift_plot
+from papersim.lifecycle.drift import (
+    corpus_change,
+    drift_sample,
+    embedding_drift,
+    save_drift_plot,
+)
+from tests.conftest import papers_frame
 
 
-def corpus(ids: range, **hashes: str) -> pd.DataFrame:
-    """Papers p<i> with hash h<i>, unless `hashes` overrides a paper's hash."""
-    pids = [f"p{i}" for i in ids]
-    return pd.DataFrame({"paper_id": pids, "title": [f"title {p}" for p in pids],
-                         "content_hash": [hashes.get(p, f"h{p[1:]}") for p in pids]})
+def edited(papers: pd.DataFrame, *paper_ids: str) -> pd.DataFrame:
+    """`papers` with a new content hash for `paper_ids`, as an edited title or abstract gives them."""
+    return papers.assign(content_hash=papers["content_hash"].where(~papers["paper_id"].isin(paper_ids), "edited"))
 
 
 def gaussians(rng: np.random.Generator, n: int = 200, dim: int = 16, shift: float = 0.0) -> np.ndarray:
@@ -23,36 +27,36 @@ def gaussians(rng: np.random.Generator, n: int = 200, dim: int = 16, shift: floa
 
 
 def test_identical_corpora_have_not_changed():
-    change = corpus_change(corpus(range(10)), corpus(range(10)).sample(frac=1, random_state=0))
+    change = corpus_change(papers_frame(10), papers_frame(10).sample(frac=1, random_state=0))
     assert (change.new, change.changed, change.removed) == (0, 0, 0)
     assert (change.n_reference, change.n_current, change.share) == (10, 10, 0.0)
 
 
 def test_new_changed_and_removed_papers_are_counted():
-    reference = corpus(range(10))
-    current = corpus(range(2, 13), p4="edited", p5="edited")  # p0, p1 removed; p10-p12 new; p4, p5 edited
+    reference = papers_frame(10)
+    current = edited(papers_frame(11, start=2), "p4", "p5")  # p0, p1 removed; p10-p12 new; p4, p5 edited
     change = corpus_change(reference, current.assign(abstract="ignored"))
     assert (change.new, change.changed, change.removed) == (3, 2, 2)
     assert (change.n_reference, change.n_current) == (10, 11)
     assert change.share == pytest.approx(7 / 10)
-    assert corpus_change(corpus(range(0)), corpus(range(3))).share == 3.0  # empty reference: no division by zero
+    assert corpus_change(papers_frame(3).head(0), papers_frame(3)).share == 3.0  # empty reference: no division by zero
 
 
 @pytest.mark.parametrize("missing", ["paper_id", "content_hash"])
 def test_a_missing_column_is_named(missing):
     with pytest.raises(PapersimError, match=missing):
-        corpus_change(corpus(range(3)), corpus(range(3)).drop(columns=missing))
+        corpus_change(papers_frame(3), papers_frame(3).drop(columns=missing))
     with pytest.raises(PapersimError, match=missing):
-        corpus_change(corpus(range(3)).drop(columns=missing), corpus(range(3)))
+        corpus_change(papers_frame(3).drop(columns=missing), papers_frame(3))
 
 
 def test_duplicate_paper_ids_are_rejected():
     with pytest.raises(PapersimError, match="'p1' more than once"):
-        corpus_change(corpus(range(3)), pd.concat([corpus(range(3)), corpus(range(1, 2))]))
+        corpus_change(papers_frame(3), pd.concat([papers_frame(3), papers_frame(1, start=1)]))
 
 
 def test_drift_sample_is_deterministic_capped_and_sorted():
-    papers = corpus(range(500))
+    papers = papers_frame(500)
     sample = drift_sample(papers, 50, seed=3)
     assert len(sample) == 50 and list(sample.index) == list(range(50))
     assert sample["paper_id"].is_monotonic_increasing and sample["paper_id"].is_unique
@@ -64,8 +68,8 @@ def test_drift_sample_is_deterministic_capped_and_sorted():
 
 
 def test_drift_sample_mostly_survives_a_corpus_update():
-    papers = corpus(range(1000))
-    grown = pd.concat([papers, corpus(range(1000, 1020))], ignore_index=True)  # 2% new papers
+    papers = papers_frame(1000)
+    grown = pd.concat([papers, papers_frame(20, start=1000)], ignore_index=True)  # 2% new papers
     before, after = drift_sample(papers, 200), drift_sample(grown, 200)
     kept = set(before["paper_id"]) & set(after["paper_id"])
     assert len(after) == 200 and len(kept) >= 0.9 * 200

@@ -2,7 +2,13 @@
 
 import pytest
 
-from papersim.retrieval.fusion import Fusion, choose_alpha, fuse, fuse_rankings, normalise
+from papersim.retrieval.fusion import (
+    Fusion,
+    choose_alpha,
+    fuse,
+    fuse_rankings,
+    normalise,
+)
 
 
 def test_normalise_maps_scores_to_zscores_or_unit_range_and_survives_constant_lists():

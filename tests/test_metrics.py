@@ -185,22 +185,23 @@ def test_metrics_match_trec_eval_on_real_rankings():
     s = load_beir_set(REPO / "data/raw/beir/cranfield")
     bm25 = BM25(s.doc_ids, s.doc_texts).rankings(s.query_ids, s.query_texts, 100)
     shuffled = {q: docs[5:] + docs[:5] for q, docs in bm25.items()}  # another real-looking run
+    scored = [q for q, judged in s.qrels.items() if any(r > 0 for r in judged.values())]
+
+    def run(rankings: dict, cut: int) -> dict:
+        # Distinct descending scores: trec_eval orders by score, so the ranking is kept as given.
+        # Judged queries without a retrieved document get an empty run: trec_eval -c scores them 0.
+        return {q: {d: float(cut - i) for i, d in enumerate(rankings.get(q, [])[:cut])} for q in scored}
+
+    def mean(result: dict, measure: str) -> float:
+        return sum(result.get(q, {}).get(measure, 0.0) for q in scored) / len(scored)
+
     for rankings in (bm25, shuffled):
         ours = score_rankings(rankings, s.qrels, ndcg_k=10, recall_ks=(1, 10, 100), mrr_k=10, map_k=100)
-        scored = [q for q, judged in s.qrels.items() if any(r > 0 for r in judged.values())]
-
-        def run(cut: int) -> dict:
-            # Distinct descending scores: trec_eval orders by score, so the ranking is kept as given.
-            # Judged queries without a retrieved document get an empty run: trec_eval -c scores them 0.
-            return {q: {d: float(cut - i) for i, d in enumerate(rankings.get(q, [])[:cut])} for q in scored}
-
         qrels = {q: dict(s.qrels[q]) for q in scored}
         measures = {"ndcg_cut.10", "recall.1,10,100", "map_cut.100"}
-        full = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run(100))
-        top10 = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run(10))  # MRR@10: the run cut at 10
-
-        def mean(result: dict, measure: str) -> float:
-            return sum(result.get(q, {}).get(measure, 0.0) for q in scored) / len(scored)
+        full = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run(rankings, 100))
+        # MRR@10: the run cut at 10
+        top10 = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run(rankings, 10))
 
         assert ours.metrics["ndcg@10"] == pytest.approx(mean(full, "ndcg_cut_10"), abs=1e-9)
         for k in (1, 10, 100):

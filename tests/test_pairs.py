@@ -2,10 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from papersim.data.groups import similarity_groups
 from papersim.encoders.load import load_encoder
 from papersim.errors import PapersimError
-from papersim.training.negatives import Candidates, bm25_candidates, select_negatives
 from papersim.training.pairs import (
     MinePairsConfig,
     assign_splits,
@@ -13,24 +11,7 @@ from papersim.training.pairs import (
     mine_pairs,
     read_labelled_pairs,
 )
-
-
-def corpus_frame(n: int = 60) -> pd.DataFrame:
-    """Papers on a few topics, some listed on shared pages, one exact duplicate text."""
-    topics = ["graph neural networks for molecules", "contrastive image representation learning",
-              "reinforcement learning for robot control", "speech recognition with transformers"]
-    rows = []
-    for i in range(n):
-        topic = topics[i % len(topics)]
-        rows.append({
-            "paper_id": f"p{i}",
-            "title": f"A study of {topic}, variant {i}",
-            "abstract": f"We study {topic}. Our method number {i} improves results. "
-                        f"Experiments on benchmark {i % 7} confirm it. Code is released.",
-            "groups": [f"page:{i % 5}"] if i % 3 == 0 else [],
-            "content_hash": f"h{i}",
-        })
-    return pd.DataFrame(rows)
+from tests.conftest import corpus_frame
 
 
 @pytest.fixture(scope="module")
@@ -56,41 +37,6 @@ def test_inverse_cloze_takes_one_sentence_out_or_splits_a_single_sentence():
     assert sorted((rest + " " + sentence).split()) == sorted("First point here. Second point here. Third point here.".split())
     assert inverse_cloze("one two three four five six seven eight", rng) == ("one two three four", "five six seven eight")
     assert inverse_cloze("too short", rng) is None
-
-
-def test_relative_margin_and_filters_are_counted_on_hand_made_rankings():
-    corpus = pd.DataFrame({"content_hash": ["a", "b", "b", "c", "d", "e"],
-                           "similarity_groups": [["g"], [], [], ["g"], [], []]})
-    pairs = pd.DataFrame({"anchor_row": [0], "positive_row": [1]})
-    ranked = Candidates(indices=np.array([[5, 0, 1, 2, 3, 4]]), scores=np.array([[9.0, 8.0, 7.0, 6.0, 5.0, 4.0]]),
-                        positive_scores=np.array([6.0]))
-    cfg = MinePairsConfig(num_negatives=2, range_min=1, range_max=6, relative_margin=0.9, miners=["bm25"])
-    chosen, removed = select_negatives(pairs, corpus, {"bm25": ranked}, None, cfg, np.random.default_rng(0))
-    # rank 0 (row 5) is skipped by range_min; rows 0 and 1 are the pair itself; row 2 duplicates the
-    # positive's text; row 3 shares group g with the anchor; row 4 (5.0 <= 0.9 * 6.0) is kept.
-    assert chosen[0][0] == 4
-    assert removed["self"] == 2 and removed["duplicate"] == 1 and removed["same_group"] == 1
-    assert removed["random_fill"] == 1 and chosen[0][1] not in (0, 1, 3)
-    strict = MinePairsConfig(num_negatives=1, range_min=0, range_max=6, relative_margin=0.5, miners=["bm25"])
-    _, removed = select_negatives(pairs, corpus, {"bm25": ranked}, None, strict, np.random.default_rng(0))
-    assert removed["relative_margin"] == 2  # rows 5 (9.0) and 4 (5.0) both exceed 0.5 * 6.0
-
-
-def test_bm25_ranks_the_lexical_match_first():
-    corpus = ["graph neural networks for molecules", "speech recognition", "robot control policies"]
-    ranked = bm25_candidates(["molecules graph"], corpus, np.array([0]), k=3)
-    assert ranked.indices[0][0] == 0 and ranked.positive_scores[0] == ranked.scores[0][0] > 0
-
-
-def test_bm25_gives_no_candidates_to_an_anchor_of_only_stop_words():
-    ranked = bm25_candidates(["the of and"], ["graph neural networks", "speech recognition"], np.array([0]), k=2)
-    assert (ranked.indices[0] == -1).all()
-
-
-def test_only_groups_of_two_up_to_max_group_size_count_for_similarity():
-    groups = [["page:a", "solo", "cs.LG"], ["page:a", "cs.LG"], ["cs.LG"], []]
-    assert similarity_groups(groups, max_group_size=2) == [["page:a"], ["page:a"], [], []]
-    assert similarity_groups(groups, max_group_size=3) == [["page:a", "cs.LG"], ["page:a", "cs.LG"], ["cs.LG"], []]
 
 
 def test_labelled_pairs_are_read_from_csv_or_parquet_and_checked(tmp_path):

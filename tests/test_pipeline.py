@@ -1,4 +1,5 @@
-"""`dvc repro` for real, in a temporary git repository with a tiny corpus at the bundled paths."""
+"""dvc.yaml's commands against their stages, and `dvc repro` for real, in a temporary git repository with a
+tiny corpus at the bundled paths."""
 
 import json
 import os
@@ -11,18 +12,28 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import paper, project_repo, write_jsonl, write_page
+from papersim.stage import stage_command
+from tests.conftest import REPO, paper, project_repo, write_jsonl, write_page
 
-pytestmark = pytest.mark.slow
 STAGES = ("ingest", "mine_pairs", "train", "evaluate", "build_index")
 
 
 def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_runs_as_dvc_yaml_calls_it_and_a_missing_params_file_is_one_line(stage, tmp_path):
+    missing = tmp_path / "params.yaml"
+    cmd = stage_command(REPO, stage, {"params": str(missing)})
+    assert cmd[:3] == ["python", "-m", f"stages.{stage}"]
+    result = subprocess.run([sys.executable, *cmd[1:]], cwd=REPO, capture_output=True, text=True, check=False)
+    # 1, not argparse's 2: the stage declares every argument dvc.yaml passes, and stops before reading any
+    assert (result.returncode, result.stderr) == (1, f"error: {missing}: params file not found\n")
 
 
 @pytest.fixture
@@ -53,6 +64,7 @@ def repo(tmp_path, tracking, tiny_model_dir) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_dvc_repro_runs_the_stages_then_skips_then_keeps_outputs_on_bad_input(repo, tracking):
     first = sh(["dvc", "repro"], repo)
     assert all(f"Running stage '{s}'" in first.stdout for s in STAGES)
@@ -88,6 +100,7 @@ def test_dvc_repro_runs_the_stages_then_skips_then_keeps_outputs_on_bad_input(re
     assert (repo / "data/processed/papers.parquet").read_bytes() == papers
 
 
+@pytest.mark.slow
 def test_changing_params_reruns_the_stage(repo):
     sh(["dvc", "repro"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -6,7 +6,12 @@ import pytest
 
 from papersim.cli import main as cli
 from papersim.errors import PapersimError
-from papersim.retrieval.search import check_request, load_search_index, search_text, similar_papers
+from papersim.retrieval.search import (
+    check_request,
+    load_search_index,
+    search_text,
+    similar_papers,
+)
 
 
 def search(ws, *argv):
@@ -17,12 +22,17 @@ def test_search_modes_and_json(built, capsys):
     assert search(built, "search", "supersonic wing flutter", "-k", "3", "--json") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["rank"] for r in rows] == [1, 2, 3] and set(rows[0]) == {"rank", "score", "paper_id", "title"}
+    assert all("flutter" in r["title"] for r in rows)  # both systems put the flutter papers first
     assert search(built, "search", "supersonic wing flutter", "--mode", "bm25", "-k", "4", "--json") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert all("flutter" in r["title"] for r in rows)  # every match on the rare words is a flutter paper
-    assert search(built, "search", "graph neural networks", "--mode", "dense") == 0
-    out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["rank", "score", "paper_id", "title"]
+    assert search(built, "search", "message passing in graph neural networks", "--mode", "dense", "-k", "5") == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split() == ["rank", "score", "paper_id", "title"]
+    table = [line.split(maxsplit=3) for line in lines]  # rank, score, paper_id, title (with spaces)
+    assert [int(rank) for rank, *_ in table] == [1, 2, 3, 4, 5]
+    assert [float(score) for _, score, *_ in table] == sorted((float(score) for _, score, *_ in table), reverse=True)
+    assert all(title.startswith("A study of message passing in graph neural networks") for *_, title in table)
 
 
 def test_served_search_is_the_fusion_evaluate_measures(built):
@@ -50,10 +60,12 @@ def test_served_search_is_the_fusion_evaluate_measures(built):
     assert hybrid != served or si.fusion.method == "rrf"  # hybrid is plain RRF, not the served fusion
 
 
-def test_similar_excludes_the_paper_itself(built, capsys):
+def test_similar_returns_the_papers_on_the_same_topic_without_the_paper_itself(built, capsys):
     assert search(built, "similar", "p0", "-k", "5", "--json") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 5 and "p0" not in {r["paper_id"] for r in rows}
+    # p0's topic (wing flutter) is every fourth paper's: the other five are its nearest, itself excluded
+    assert {r["paper_id"] for r in rows} == {"p4", "p8", "p12", "p16", "p20"}
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
     scores = [r["score"] for r in rows]
     assert scores == sorted(scores, reverse=True)
 
@@ -88,7 +100,9 @@ def test_library_checks_requests_and_finds_the_paper_by_its_title(built):
     si = load_search_index(built / "artifacts/index")
     si.embed = load_text_encoder(str(built / "models/encoder"), "torch", 32).encode
     assert search_text(si, "A study of wing flutter at supersonic speed, part 12", 3, "bm25")["paper_id"][0] == "p12"
-    assert len(similar_papers(si, "p1", 2)) == 2
+    assert search_text(si, "A study of wing flutter at supersonic speed, part 12", 3)["paper_id"][0] == "p12"
+    # p1's neighbours are papers on its topic (heat transfer: every fourth paper from p1)
+    assert set(similar_papers(si, "p1", 2)["paper_id"]) <= {"p5", "p9", "p13", "p17", "p21"}
     with pytest.raises(PapersimError, match="unknown mode"):
         check_request(5, "sparse")
     with pytest.raises(PapersimError, match="query too long"):

@@ -27,6 +27,8 @@ def noise(texts: list[str]) -> np.ndarray:
 
 
 def corpus(n: int = 40) -> pd.DataFrame:
+    """Papers on the four TOPICS; unlike papers_frame, every third is untitled and each abstract has three
+    sentences that name their paper, so a sentence pseudo-query has one right answer."""
     rows = []
     for i in range(n):
         topic = TOPICS[i % 4]

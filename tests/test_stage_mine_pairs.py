@@ -9,7 +9,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from stages.mine_pairs import main
-from tests.test_pairs import corpus_frame
+from tests.conftest import corpus_frame
 
 
 @pytest.fixture

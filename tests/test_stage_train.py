@@ -16,8 +16,7 @@ from mlflow.tracking import MlflowClient
 from sentence_transformers import SentenceTransformer
 
 from stages.train import main
-from tests.conftest import REPO, papers_frame
-from tests.test_train import toy_pairs
+from tests.conftest import REPO, papers_frame, toy_pairs
 
 
 @pytest.fixture
@@ -126,8 +125,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(project, tiny_model_dir, 
 @pytest.mark.slow
 def test_torchrun_with_two_cpu_processes_trains_and_saves_once(project, tracking, stage_argv):
     torchrun = Path(sys.executable).with_name("torchrun")
-    result = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "stages.train", *stage_argv("train")], cwd=project,
-                            env=stage_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "stages.train", *stage_argv("train")],
+                            cwd=project, env=stage_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((project / "reports/train.json").read_text())
     assert report["world_size"] == 2 and report["steps"] == 6 and report["best_metric"] == "loss"

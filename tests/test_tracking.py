@@ -14,9 +14,8 @@ def test_flatten_nests_keys_with_dots():
 def test_stage_run_logs_params_metrics_and_marks_failures(tracking):
     with tr.stage_run("demo", {"k": 3, "nested": {"x": "y"}}, {"extra": "tag"}) as run:
         run.log_metrics({"score": 0.5, "per": {"a": 2}, "label": "text", "flag": True})
-    with pytest.raises(ValueError):
-        with tr.stage_run("demo", {"k": 4}) as failing:
-            raise ValueError("bad rows")
+    with pytest.raises(ValueError, match="bad rows"), tr.stage_run("demo", {"k": 4}) as failing:
+        raise ValueError("bad rows")
 
     client = MlflowClient()
     done, failed = client.get_run(run.run_id), client.get_run(failing.run_id)

@@ -1,6 +1,5 @@
 import json
 
-import pandas as pd
 import pytest
 from sentence_transformers import SentenceTransformer
 
@@ -15,19 +14,7 @@ from papersim.training.train import (
     train_encoder,
     training_columns,
 )
-
-
-def toy_pairs(n: int, offset: int = 0) -> pd.DataFrame:
-    """Pairs with distinct texts (the no-duplicates sampler needs them) and two negatives each."""
-    topics = ["graph networks", "image contrastive learning", "robot control", "speech recognition", "protein folding"]
-    rows = []
-    for i in range(offset, offset + n):
-        t = topics[i % len(topics)]
-        rows.append({"anchor": f"{t} paper {i}", "positive": f"We study {t} in experiment {i} with new methods.",
-                     "negative_1": f"Unrelated work number {i} on databases.",
-                     "negative_2": f"A survey {i} of compilers and type systems.",
-                     "negative_ids": [f"n{i}a", f"n{i}b"], "source": "title_abstract"})
-    return pd.DataFrame(rows)
+from tests.conftest import toy_pairs
 
 
 def test_training_columns_orders_negatives_and_checks_there_are_enough():
@@ -46,12 +33,24 @@ def test_config_rejects_unknown_loss_and_misaligned_checkpoints():
         TrainConfig(eval_steps=20, save_steps=30)
 
 
-def test_losses_are_the_sentence_transformers_ones(tiny_model_dir):
+def test_each_loss_penalises_negatives_that_look_like_the_anchor(tiny_model_dir):
     model = load_encoder(str(tiny_model_dir), 32)
-    assert type(build_loss(model, TrainConfig())).__name__ == "MultipleNegativesRankingLoss"
-    assert type(build_loss(model, TrainConfig(loss="cached_mnrl"))).__name__ == "CachedMultipleNegativesRankingLoss"
-    wrapped = build_loss(model, TrainConfig(loss="triplet", matryoshka_dims=[32, 16]))
-    assert type(wrapped).__name__ == "MatryoshkaLoss" and type(wrapped.loss).__name__ == "TripletLoss"
+    anchors = ["graph networks paper 1", "robot control paper 2", "speech recognition paper 3", "protein folding 4"]
+    unrelated = ["Unrelated work on databases.", "A survey of compilers.", "Type systems for SQL.", "Cache coherence."]
+
+    def loss(cfg: TrainConfig, negatives: list[str]) -> float:
+        features = [model.preprocess(texts) for texts in (anchors, anchors, negatives)]  # each anchor its own positive
+        return build_loss(model, cfg)(features, None).item()
+
+    configs = [TrainConfig(), TrainConfig(loss="cached_mnrl"), TrainConfig(loss="triplet"),
+               TrainConfig(loss="triplet", matryoshka_dims=[32, 16])]
+    for cfg in configs:
+        assert loss(cfg, anchors) > loss(cfg, unrelated), cfg
+    # cached MNRL saves memory, not a different objective
+    assert loss(TrainConfig(loss="cached_mnrl"), unrelated) == pytest.approx(loss(TrainConfig(), unrelated))
+    # triplet: a negative equal to the anchor (and positive) costs the whole margin (5), once per Matryoshka dimension
+    assert loss(TrainConfig(loss="triplet"), anchors) == pytest.approx(5.0)
+    assert loss(TrainConfig(loss="triplet", matryoshka_dims=[32, 16]), anchors) == pytest.approx(10.0)
 
 
 def test_only_checkpoints_of_the_same_run_are_resumed(tmp_path):

@@ -1,25 +1,14 @@
+"""One reader per file format: JSONL, CSV, Parquet and saved listing pages, in bounded batches with line numbers."""
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from papersim.data.normalise import normalise_batch, normalise_text, title_id
-from papersim.data.sources import SourceSpec, read_source, resolve_format
+from papersim.data import formats
+from papersim.data.normalise import title_id
+from papersim.data.sources import SourceSpec, resolve_format
 from papersim.errors import PapersimError
-from tests.conftest import paper, write_jsonl, write_page
-
-
-class Rows:
-    """A normalised batch with its Arrow columns as Python lists, for readable assertions."""
-
-    def __init__(self, batch):
-        self.source, self.lines = batch.source, batch.lines
-        for name in ("paper_id", "title", "abstract", "groups", "content_hash"):
-            setattr(self, name, getattr(batch, name).to_pylist())
-
-
-def read_all(spec: SourceSpec, batch_rows: int = 1000):
-    batches = list(read_source(spec, batch_rows))
-    return batches, [Rows(normalise_batch(b, spec)) for b in batches]
+from tests.conftest import paper, read_all, write_jsonl, write_page
 
 
 def test_jsonl_with_a_column_mapping_reads_ids_titles_abstracts_and_groups(tmp_path):
@@ -84,14 +73,6 @@ def test_parquet_rows_are_numbered(tmp_path):
     assert batches[0].unit == "row" and batch.lines == [1, 2] and batch.paper_id == ["a", "b"]
 
 
-def test_beir_folder_uses_its_id_title_text_fields(tmp_path):
-    write_jsonl(tmp_path / "cran" / "corpus.jsonl", [{"_id": "7", "title": "wing", "text": "wing flutter"}])
-    spec = SourceSpec(str(tmp_path / "cran"), id_prefix="cran:")
-    assert resolve_format(spec) == "beir"
-    _, (batch,) = read_all(spec)
-    assert batch.paper_id == ["cran:7"] and batch.abstract == ["wing flutter"]
-
-
 def test_listing_pages_strip_the_header_and_group_by_page(tmp_path):
     write_page(tmp_path / "pages" / "page_a.txt", [("Title A", "Abstract A, with $\\ell_1$ LaTeX."), ("Title B", "Abstract B.")])
     write_page(tmp_path / "pages" / "page_b.txt", [("Title A", "Abstract A, with $\\ell_1$ LaTeX.")])
@@ -116,11 +97,6 @@ def test_listing_page_with_an_odd_number_of_paragraphs_points_at_the_break(tmp_p
     assert "line 17: 'Title C'" in msg
 
 
-def test_normalisation_nfkc_collapses_unicode_whitespace_and_trims():
-    values = ["  ﬁne\u00a0tuning \t\n of\u2028BERT  ", None, "a \x85 b\u1680c", "clean text"]
-    assert normalise_text(values).to_pylist() == ["fine tuning of BERT", "", "a b c", "clean text"]
-
-
 @pytest.mark.parametrize("name, content, message", [
     ("empty.jsonl", "", "file is empty"),
     ("blank.jsonl", "\n\n", "file is empty"),
@@ -133,18 +109,8 @@ def test_empty_files_are_errors(tmp_path, name, content, message):
         read_all(SourceSpec(str(tmp_path / name)))
 
 
-def test_missing_path_and_unknown_extension_are_errors(tmp_path):
-    with pytest.raises(PapersimError, match=r"nope.jsonl: no such file or folder \(source 'nope'"):
-        resolve_format(SourceSpec(str(tmp_path / "nope.jsonl")))
-    (tmp_path / "a.xml").write_text("<a/>")
-    with pytest.raises(PapersimError, match="does not know the extension '.xml'"):
-        resolve_format(SourceSpec(str(tmp_path / "a.xml")))
-
-
 def test_jsonl_edge_cases_numbers_crlf_blank_lines_and_no_final_newline(tmp_path, monkeypatch):
-    import papersim.data.formats as corpus
-
-    monkeypatch.setattr(corpus, "READ_BLOCK", 7)  # lines straddle many read blocks
+    monkeypatch.setattr(formats, "READ_BLOCK", 7)  # lines straddle many read blocks
     path = tmp_path / "a.jsonl"
     path.write_bytes(
         b'{"id": 5, "title": "Numeric id", "abstract": "An abstract long enough."}\r\n'
@@ -157,17 +123,6 @@ def test_jsonl_edge_cases_numbers_crlf_blank_lines_and_no_final_newline(tmp_path
     assert [b.lines for b in batches] == [[1], [3], [5]]
     assert [r.paper_id for r in rows] == [["5"], ["x"], ["y"]]
     assert rows[1].groups == [["a", "b"]] and rows[2].title == ["Indented"]
-
-
-def test_content_hash_ignores_title_case_but_not_abstract_text(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [
-        paper(1, title="Attention Is All You Need", abstract="Same abstract text."),
-        paper(2, title="attention is all you need", abstract="Same  abstract\ttext."),
-        paper(3, title="Attention Is All You Need", abstract="Other abstract text."),
-    ])
-    _, (batch,) = read_all(SourceSpec(str(path)))
-    assert batch.content_hash[0] == batch.content_hash[1] != batch.content_hash[2]
-    assert len(batch.content_hash[0]) == 32
 
 
 def test_parquet_with_integer_ids_and_string_groups_reads_row_by_row(tmp_path):

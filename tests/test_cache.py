@@ -1,0 +1,35 @@
+"""The embedding cache: texts are encoded once per encoder, new texts only."""
+
+import numpy as np
+
+from papersim.encoders.cache import encode_cached
+from papersim.encoders.encode import load_text_encoder
+
+
+def test_second_call_encodes_nothing_and_returns_the_same_vectors(tiny_encoder, tmp_path):
+    texts = [f"paper number {i} about wings" for i in range(10)]
+    first = encode_cached(tiny_encoder, texts, tmp_path)
+    second = encode_cached(tiny_encoder, texts, tmp_path)
+    assert (first.n_encoded, second.n_encoded) == (10, 0)
+    np.testing.assert_array_equal(first.vectors, second.vectors)
+    np.testing.assert_allclose(first.vectors, tiny_encoder.encode(texts), atol=1e-6)
+
+
+def test_only_new_texts_are_encoded_and_repeats_once(tiny_encoder, tmp_path):
+    old = [f"paper number {i} about wings" for i in range(6)]
+    encode_cached(tiny_encoder, old, tmp_path)
+    new = ["a new paper on flutter", "another new paper", "a new paper on flutter"]
+    result = encode_cached(tiny_encoder, old + new, tmp_path)
+    assert result.n_encoded == 2
+    np.testing.assert_array_equal(result.vectors[6], result.vectors[8])
+    assert len(list((tmp_path / tiny_encoder.key).glob("part-*.parquet"))) == 2
+
+
+def test_other_encoder_settings_do_not_share_vectors(tiny_encoder, tiny_model_dir, tmp_path):
+    other = load_text_encoder(str(tiny_model_dir), "torch", max_seq_length=8, batch_size=4)
+    encode_cached(tiny_encoder, ["some text"], tmp_path)
+    assert encode_cached(other, ["some text"], tmp_path).n_encoded == 1
+
+
+def test_without_a_cache_everything_is_encoded(tiny_encoder):
+    assert encode_cached(tiny_encoder, ["a", "b", "a"], None).n_encoded == 2

@@ -1,0 +1,64 @@
+"""The systems compared on a judged set, on the same queries, and the config that names them."""
+
+import math
+
+import pytest
+
+from papersim.evaluation.evaluate import EvaluateConfig, evaluate_set
+from papersim.evaluation.sets import held_out_set, load_beir_set
+from papersim.retrieval.fusion import Fusion
+from tests.conftest import held_out_corpus, write_beir
+
+
+def test_all_systems_scored_on_the_same_queries_and_unjudged_ones_skipped(tmp_path, tiny_encoder):
+    s = load_beir_set(write_beir(tmp_path / "mini"))
+    cfg = EvaluateConfig(beir_sets=[], systems=["bm25", "base", "trained", "hybrid"], recall_ks=[1, 10])
+    embed = tiny_encoder.encode
+    result = evaluate_set(s, {"base": embed, "trained": embed}, cfg)
+    assert list(result.scores) == ["bm25", "base", "trained", "hybrid"]
+    assert (result.n_queries, result.n_skipped) == (2, 1)  # query 3 judges its only doc 0
+    # BM25 ranks d3 (rel 1, the shorter passage) above d1 (rel 2) for query 1 and d2 first for query 2:
+    # nDCG@10 = mean((1 + 2/log2 3) / (2 + 1/log2 3), 1), recall@1 = mean(1/2, 1), MRR@10 = 1.
+    bm25 = result.scores["bm25"]
+    assert bm25["ndcg@10"] == pytest.approx(((1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3)) + 1) / 2)
+    assert (bm25["recall@1"], bm25["recall@10"], bm25["mrr@10"]) == (0.75, 1.0, 1.0)
+    assert result.curves["bm25"] == {1: 0.75, 10: 1.0}
+    assert result.scores["base"] == result.scores["trained"]  # same model, same numbers
+    assert set(result.curves["hybrid"]) == {1, 10}
+    assert result.scores["hybrid"]["recall@10"] == 1.0  # all four documents ranked: each within the top 10
+    assert result.content_hash == s.content_hash != ""  # the gate compares sets by it
+
+
+def test_served_fuses_bm25_with_the_served_encoder_and_is_compared_query_by_query(tmp_path, tiny_encoder):
+    s = load_beir_set(write_beir(tmp_path / "mini"))
+    cfg = EvaluateConfig(beir_sets=[], systems=["bm25", "base", "base_hybrid", "served"], recall_ks=[1])
+    embed = tiny_encoder.encode
+    lexical_only = Fusion(method="convex", alpha=0.0)
+    result = evaluate_set(s, {"base": embed, "served": embed}, cfg, served=lexical_only)
+    assert list(result.scores) == ["bm25", "base", "base_hybrid", "served"]
+    assert result.scores["served"]["ndcg@10"] == result.scores["bm25"]["ndcg@10"]  # alpha 0: BM25's order
+    assert result.query_ids == ["1", "2"] and result.per_query["served"]["ndcg@10"].shape == (2,)
+    assert {"ndcg@10", "recall@100"} <= set(result.per_query["served"])
+    versus = result.served_versus()
+    assert set(versus) == {"bm25", "base", "base_hybrid"}
+    assert versus["bm25"].mean == 0.0 and versus["bm25"].p_value == 1.0
+    assert "served" not in evaluate_set(s, {"base": embed, "served": embed}, cfg).scores  # no fusion given
+
+
+def test_colisted_precision_is_the_share_of_neighbours_listed_with_the_paper(tiny_encoder):
+    papers, split = held_out_corpus()
+    s = held_out_set(papers, split, max_group_size=2)
+    cfg = EvaluateConfig(beir_sets=[], systems=["bm25", "trained", "hybrid"])
+    result = evaluate_set(s, {"trained": tiny_encoder.encode}, cfg)
+    # a's neighbours (itself excluded): b shares page1 -> 1 of 10 slots; same for b.
+    assert result.scores["bm25"]["colisted_precision@10"] == pytest.approx(0.1)
+
+
+def test_config_rejects_unknown_systems_and_hybrid_without_parts():
+    with pytest.raises(ValueError, match="unknown systems"):
+        EvaluateConfig(systems=["bm25", "gpt"])
+    with pytest.raises(ValueError, match="hybrid"):
+        EvaluateConfig(systems=["hybrid", "bm25"])
+    with pytest.raises(ValueError, match="base_hybrid system fuses bm25 and base"):
+        EvaluateConfig(systems=["base_hybrid", "bm25"])
+    assert EvaluateConfig(systems=["bm25", "served"]).systems == ["bm25", "served"]

@@ -1,0 +1,38 @@
+"""Judged sets: BEIR folders, and the held-out split asked by its titles."""
+
+import pytest
+
+from papersim.errors import PapersimError
+from papersim.evaluation.sets import held_out_set, load_beir_set
+from tests.conftest import held_out_corpus, write_beir
+
+
+def test_beir_set_reads_judged_queries_and_passages(tmp_path):
+    s = load_beir_set(write_beir(tmp_path / "mini"))
+    assert s.name == "mini" and s.doc_ids == ["d1", "d2", "d3", "d4"]
+    assert s.doc_texts[0] == "wing flutter. supersonic wing flutter measured in a wind tunnel"
+    assert s.query_ids == ["1", "2", "3"]  # query 4 has no judgments
+    assert s.qrels["1"] == {"d1": 2, "d3": 1}
+    assert load_beir_set(tmp_path / "mini").content_hash == s.content_hash
+
+
+def test_beir_errors_name_file_and_line(tmp_path):
+    with pytest.raises(PapersimError, match=r"test.tsv, line 3: expected"):
+        load_beir_set(write_beir(tmp_path / "bad", qrels="query-id\tcorpus-id\tscore\n1\td1\t2\n1\td3\n"))
+    with pytest.raises(PapersimError, match=r"queries.jsonl: not found"):
+        folder = write_beir(tmp_path / "noq")
+        (folder / "queries.jsonl").unlink()
+        load_beir_set(folder)
+    folder = write_beir(tmp_path / "badjson")
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(PapersimError, match=r"corpus.jsonl, line 2: not valid JSON"):
+        load_beir_set(folder)
+
+
+def test_held_out_titles_ask_for_their_own_abstracts():
+    papers, split = held_out_corpus()
+    s = held_out_set(papers, split, max_group_size=2)
+    assert s.query_ids == ["a", "b", "e"]  # d has no title
+    assert s.qrels["a"] == {"a": 1} and s.doc_texts[0] == "flutter of thin panels at supersonic speeds"
+    assert s.group_queries == ["a", "b"]  # e is alone in its group: no one to find
+    assert held_out_set(papers, split.assign(split="train"), 2) is None
