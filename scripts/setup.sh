@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv at the repository root and install papersim with pinned dependencies.
-# Idempotent: skips the install when pyproject.toml and constraints.txt are unchanged.
+# Idempotent: skips the install when pyproject.toml, constraints.txt and the extras are unchanged.
+# Usage: setup.sh [EXTRAS]   (default "dev"; the test command adds "ray")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +14,10 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=".venv/.papersim-installed"
-want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+extras="${1:-dev}"
+want="$( (cat pyproject.toml constraints.txt; echo "$extras") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$extras]"
   echo "$want" > "$stamp"
 fi
 

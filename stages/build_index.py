@@ -8,6 +8,7 @@ import pandas as pd
 from papersim.atomic import atomic_outputs, dump_json
 from papersim.encoders.cache import encode_cached
 from papersim.encoders.encode import load_text_encoder
+from papersim.encoders.engine import EncodingEngine, with_engine
 from papersim.retrieval.index import (BuildIndexConfig, bm25_index, build_index, read_previous, recall_queries,
                                       save_index_folder)
 from papersim.stage import Stage, require, run_stage
@@ -27,8 +28,9 @@ def execute(stage: Stage) -> str:
     split = pd.read_parquet(args.pairs / "split.parquet") if (args.pairs / "split.parquet").is_file() else None
     serving = read_serving(args.serving)
     with stage.run({"papers": args.papers}) as run:
-        encoder = load_text_encoder(serving.encoder_folder(str(args.model)), cfg.backend, cfg.max_seq_length,
-                                    cfg.batch_size)
+        folder = serving.encoder_folder(str(args.model))
+        encoder = with_engine(load_text_encoder(folder, cfg.backend, cfg.max_seq_length, cfg.batch_size), folder,
+                              cfg.max_seq_length, EncodingEngine.of(cfg))
         queries = encode_cached(encoder, recall_queries(papers, split, cfg.recall_queries), args.embedding_cache)
         encoded = []  # what the papers' encoding had to run (the rest came from the cache)
 

@@ -44,7 +44,7 @@ def execute(stage: Stage) -> str:
         for system, folder in folders.items():
             if folder not in loaded:
                 loaded[folder] = cached_embedder(folder, cfg.backend, cfg.max_seq_length, cfg.batch_size,
-                                                 args.embedding_cache)
+                                                 args.embedding_cache, cfg)
                 notes.append(f"{system}: {folder or 'packaged all-MiniLM-L6-v2'} on {loaded[folder].encoder.backend}")
         results = {s.name: evaluate_set(s, {k: loaded[f] for k, f in folders.items()}, cfg, serving.fusion)
                    for s in sets}

@@ -21,7 +21,7 @@ def execute(stage: Stage) -> str:
     encode = None
     if "dense" in cfg.miners:
         encode = cached_embedder(cfg.model, cfg.backend, cfg.max_seq_length, cfg.encode_batch_size,
-                                 args.embedding_cache)
+                                 args.embedding_cache, cfg)
     with stage.run({"papers": args.papers}) as run:
         result = mine_pairs(papers, cfg, encode, labelled)
         with atomic_outputs(args.out, args.report) as (out, report_path):

@@ -45,7 +45,7 @@ def execute(stage: Stage) -> str:
             candidates = {"trained": str(out), **({"base": cfg.base_model} if cfg.select_encoder else {})}
             serving = choose_serving(pd.read_parquet(args.papers), pd.read_parquet(args.pairs / "split.parquet"),
                                      {name: cached_embedder(folder, cfg.backend, cfg.max_seq_length,
-                                                            cfg.encode_batch_size, args.embedding_cache)
+                                                            cfg.encode_batch_size, args.embedding_cache, cfg)
                                       for name, folder in candidates.items()}, cfg)
             report["serving"] = serving.to_dict()
             dump_json(serving.to_dict(), serving_path)

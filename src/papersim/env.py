@@ -17,6 +17,7 @@ OFFLINE_DEFAULTS: dict[str, str] = {
     "HF_DATASETS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
 }
 
 

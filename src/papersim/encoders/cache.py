@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from papersim.atomic import atomic_outputs
 from papersim.encoders.encode import Encoder, load_text_encoder
+from papersim.encoders.engine import EncodingEngine, with_engine
 
 
 def text_hash(text: str) -> str:
@@ -78,7 +79,9 @@ class CachedEmbedder:
         return encode_cached(self.encoder, texts, self.cache).vectors
 
 
-def cached_embedder(folder: str, backend: str, max_seq_length: int, batch_size: int,
-                    cache: Path | None) -> CachedEmbedder:
-    """Load the encoder at `folder` ("" = the packaged base model) behind the embedding cache."""
-    return CachedEmbedder(load_text_encoder(folder, backend, max_seq_length, batch_size), cache)
+def cached_embedder(folder: str, backend: str, max_seq_length: int, batch_size: int, cache: Path | None,
+                    engine: EncodingEngine = EncodingEngine()) -> CachedEmbedder:
+    """Load the encoder at `folder` ("" = the packaged base model) behind the embedding cache; what
+    is not cached is encoded where `engine` says (this process or Ray actors)."""
+    encoder = load_text_encoder(folder, backend, max_seq_length, batch_size)
+    return CachedEmbedder(with_engine(encoder, folder, max_seq_length, EncodingEngine.of(engine)), cache)

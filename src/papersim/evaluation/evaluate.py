@@ -21,6 +21,7 @@ from papersim.retrieval.dense import dense_hits
 from papersim.retrieval.fusion import Fusion, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
 from papersim.retrieval.passage import Hits, Rankings
+from papersim.encoders.engine import EncodingEngine
 
 SYSTEMS = ("bm25", "base", "trained", "hybrid", "base_hybrid", "served", "champion")
 DENSE = ("base", "trained", "champion")  # dense systems reported as such
@@ -29,7 +30,7 @@ COMPARED_METRIC = "ndcg@10"  # the metric of the paired comparisons in the repor
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(EncodingEngine):
     """params.yaml `evaluate` section."""
 
     beir_sets: list[str] = field(default_factory=lambda: ["data/raw/beir/cranfield"])  # BEIR folders, own corpus each
@@ -46,6 +47,7 @@ class EvaluateConfig:
     recall_ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # the recall@k curve
 
     def __post_init__(self) -> None:
+        self.check_engine()
         unknown = set(self.systems) - set(SYSTEMS)
         if unknown:
             raise ValueError(f"unknown systems {sorted(unknown)}: choose from {', '.join(SYSTEMS)}")

@@ -25,13 +25,14 @@ from papersim.errors import PapersimError
 from papersim.retrieval import ann
 from papersim.retrieval.lexical import BM25
 from papersim.retrieval.passage import passage_text
+from papersim.encoders.engine import EncodingEngine
 
 IDS_COLUMNS = ["paper_id", "title", "content_hash"]  # ids.parquet: row i of the index is paper i
 FAISS_FILE, IDS_FILE, INFO_FILE, BM25_FOLDER = "index.faiss", "ids.parquet", "index.json", "bm25"
 
 
 @dataclass(frozen=True)
-class BuildIndexConfig:
+class BuildIndexConfig(EncodingEngine):
     """params.yaml `build_index` section."""
 
     factory: str = "auto"  # a faiss index_factory string (inner product), or auto: chosen by corpus size
@@ -47,6 +48,7 @@ class BuildIndexConfig:
     batch_size: int = 32  # texts per encoding batch
 
     def __post_init__(self) -> None:
+        self.check_engine()
         if not 0 < self.target_recall <= 1:
             raise ValueError("target_recall must be in (0, 1]")
         if min(self.flat_max, self.hnsw_max, self.hnsw_m, self.pq_m, self.recall_queries) < 1:

@@ -18,13 +18,14 @@ import pandas as pd
 from papersim.data.groups import similarity_groups
 from papersim.errors import PapersimError
 from papersim.training.negatives import FILTERS, MINERS, hard_negatives
+from papersim.encoders.engine import EncodingEngine
 
 SPLITS = ("train", "val", "test")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9$\\(])")
 
 
 @dataclass(frozen=True)
-class MinePairsConfig:
+class MinePairsConfig(EncodingEngine):
     """params.yaml `mine_pairs` section."""
 
     seed: int = 13  # fixes the split and every sampling choice
@@ -49,6 +50,7 @@ class MinePairsConfig:
     backend: str = "auto"  # encoder backend (papersim.encoders.encode): openvino on CPUs (~2x torch), torch on GPUs
 
     def __post_init__(self) -> None:
+        self.check_engine()
         fractions = (self.val_fraction, self.test_fraction)
         if not (all(0 <= f < 1 for f in fractions) and sum(fractions) < 1):
             raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum below 1")

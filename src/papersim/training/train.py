@@ -16,6 +16,7 @@ import pandas as pd
 
 from papersim.errors import PapersimError
 from papersim.retrieval.fusion import Fusion
+from papersim.encoders.engine import EncodingEngine
 
 LOSSES = ("mnrl", "cached_mnrl", "triplet")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -23,7 +24,7 @@ FINGERPRINT = "papersim-run.json"  # in the checkpoint folder: which config and 
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(EncodingEngine):
     """params.yaml `train` section. The defaults are the CPU profile (README: GPU profile)."""
 
     base_model: str = ""  # a sentence-transformers folder; "" = the packaged all-MiniLM-L6-v2
@@ -59,6 +60,7 @@ class TrainConfig:
     encode_batch_size: int = 32
 
     def __post_init__(self) -> None:
+        self.check_engine()
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
         if self.save_steps % self.eval_steps:
