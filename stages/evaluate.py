@@ -28,7 +28,7 @@ def execute(stage: Stage) -> str:
         require_files([args.papers, args.pairs / "split.parquet"],
                       "run the pipeline up to mine_pairs first (`dvc repro`)")
         held_out = held_out_set(pd.read_parquet(args.papers), pd.read_parquet(args.pairs / "split.parquet"),
-                                cfg.max_group_size)
+                                cfg.max_group_size, cfg.test_split_max_queries, cfg.test_split_max_docs)
         sets += [held_out] if held_out is not None else []
     serving = read_serving(args.serving)
     trained = str(args.model)

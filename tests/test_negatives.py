@@ -39,7 +39,21 @@ def test_bm25_gives_no_candidates_to_an_anchor_of_only_stop_words():
 def test_dense_candidates_rank_by_cosine_and_score_the_positive():
     corpus = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
     anchors = np.array([[0.8, 0.6]], dtype=np.float32)
-    ranked = dense_candidates(anchors, corpus, np.array([2]), k=2)
-    assert ranked.indices.tolist() == [[1, 0]]  # cosines 0.96, 0.8 (row 2: 0.6)
+    ranked, recall = dense_candidates(anchors, corpus, np.array([2]), k=2, exact_max=10)
+    assert ranked.indices.tolist() == [[1, 0]] and recall == 1.0  # cosines 0.96, 0.8 (row 2: 0.6)
     np.testing.assert_allclose(ranked.scores, [[0.96, 0.8]], rtol=1e-6)
     np.testing.assert_allclose(ranked.positive_scores, [0.6], rtol=1e-6)
+
+
+def test_beyond_exact_max_the_dense_miner_searches_hnsw_and_reports_its_recall():
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(2_000, 16)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    anchors = corpus[:300] + 0.05 * rng.normal(size=(300, 16)).astype(np.float32)
+    anchors /= np.linalg.norm(anchors, axis=1, keepdims=True)
+    exact, _ = dense_candidates(anchors, corpus, np.arange(300), k=10, exact_max=10_000)
+    approx, recall = dense_candidates(anchors, corpus, np.arange(300), k=10, exact_max=1_000)
+    overlap = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.indices, exact.indices)])
+    assert recall >= 0.95 and overlap >= 0.95
+    assert (approx.indices[:, 0] == np.arange(300)).mean() >= 0.95  # each anchor's own paper is its nearest
+    np.testing.assert_allclose(approx.positive_scores, exact.positive_scores)

@@ -89,3 +89,17 @@ def test_short_titles_get_self_supervised_pairs_and_labelled_pairs_stay_within_a
 def test_dense_miner_without_an_encoder_is_an_error():
     with pytest.raises(ValueError, match="no encoder"):
         mine_pairs(corpus_frame(10), MinePairsConfig(), None)
+
+
+def test_only_a_seeded_sample_of_pairs_is_mined_and_it_is_stable_as_papers_are_added(encode):
+    cfg = MinePairsConfig(val_fraction=0.2, test_fraction=0.2, num_negatives=1, miners=["bm25"], max_pairs=10,
+                          max_val_pairs=3)
+    small = mine_pairs(corpus_frame(60), cfg, None)
+    assert len(small.train) == 10 and len(small.val) == 3
+    assert small.report["pairs_available"]["train"] > 10 and small.report["pairs"]["train"]["total"] == 10
+    uncapped = mine_pairs(corpus_frame(60), MinePairsConfig(val_fraction=0.2, test_fraction=0.2, num_negatives=1,
+                                                            miners=["bm25"], max_pairs=0, max_val_pairs=0), None)
+    assert len(uncapped.train) == small.report["pairs_available"]["train"]
+    grown = mine_pairs(corpus_frame(64), cfg, None)  # four more papers: most sampled pairs stay
+    kept = set(zip(small.train["anchor_id"], small.train["positive_id"]))
+    assert len(kept & set(zip(grown.train["anchor_id"], grown.train["positive_id"]))) >= 7

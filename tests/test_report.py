@@ -34,6 +34,10 @@ def test_report_keeps_every_score_and_compares_served_with_each_system():
     assert report["served_vs"]["bm25"] == {"ndcg@10_diff": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0}
     # differences 0.25 and 0.5: of the 4 sign flips, 2 are as extreme as the observed mean
     assert report["served_vs"]["hybrid"] == {"ndcg@10_diff": 0.375, "ci_low": 0.25, "ci_high": 0.5, "p_value": 0.5}
+    per_query_served = result().per_query["served"]["ndcg@10"]
+    low, high = report["ndcg@10_ci95"]["served"]["low"], report["ndcg@10_ci95"]["served"]["high"]
+    assert low <= per_query_served.mean() <= high and low >= per_query_served.min() and high <= per_query_served.max()
+    assert "sample" not in report  # the whole set was scored
     assert json.loads(json.dumps(report)) == report
     without_served = SetResult(scores={"bm25": {"ndcg@10": 0.5}}, curves={}, n_queries=1, n_skipped=0)
     assert "served_vs" not in eval_report({"mini": without_served})["mini"]

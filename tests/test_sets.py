@@ -36,3 +36,22 @@ def test_held_out_titles_ask_for_their_own_abstracts():
     assert s.qrels["a"] == {"a": 1} and s.doc_texts[0] == "flutter of thin panels at supersonic speeds"
     assert s.group_queries == ["a", "b"]  # e is alone in its group: no one to find
     assert held_out_set(papers, split.assign(split="train"), 2) is None
+
+
+def test_a_large_test_split_is_scored_on_a_seeded_sample_that_includes_its_queries_documents():
+    import pandas as pd
+
+    n = 500
+    papers = pd.DataFrame({"paper_id": [f"p{i}" for i in range(n)], "title": [f"Title {i}" for i in range(n)],
+                           "abstract": [f"abstract {i}" for i in range(n)], "groups": [[] for _ in range(n)],
+                           "content_hash": [f"h{i}" for i in range(n)]})
+    split = pd.DataFrame({"paper_id": papers["paper_id"], "split": ["test" if i % 5 == 0 else "train"
+                                                                     for i in range(n)]})
+    whole = held_out_set(papers, split, 100)
+    assert len(whole.query_ids) == 100 and len(whole.doc_ids) == n and whole.sample == {}
+    assert held_out_set(papers, split, 100, max_queries=100, max_docs=n) == whole  # caps not reached: same set
+    capped = held_out_set(papers, split, 100, max_queries=30, max_docs=120)
+    assert capped.sample == {"queries": 30, "of_queries": 100, "docs": 120, "of_docs": n}
+    assert set(capped.query_ids) <= set(capped.doc_ids)  # every query's own abstract is among the documents
+    assert capped.content_hash != whole.content_hash
+    assert held_out_set(papers, split, 100, max_queries=30, max_docs=120) == capped  # seeded: the same sample

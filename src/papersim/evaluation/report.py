@@ -9,14 +9,17 @@ from papersim.evaluation.evaluate import COMPARED_METRIC, SetResult
 
 
 def eval_report(results: Mapping[str, SetResult]) -> dict:
-    """evaluate.json: {set: {system: {metric: value}, served_vs: {system: {...}}, n_queries, n_skipped_queries,
-    content_hash}}."""
+    """evaluate.json: {set: {system: {metric: value}, served_vs: {system: {...}}, ndcg@10_ci95: {system: {low,
+    high}}, n_queries, n_skipped_queries, content_hash, sample (a capped set only)}}."""
     report = {}
     for name, r in results.items():
         versus = {system: {f"{COMPARED_METRIC}_diff": d.mean, "ci_low": d.low, "ci_high": d.high,
                            "p_value": d.p_value} for system, d in r.served_versus().items()}
-        report[name] = {**r.scores, **({"served_vs": versus} if versus else {}), "n_queries": r.n_queries,
-                        "n_skipped_queries": r.n_skipped, "content_hash": r.content_hash}
+        intervals = {system: {"low": low, "high": high} for system, (low, high) in r.intervals().items()}
+        report[name] = {**r.scores, **({"served_vs": versus} if versus else {}),
+                        f"{COMPARED_METRIC}_ci95": intervals, "n_queries": r.n_queries,
+                        "n_skipped_queries": r.n_skipped, "content_hash": r.content_hash,
+                        **({"sample": r.sample} if r.sample else {})}
     return report
 
 
@@ -35,7 +38,9 @@ def markdown_table(results: Mapping[str, SetResult], notes: list[str]) -> str:
     lines = []
     for name, r in results.items():
         metrics = list(dict.fromkeys(m for s in r.scores.values() for m in s))
-        lines += [f"### {name} ({r.n_queries} queries, {r.n_skipped} skipped: no relevant document)", "",
+        sampled = (f"; a seeded sample of {r.sample['queries']} of {r.sample['of_queries']} queries over "
+                   f"{r.sample['docs']} of {r.sample['of_docs']} papers") if r.sample else ""
+        lines += [f"### {name} ({r.n_queries} queries, {r.n_skipped} skipped: no relevant document{sampled})", "",
                   "| system | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
         best = {m: max(s.get(m, float("-inf")) for s in r.scores.values()) for m in metrics}
         for system, values in r.scores.items():

@@ -11,6 +11,7 @@ import pandas as pd
 from papersim.data.groups import similarity_groups
 from papersim.errors import PapersimError
 from papersim.retrieval.passage import passage_text
+from papersim.sampling import seeded_sample
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class EvalSet:
     content_hash: str  # of what was read: equal hashes mean the same set
     groups: dict[str, frozenset[str]] | None = None  # doc id -> co-listing groups, for colisted_precision@10
     group_queries: list[str] = field(default_factory=list)  # doc ids whose neighbours are checked for co-listing
+    sample: dict[str, int] = field(default_factory=dict)  # a capped set: queries/docs scored of those available
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -93,15 +95,28 @@ def load_beir_set(folder: Path) -> EvalSet:
     )
 
 
-def held_out_set(papers: pd.DataFrame, split: pd.DataFrame, max_group_size: int) -> EvalSet | None:
-    """Held-out papers: each test title must find its own abstract among all papers' abstracts.
+def held_out_set(papers: pd.DataFrame, split: pd.DataFrame, max_group_size: int, max_queries: int = 0,
+                 max_docs: int = 0, seed: int = 0) -> EvalSet | None:
+    """Held-out papers: each test title must find its own abstract among the papers' abstracts.
 
-    None when no test paper has a title (a tiny corpus): the stage notes the set as skipped.
+    Large corpora are scored on a seeded sample (0 = no cap): up to `max_queries` titled test papers,
+    over their own abstracts plus other papers up to `max_docs` in all. None when no test paper has a
+    title (a tiny corpus): the stage notes the set as skipped.
     """
     test_ids = set(split.loc[split["split"] == "test", "paper_id"])
     test = papers[papers["paper_id"].isin(test_ids) & (papers["title"].str.strip() != "")]
     if test.empty:
         return None
+    available = {"queries": len(test), "docs": len(papers)}
+    test = test.iloc[seeded_sample(test["paper_id"].tolist(), max_queries, seed)]
+    asking = set(test["paper_id"])
+    others = papers[~papers["paper_id"].isin(asking)]
+    room = max(max_docs - len(asking), 0) if max_docs > 0 else len(others)
+    kept = asking | set(others["paper_id"].iloc[seeded_sample(others["paper_id"].tolist(), room, seed)])
+    papers = papers[papers["paper_id"].isin(kept)]
+    capped = len(test) < available["queries"] or len(papers) < available["docs"]
+    if capped:  # co-listing neighbours too: only for the sampled queries (each costs a search of the docs)
+        test_ids = asking
     similarity = similarity_groups(papers["groups"], max_group_size)
     groups = {pid: frozenset(gs) for pid, gs in zip(papers["paper_id"], similarity)}
     digest = hashlib.sha256(pd.util.hash_pandas_object(
@@ -111,4 +126,6 @@ def held_out_set(papers: pd.DataFrame, split: pd.DataFrame, max_group_size: int)
         query_ids=list(test["paper_id"]), query_texts=list(test["title"]),
         qrels={pid: {pid: 1} for pid in test["paper_id"]}, content_hash=digest.hexdigest()[:32],
         groups=groups, group_queries=sorted(pid for pid in test_ids if groups.get(pid)),
+        sample={"queries": len(test), "of_queries": available["queries"], "docs": len(papers),
+                "of_docs": available["docs"]} if capped else {},
     )

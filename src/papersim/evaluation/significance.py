@@ -40,3 +40,14 @@ def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0, n_resamples: 
     test = stats.permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), vectorized=True,
                                   permutation_type="samples", n_resamples=n_resamples, rng=rng)
     return PairedDifference(mean, float(interval.low), float(interval.high), float(test.pvalue), int(diff.size))
+
+
+def mean_interval(values: np.ndarray, seed: int = 0, n_resamples: int = N_RESAMPLES) -> tuple[float, float]:
+    """95% bootstrap confidence interval (percentile) of the mean of per-query scores (n_queries,)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2 or np.all(values == values[0]):
+        mean = float(values.mean()) if values.size else float("nan")
+        return mean, mean
+    interval = stats.bootstrap((values,), np.mean, n_resamples=n_resamples, confidence_level=0.95,
+                               method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    return float(interval.low), float(interval.high)

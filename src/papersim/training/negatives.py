@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from papersim.retrieval import ann
 from papersim.retrieval.dense import dense_search
 from papersim.retrieval.lexical import BM25
 
@@ -54,11 +55,25 @@ def bm25_candidates(anchors: list[str], corpus: list[str], positives: np.ndarray
     return Candidates(indices, scores, positive_scores)
 
 
-def dense_candidates(anchor_emb: np.ndarray, corpus_emb: np.ndarray, positives: np.ndarray, k: int) -> Candidates:
-    """Cosine top-k of normalised embeddings (exact, ties by row); anchor_emb (n, d), corpus_emb (m, d)."""
-    indices, scores = dense_search(corpus_emb, anchor_emb, k)  # (n, k) each
+def dense_candidates(anchor_emb: np.ndarray, corpus_emb: np.ndarray, positives: np.ndarray, k: int,
+                     exact_max: int) -> tuple[Candidates, float]:
+    """Cosine top-k of normalised embeddings, anchor_emb (n, d) against corpus_emb (m, d), and its recall.
+
+    Exact (ties by row) up to `exact_max` papers; beyond, an HNSW index whose search effort is raised
+    until recall@k against exact search reaches 0.95 on up to 200 anchors (the measured recall is returned).
+    """
     positive_scores = np.einsum("nd,nd->n", anchor_emb, corpus_emb[positives])
-    return Candidates(indices, scores, positive_scores)
+    if len(corpus_emb) <= exact_max:
+        indices, scores = dense_search(corpus_emb, anchor_emb, k)  # (n, k) each
+        return Candidates(indices, scores, positive_scores), 1.0
+    k = min(k, len(corpus_emb))
+    index = ann.create_index("HNSW32", corpus_emb.shape[1])
+    ann.add_vectors(index, corpus_emb)
+    probe = anchor_emb[:200]
+    _, recall = ann.tune_search_effort(index, probe, ann.exact_neighbours(corpus_emb, probe, k),
+                                       target_recall=0.95, k=k)
+    scores, indices = index.search(np.ascontiguousarray(anchor_emb, dtype=np.float32), k)
+    return Candidates(indices.astype(np.int64), scores, positive_scores), recall
 
 
 def anchor_embeddings(pairs: pd.DataFrame, corpus_texts: list[str], corpus_emb: np.ndarray,
@@ -138,16 +153,17 @@ def select_negatives(
 def hard_negatives(
     pairs: pd.DataFrame, corpus: pd.DataFrame, cfg: "MinePairsConfig",
     encode: Callable[[list[str]], np.ndarray] | None, rng: np.random.Generator,
-) -> tuple[list[list[int]], Counter]:
-    """Rank one split's `corpus` (its papers) with each configured miner, then `select_negatives`."""
+) -> tuple[list[list[int]], Counter, float | None]:
+    """Rank one split's `corpus` (its papers) with each configured miner, then `select_negatives`.
+    Returns the negatives per pair, the filters' counts and the dense miner's recall@range_max (None: no dense)."""
     corpus_texts = corpus["abstract"].tolist()
     positives = pairs["positive_row"].to_numpy()
     miners: dict[str, Candidates] = {}  # dense first, whatever cfg.miners' order: the round-robin follows it
-    corpus_emb = None
+    corpus_emb, recall = None, None
     if "dense" in cfg.miners:
         corpus_emb = encode(corpus_texts)
-        miners["dense"] = dense_candidates(anchor_embeddings(pairs, corpus_texts, corpus_emb, encode),
-                                           corpus_emb, positives, cfg.range_max)
+        miners["dense"], recall = dense_candidates(anchor_embeddings(pairs, corpus_texts, corpus_emb, encode),
+                                                   corpus_emb, positives, cfg.range_max, cfg.dense_exact_max)
     if "bm25" in cfg.miners:
         miners["bm25"] = bm25_candidates(pairs["anchor"].tolist(), corpus_texts, positives, cfg.range_max)
-    return select_negatives(pairs, corpus, miners, corpus_emb, cfg, rng)
+    return (*select_negatives(pairs, corpus, miners, corpus_emb, cfg, rng), recall)

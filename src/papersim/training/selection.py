@@ -26,7 +26,8 @@ from papersim.retrieval.dense import dense_hits
 from papersim.retrieval.fusion import Fusion, choose_alpha, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
 from papersim.retrieval.passage import passage_text
-from papersim.training.pairs import inverse_cloze, paper_rng, seeded_unit
+from papersim.sampling import paper_rng, seeded_unit
+from papersim.training.pairs import inverse_cloze
 
 ENCODERS = ("trained", "base")
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) unit vectors
