@@ -33,3 +33,26 @@ def test_other_encoder_settings_do_not_share_vectors(tiny_encoder, tiny_model_di
 
 def test_without_a_cache_everything_is_encoded(tiny_encoder):
     assert encode_cached(tiny_encoder, ["a", "b", "a"], None).n_encoded == 2
+
+
+def test_vectors_come_back_from_many_parts_and_row_groups(tiny_encoder, tmp_path, monkeypatch):
+    import papersim.encoders.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "PART_ROWS", 7)  # 30 texts: 5 parts of up to 7 rows,
+    monkeypatch.setattr(cache_module, "GROUP_ROWS", 3)  # each in row groups of 3
+    texts = [f"paper {i} on supersonic flutter" for i in range(30)]
+    first = encode_cached(tiny_encoder, texts, tmp_path)
+    assert len(list((tmp_path / tiny_encoder.key).glob("part-*.parquet"))) == 5
+    cache_module._INDEXES.clear()  # a new process: the index is rebuilt from the hash columns
+    shuffled = texts[::-1] + texts[:4]
+    again = encode_cached(tiny_encoder, shuffled, tmp_path)
+    assert again.n_encoded == 0
+    np.testing.assert_array_equal(again.vectors, first.vectors[[*range(29, -1, -1), 0, 1, 2, 3]])
+
+
+def test_a_cleared_cache_is_filled_again(tiny_encoder, tmp_path):
+    import shutil
+
+    encode_cached(tiny_encoder, ["a text", "another"], tmp_path)
+    shutil.rmtree(tmp_path / tiny_encoder.key)
+    assert encode_cached(tiny_encoder, ["a text", "another"], tmp_path).n_encoded == 2

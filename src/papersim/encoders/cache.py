@@ -1,16 +1,21 @@
 """An embedding cache keyed by (encoder key, text hash), so no stage encodes a text twice.
 
 Layout: `<cache>/<encoder key>/part-*.parquet`, columns `text_hash` (string) and `embedding`
-(fixed-size list of float32). New vectors go to a new part file written atomically, so a
-crash mid-write loses at most that batch and never corrupts what was cached before. The
-cache is a side store, not a pipeline output: deleting it only costs encoding time.
+(fixed-size list of float32), at most PART_ROWS rows each in row groups of GROUP_ROWS. New
+vectors go to new part files written atomically, so a crash mid-write loses at most that batch
+and never corrupts what was cached before. The cache is a side store, not a pipeline output:
+deleting it only costs encoding time.
+
+Lookups read each part's hash column once per process (an index: hash -> part, row) and then
+only the row groups holding wanted vectors, so a lookup's memory is the vectors it returns plus
+one row group, not the whole cache.
 """
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +24,9 @@ import pyarrow.parquet as pq
 from papersim.atomic import atomic_outputs
 from papersim.encoders.encode import Encoder, load_text_encoder
 from papersim.encoders.engine import EncodingEngine, with_engine
+
+PART_ROWS = 65_536  # vectors per part file: 96 MiB at dim 384
+GROUP_ROWS = 4_096  # vectors per row group: the unit a lookup reads (6 MiB at dim 384)
 
 
 def text_hash(text: str) -> str:
@@ -32,40 +40,80 @@ class Encoded:
     n_encoded: int  # texts that were not in the cache (unique texts actually run through the model)
 
 
-def _read_cache(folder: Path, dim: int) -> dict[str, np.ndarray]:
-    cached: dict[str, np.ndarray] = {}
-    for part in sorted(folder.glob("part-*.parquet")):
-        table = pq.read_table(part)
-        vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dim)
-        cached.update(zip(table.column("text_hash").to_pylist(), vectors))
-    return cached
+@dataclass
+class _FolderIndex:
+    """Where each cached vector of one encoder folder lives: hash -> (part number, row)."""
+
+    parts: list[Path] = field(default_factory=list)
+    rows: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def refresh(self, folder: Path) -> None:
+        """Index the parts written since the last look (by any process): their hash column only."""
+        if any(not part.is_file() for part in self.parts):  # the cache was cleared: start over
+            self.parts, self.rows = [], {}
+        known = set(self.parts)
+        for part in sorted(folder.glob("part-*.parquet")):
+            if part not in known:
+                hashes = pq.read_table(part, columns=["text_hash"]).column("text_hash").to_pylist()
+                number = len(self.parts)
+                self.parts.append(part)
+                for row, digest in enumerate(hashes):
+                    self.rows.setdefault(digest, (number, row))
+
+    def read(self, digests: list[str], dim: int) -> np.ndarray:
+        """(len(digests), dim) vectors of indexed hashes, one row group at a time."""
+        out = np.zeros((len(digests), dim), dtype=np.float32)
+        wanted: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (part, row group) -> [(row in group, out row)]
+        for i, digest in enumerate(digests):
+            number, row = self.rows[digest]
+            wanted.setdefault((number, row // GROUP_ROWS), []).append((row % GROUP_ROWS, i))
+        for (number, group), rows in sorted(wanted.items()):
+            column = pq.ParquetFile(self.parts[number]).read_row_group(group, columns=["embedding"]).column(0)
+            vectors = column.combine_chunks().flatten().to_numpy().reshape(-1, dim)  # (GROUP_ROWS, dim)
+            at, into = np.array(rows).T
+            out[into] = vectors[at]
+        return out
 
 
-def _write_part(folder: Path, hashes: list[str], vectors: np.ndarray) -> None:
+_INDEXES: dict[Path, _FolderIndex] = {}  # one per encoder folder, per process
+
+
+def _write_parts(folder: Path, hashes: list[str], vectors: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     dim = vectors.shape[1]
-    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
-    table = pa.table({"text_hash": pa.array(hashes, pa.string()), "embedding": column})
-    with atomic_outputs(folder / f"part-{uuid.uuid4().hex}.parquet") as (tmp,):
-        pq.write_table(table, tmp)
+    for start in range(0, len(hashes), PART_ROWS):
+        chunk = vectors[start:start + PART_ROWS]
+        column = pa.FixedSizeListArray.from_arrays(pa.array(chunk.reshape(-1), pa.float32()), dim)
+        table = pa.table({"text_hash": pa.array(hashes[start:start + PART_ROWS], pa.string()), "embedding": column})
+        with atomic_outputs(folder / f"part-{uuid.uuid4().hex}.parquet") as (tmp,):
+            pq.write_table(table, tmp, row_group_size=GROUP_ROWS)
 
 
 def encode_cached(encoder: Encoder, texts: Sequence[str], cache: Path | None, progress: bool = False) -> Encoded:
     """Embeddings of `texts`, reading what `cache` holds for this encoder and adding the rest."""
     hashes = [text_hash(text) for text in texts]
-    folder = cache / encoder.key if cache is not None else None
-    known = _read_cache(folder, encoder.dim) if folder is not None and folder.is_dir() else {}
     missing: dict[str, str] = {}
+    index = _FolderIndex()
+    if cache is not None:
+        folder = (Path(cache) / encoder.key).resolve()
+        index = _INDEXES.setdefault(folder, _FolderIndex())
+        index.refresh(folder)
     for digest, text in zip(hashes, texts):
-        if digest not in known and digest not in missing:
+        if digest not in index.rows and digest not in missing:
             missing[digest] = text
-    if missing:
-        fresh = encoder.encode(list(missing.values()), progress=progress)  # (n_missing, dim)
-        if folder is not None:
-            _write_part(folder, list(missing), fresh)
-        known.update(zip(missing, fresh))
-    vectors = np.stack([known[digest] for digest in hashes]) if hashes else np.zeros((0, encoder.dim), np.float32)
-    return Encoded(vectors=vectors.astype(np.float32, copy=False), n_encoded=len(missing))
+    fresh = encoder.encode(list(missing.values()), progress=progress) if missing else None  # (n_missing, dim)
+    if fresh is not None and cache is not None:
+        _write_parts(folder, list(missing), fresh)
+        index.refresh(folder)
+    vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    cached = [i for i, digest in enumerate(hashes) if digest not in missing]
+    if cached:
+        vectors[cached] = index.read([hashes[i] for i in cached], encoder.dim)
+    if fresh is not None:
+        position = {digest: i for i, digest in enumerate(missing)}
+        new = [i for i, digest in enumerate(hashes) if digest in missing]
+        vectors[new] = fresh[[position[hashes[i]] for i in new]]
+    return Encoded(vectors=vectors, n_encoded=len(missing))
 
 
 @dataclass(frozen=True)
