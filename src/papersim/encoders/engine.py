@@ -74,7 +74,8 @@ class RayEncoder(Encoder):
                                    override_num_blocks=n_blocks)
         encoded = data.map_batches(
             _EncodeActor, fn_constructor_args=(self.folder, self.backend, self.max_seq_length, self.batch_size),
-            batch_size=self.batch_size * 4, batch_format="numpy", concurrency=self.settings.ray_actors,
+            batch_size=self.batch_size * 4, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=self.settings.ray_actors),
             num_gpus=1 if gpu else 0, num_cpus=0 if gpu else self.settings.ray_cpus_per_actor)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for batch in encoded.iter_batches(batch_format="numpy", batch_size=None):
