@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from papersim.encoders.load import save_tiny_encoder
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "mine_pairs", "train", "evaluate", "build_index")
 MEASURE = """
@@ -38,26 +40,6 @@ if proc.returncode:
     sys.exit(proc.returncode)
 print(seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
 """
-
-
-def tiny_encoder(folder: Path) -> Path:
-    """A 1-layer, 32-dim BERT with the packaged tokenizer, saved as a sentence-transformers folder."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from papersim.encoders.load import base_model_path
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256)
-    BertModel(config).save_pretrained(folder / "hf")
-    tokenizer.save_pretrained(folder / "hf")
-    model = SentenceTransformer(modules=[Transformer(str(folder / "hf")), Pooling(32, "mean"), Normalize()])
-    model.save(str(folder / "model"))
-    return folder / "model"
 
 
 def write_corpus(path: Path, n: int, seed: int = 0) -> None:
@@ -132,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
-    model = tiny_encoder(args.workdir / "tiny")
+    model = save_tiny_encoder(args.workdir / "tiny")
     results = {}
     for n in args.papers:
         print(f"{n:,} papers", flush=True)

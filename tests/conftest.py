@@ -65,23 +65,9 @@ def write_page(path: Path, papers: list[tuple[str, str]]) -> Path:
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialised BERT (1 layer, 32 dims) with the packaged tokenizer, saved as a
     sentence-transformers folder: real code paths, seconds instead of minutes on a CPU."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from papersim.encoders.load import save_tiny_encoder
 
-    from papersim.encoders.load import base_model_path
-
-    root = tmp_path_factory.mktemp("tiny-model")
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256)
-    BertModel(config).save_pretrained(root / "hf")
-    tokenizer.save_pretrained(root / "hf")
-    model = SentenceTransformer(modules=[Transformer(str(root / "hf")), Pooling(32, "mean"), Normalize()])
-    model.save(str(root / "model"))
-    return root / "model"
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny-model"))
 
 
 TOPICS = ["wing flutter at supersonic speed", "heat transfer in laminar boundary layers",
