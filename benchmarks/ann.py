@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-budget-gb", type=float, default=DEFAULTS.memory_budget_gb,
+                        help="build_index.memory_budget_gb: a budget below HNSW's size selects the compressed tier")
     args = parser.parse_args()
     print(f"$ {shlex.join(sys.orig_argv)}")
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; {DIM}-d, {CENTRES:,} centres, "
@@ -93,7 +95,8 @@ def main() -> None:
     for n in args.sizes:
         vectors = sample(centres, mixing, n, rng)
         exact = exact_neighbours(vectors, queries, K)  # (n_queries, K)
-        factory = auto_factory(n, DIM, flat_max=FLAT_MAX, hnsw_max=HNSW_MAX, hnsw_m=HNSW_M, pq_m=PQ_M)
+        factory = auto_factory(n, DIM, flat_max=FLAT_MAX, hnsw_max=HNSW_MAX, hnsw_m=HNSW_M, pq_m=PQ_M,
+                               memory_budget=int(args.memory_budget_gb * 2**30))
         built = {}
         for name in dict.fromkeys(["Flat", factory]):  # once only when auto is Flat
             index, seconds = timed_build(name, vectors)
@@ -110,11 +113,11 @@ def main() -> None:
             rows.append((n, name, seconds, size, effort, recall, qps[name], qps[name] / qps["Flat"]))
         del built
 
-    print(f"\n| size | index | build s | memory MiB | effort | recall@{K} | QPS | QPS vs Flat |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print(f"\n| size | index | build s | memory MiB | bytes/vector | effort | recall@{K} | QPS | QPS vs Flat |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for n, name, seconds, size, effort, recall, qps, ratio in rows:
-        print(f"| {n:,} | {name} | {seconds:,.1f} | {size / 2**20:,.0f} | {effort or '-'} | {recall:.3f} "
-              f"| {qps:,.0f} | {ratio:.1f}x |")
+        print(f"| {n:,} | {name} | {seconds:,.1f} | {size / 2**20:,.0f} | {size / n:,.0f} | {effort or '-'} "
+              f"| {recall:.3f} | {qps:,.0f} | {ratio:.1f}x |")
     n, name, *_, recall, _, ratio = rows[-1]
     print(f"\n{name} at {n:,}: {ratio:.1f}x Flat's queries/s at recall@{K} {recall:.3f} "
           f"(goal: >= 20x at 1,000,000 with recall@{K} >= {TARGET_RECALL})")

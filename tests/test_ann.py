@@ -55,12 +55,36 @@ def search_recall(index: faiss.Index, queries: np.ndarray, exact: np.ndarray) ->
 
 @pytest.mark.parametrize(("n", "expected"), [
     (1, "Flat"), (1_000, "Flat"), (1_001, "HNSW32"), (100_000, "HNSW32"),
-    (100_001, "IVF1024,PQ48np"),  # 4 sqrt(n) = 1265 -> 1024
-    (1_000_000, "IVF4096,PQ48np"),  # 4000 -> 4096
-    (4_000_000, "IVF8192,PQ48np"),  # 8000 -> 8192
+    (100_001, "IVF1024,PQ96x4fs,Refine(SQ8)"),  # 4 sqrt(n) = 1265 -> 1024
+    (1_000_000, "IVF4096,PQ96x4fs,Refine(SQ8)"),  # 4000 -> 4096
+    (4_000_000, "IVF8192,PQ96x4fs,Refine(SQ8)"),  # 8000 -> 8192
 ])
 def test_auto_factory_switches_kind_at_the_thresholds(n, expected):
     assert auto_factory(n, 384, **SIZES) == expected
+
+
+def test_a_memory_budget_picks_the_most_accurate_kind_that_fits():
+    gib = 2**30
+    assert auto_factory(50_000, 384, **SIZES, memory_budget=gib) == "HNSW32"  # 50k x 1,808 B = 86 MiB
+    assert auto_factory(50_000, 384, **SIZES, memory_budget=50 * 2**20) == "IVF1024,PQ96x4fs,Refine(SQ8)"  # 21 MiB
+    assert auto_factory(50_000, 384, **SIZES, memory_budget=10 * 2**20) == "IVF1024,PQ48np"  # 2.7 MiB at 56 B
+    assert auto_factory(500, 384, **SIZES, memory_budget=gib) == "Flat"
+    assert auto_factory(4_000_000, 384, **SIZES, memory_budget=gib) == "IVF8192,PQ48np"  # 4M x 440 B > 1 GiB
+
+
+def test_the_re_ranking_tier_reaches_the_recall_plain_pq_cannot():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((200, 32)).astype(np.float32)
+    vectors = centres[rng.integers(0, 200, 20_000)] + 0.6 * rng.standard_normal((20_000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries, base = vectors[:300], vectors[300:]
+    exact = exact_neighbours(base, queries, 10)
+    recalls = {}
+    for factory in ("IVF64,PQ8np", "IVF64,PQ16x4fs,Refine(SQ8)"):
+        index = create_index(factory, 32)
+        add_vectors(index, base)
+        recalls[factory] = tune_search_effort(index, queries, exact, target_recall=0.95)[1]
+    assert recalls["IVF64,PQ16x4fs,Refine(SQ8)"] >= 0.95 > recalls["IVF64,PQ8np"]
 
 
 def test_auto_factory_rejects_pq_m_that_does_not_divide_the_dimension():

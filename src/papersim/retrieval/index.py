@@ -37,9 +37,10 @@ class BuildIndexConfig(EncodingEngine):
 
     factory: str = "auto"  # a faiss index_factory string (inner product), or auto: chosen by corpus size
     flat_max: int = 50_000  # auto: exact Flat up to here (1.5 KiB/paper; a scan of 50k vectors takes ~2 ms)
-    hnsw_max: int = 2_000_000  # auto: HNSW up to here (1.8 KiB/paper: 3.4 GiB at 2M), IVF-PQ beyond (76 B/paper)
+    hnsw_max: int = 2_000_000  # auto: HNSW up to here (1.8 KiB/paper: 3.4 GiB at 2M), IVF-PQ + SQ8 re-ranking beyond
     hnsw_m: int = 32  # HNSW links per vector: 32 is faiss's usual balance of memory and recall
-    pq_m: int = 48  # IVF-PQ bytes per vector; must divide the embedding dimension
+    pq_m: int = 48  # IVF-PQ sub-quantizers (bytes per vector at 8 bits); must divide the embedding dimension
+    memory_budget_gb: float = 0.0  # auto: the index must fit this (0 = no budget); a smaller kind is chosen if not
     target_recall: float = 0.95  # search effort (efSearch/nprobe) is raised until recall@10 vs exact reaches this
     recall_queries: int = 200  # held-out titles used to measure recall@10 and queries/s
     stemmer: str = "english"  # the BM25 index's Snowball stemmer ("" = none), as evaluate
@@ -59,7 +60,7 @@ def choose_factory(n_papers: int, dim: int, cfg: BuildIndexConfig) -> str:
     if cfg.factory != "auto":
         return cfg.factory
     return ann.auto_factory(n_papers, dim, flat_max=cfg.flat_max, hnsw_max=cfg.hnsw_max, hnsw_m=cfg.hnsw_m,
-                            pq_m=cfg.pq_m)
+                            pq_m=cfg.pq_m, memory_budget=int(cfg.memory_budget_gb * 2**30))
 
 
 @dataclass(frozen=True)
