@@ -35,6 +35,22 @@ def test_text_and_paper_requests_answer_top_k(service):
     assert out[out["request"] == 2]["title"].str.contains("graph").all()
 
 
+def test_a_batch_is_encoded_once_and_answers_as_each_row_alone(service):
+    rows = [{"query": q, "k": k, "mode": m} for q, k, m in [
+        ("supersonic wing flutter", 3, "served"), ("graph networks", 5, "dense"), ("boundary layers", 4, "bm25"),
+        ("message passing in graph neural networks", 2, "hybrid"), ("laminar heat transfer", 3, "served")]]
+    alone = [service.predict(pd.DataFrame([row])) for row in rows]
+    calls = []
+    embed = service.index.embed
+    service.index.embed = lambda texts: calls.append(len(texts)) or embed(texts)
+    together = service.predict(pd.DataFrame(rows))
+    assert calls == [4]  # the four rows that need vectors, in one encoding call
+    for i, answer in enumerate(alone):
+        mine = together[together["request"] == i].drop(columns="request").reset_index(drop=True)
+        assert mine["paper_id"].tolist() == answer["paper_id"].tolist()
+        pd.testing.assert_series_equal(mine["score"], answer["score"], atol=1e-4, check_names=False)
+
+
 @pytest.mark.parametrize("rows, message", [
     ([{"k": 3}], "missing field"),
     ([{"query": "x", "paper_id": "p1"}], "row 0: give exactly one"),

@@ -95,29 +95,60 @@ def _table(si: SearchIndex, rows: list[int], scores: list[float]) -> pd.DataFram
 
 
 def _dense(si: SearchIndex, vector: np.ndarray, k: int, skip_row: int | None = None) -> tuple[list[int], list[float]]:
-    scores, rows = si.index.search(vector[None, :].astype(np.float32), k + (skip_row is not None))
-    pairs = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0 and r != skip_row]
-    return [r for r, _ in pairs[:k]], [s for _, s in pairs[:k]]
+    return _dense_batch(si, vector[None, :], k, skip_row)[0]
+
+
+def _dense_batch(si: SearchIndex, vectors: np.ndarray, k: int,
+                 skip_row: int | None = None) -> list[tuple[list[int], list[float]]]:
+    """One faiss search for (n, dim) query vectors: per query, the top-k rows and scores."""
+    scores, rows = si.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k + (skip_row is not None))
+    out = []
+    for row_ids, row_scores in zip(rows, scores):
+        pairs = [(int(r), float(s)) for r, s in zip(row_ids, row_scores) if r >= 0 and r != skip_row]
+        out.append(([r for r, _ in pairs[:k]], [s for _, s in pairs[:k]]))
+    return out
+
+
+def _bm25_batch(si: SearchIndex, queries: list[str], k: int) -> list[tuple[list[int], list[float]]]:
+    """One BM25 call: per query, the matching rows (score > 0: a shared term) and scores."""
+    rows, scores = si.bm25.search(queries, k)
+    return [([int(r) for r in row[score > 0]], score[score > 0].tolist()) for row, score in zip(rows, scores)]
+
+
+def search_texts(si: SearchIndex, queries: list[str], ks: list[int], modes: list[str]) -> list[pd.DataFrame]:
+    """search_text for many queries at once: one encoding batch, and one faiss and one BM25 search
+    per (mode, depth) group; each query's answer is the one it gets alone."""
+    for query, k, mode in zip(queries, ks, modes):
+        check_request(k, mode, query)
+    if si.embed is None and any(mode != "bm25" for mode in modes):
+        raise PapersimError("dense search needs the encoder the index was built with")
+    dense_rows = [i for i, mode in enumerate(modes) if mode != "bm25"]
+    vectors = si.embed([queries[i] for i in dense_rows]) if dense_rows else None  # (n_dense, dim)
+    vector_of = {i: j for j, i in enumerate(dense_rows)}
+    fusion = {mode: (si.fusion if mode == "served" else HYBRID) for mode in ("served", "hybrid")}
+    depth = [k if mode in ("dense", "bm25") else fusion[mode].depth for k, mode in zip(ks, modes)]
+    dense: dict[int, tuple[list[int], list[float]]] = {}
+    lexical: dict[int, tuple[list[int], list[float]]] = {}
+    for d in set(depth):
+        group = [i for i in dense_rows if depth[i] == d]
+        if group:
+            dense.update(zip(group, _dense_batch(si, vectors[[vector_of[i] for i in group]], d)))
+        group = [i for i, mode in enumerate(modes) if mode != "dense" and depth[i] == d]
+        if group:
+            lexical.update(zip(group, _bm25_batch(si, [queries[i] for i in group], d)))
+    answers = []
+    for i, (k, mode) in enumerate(zip(ks, modes)):
+        if mode in ("dense", "bm25"):
+            answers.append(_table(si, *(dense if mode == "dense" else lexical)[i]))
+        else:
+            rows, scores = fuse(lexical[i], dense[i], fusion[mode])
+            answers.append(_table(si, rows[:k], scores[:k]))
+    return answers
 
 
 def search_text(si: SearchIndex, query: str, k: int = 10, mode: str = "served") -> pd.DataFrame:
     """The k papers closest to `query`: rank, score, paper_id, title (score: fused, cosine or BM25)."""
-    check_request(k, mode, query)
-    if mode == "bm25":
-        rows, scores = si.bm25.search([query], k)
-        keep = scores[0] > 0  # no shared term: not a match
-        return _table(si, [int(r) for r in rows[0][keep]], scores[0][keep].tolist())
-    if si.embed is None:
-        raise PapersimError("dense search needs the encoder the index was built with")
-    vector = si.embed([query])[0]  # (dim,)
-    if mode == "dense":
-        return _table(si, *_dense(si, vector, k))
-    fusion = si.fusion if mode == "served" else HYBRID
-    dense = _dense(si, vector, fusion.depth)
-    bm25_rows, bm25_scores = si.bm25.search([query], fusion.depth)
-    keep = bm25_scores[0] > 0
-    rows, scores = fuse(([int(r) for r in bm25_rows[0][keep]], bm25_scores[0][keep].tolist()), dense, fusion)
-    return _table(si, rows[:k], scores[:k])
+    return search_texts(si, [query], [k], [mode])[0]
 
 
 def similar_papers(si: SearchIndex, paper_id: str, k: int = 10) -> pd.DataFrame:

@@ -19,8 +19,9 @@ from papersim.retrieval.search import (
     MODES,
     SearchIndex,
     attach_encoder,
+    check_request,
     load_search_index,
-    search_text,
+    search_texts,
     similar_papers,
 )
 
@@ -86,15 +87,22 @@ class SearchService:
         return cls(si)
 
     def predict(self, requests: pd.DataFrame) -> pd.DataFrame:
-        answers = []
-        for row, item in enumerate(parse_requests(requests)):
+        """Every text query of the batch is encoded at once and searched together (search_texts)."""
+        items = parse_requests(requests)
+        texts = [row for row, item in enumerate(items) if "query" in item]
+        for row in texts:
             try:
-                if "query" in item:
-                    table = search_text(self.index, item["query"], item["k"], item["mode"])
-                else:
-                    table = similar_papers(self.index, item["paper_id"], item["k"])
+                check_request(items[row]["k"], items[row]["mode"], items[row]["query"])
             except PapersimError as exc:
                 raise PapersimError(f"request row {row}: {exc}") from None
-            answers.append(table.assign(request=row))
-        found = pd.concat(answers, ignore_index=True) if answers else pd.DataFrame(columns=OUTPUT_COLUMNS)
+        answers = dict(zip(texts, search_texts(self.index, [items[r]["query"] for r in texts],
+                                               [items[r]["k"] for r in texts], [items[r]["mode"] for r in texts])))
+        for row, item in enumerate(items):
+            if "paper_id" in item:
+                try:
+                    answers[row] = similar_papers(self.index, item["paper_id"], item["k"])
+                except PapersimError as exc:
+                    raise PapersimError(f"request row {row}: {exc}") from None
+        tables = [answers[row].assign(request=row) for row in range(len(items))]
+        found = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=OUTPUT_COLUMNS)
         return found[OUTPUT_COLUMNS].astype({"request": "int64", "rank": "int64", "score": "float64"})
