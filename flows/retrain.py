@@ -46,8 +46,10 @@ STAGE_TIMEOUT_S = 2 * 3600
 
 
 def _repro(stage: str, root: Path, env: dict[str, str], timeout_s: float = STAGE_TIMEOUT_S) -> str:
-    out = run_process([dvc_executable(), "repro", stage], root, env, timeout_s, f"dvc repro {stage}")
-    get_run_logger().info("dvc repro %s: %s", stage, "ran" if f"Running stage '{stage}'" in out else "up to date")
+    logger = get_run_logger()
+    out = run_process([dvc_executable(), "repro", stage], root, env, timeout_s, f"dvc repro {stage}",
+                      on_line=lambda line: logger.info("%s | %s", stage, line))
+    logger.info("dvc repro %s: %s", stage, "ran" if f"Running stage '{stage}'" in out else "up to date")
     return out
 
 
@@ -153,6 +155,7 @@ def register(root: Path, params: dict, cfg: policy.RetrainConfig, decision: dict
 def _stage_env(run: tracking.FlowRun, flow_run_id: str) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",  # stage output reaches the flow's log as it is printed
             tracking.PARENT_RUN_ENV: run.run_id,
             tracking.RUN_TAGS_ENV: json.dumps({"prefect.flow_run_id": flow_run_id})}
 
