@@ -6,21 +6,26 @@ import numpy as np
 
 from papersim.retrieval.passage import Hits, Rankings
 
+BLOCK_CELLS = 2**24  # query x document scores per chunk: 64 MB of float32 (1,024 queries up to 16k documents)
+
 
 def dense_search(doc_vectors: np.ndarray, query_vectors: np.ndarray, k: int,
                  exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k: (n_queries, k) row indices and scores, best first.
 
     `exclude` (n_queries,) names one row per query to leave out (a paper's own vector).
-    Cost: n_queries x n_docs x dim multiply-adds, in chunks of queries to bound memory.
+    Cost: n_queries x n_docs x dim multiply-adds, in chunks of queries to bound memory: a chunk's
+    scores, their negation and the partition's indices take ~16 bytes x BLOCK_CELLS (256 MB), whatever
+    the corpus size.
     """
     k = min(k, len(doc_vectors) - (1 if exclude is not None else 0))
     rows = np.zeros((len(query_vectors), k), dtype=np.int64)
     scores = np.zeros((len(query_vectors), k), dtype=np.float32)
-    for start in range(0, len(query_vectors), 1024):
-        sims = query_vectors[start:start + 1024] @ doc_vectors.T  # (chunk, n_docs)
+    chunk = max(1, min(1024, BLOCK_CELLS // max(len(doc_vectors), 1)))
+    for start in range(0, len(query_vectors), chunk):
+        sims = query_vectors[start:start + chunk] @ doc_vectors.T  # (chunk, n_docs)
         if exclude is not None:
-            sims[np.arange(len(sims)), exclude[start:start + 1024]] = -np.inf
+            sims[np.arange(len(sims)), exclude[start:start + chunk]] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(
             np.arange(sims.shape[1]), (len(sims), 1))
         top_scores = np.take_along_axis(sims, top, axis=1)
