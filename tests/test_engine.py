@@ -36,6 +36,12 @@ def ray_cluster(tmp_path_factory):
     port = _free_port()
     ray_bin = Path(sys.executable).with_name("ray")
     temp = tmp_path_factory.mktemp("ray")
+    # A home of its own: Ray keeps an auth token in ~/.ray, and one left there by another Ray
+    # instance makes the head require a token this driver does not send.
+    home = tmp_path_factory.mktemp("ray-home")
+    isolation = pytest.MonkeyPatch()
+    isolation.setenv("HOME", str(home))
+    isolation.setenv("RAY_AUTH_MODE", "disabled")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                              f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
@@ -58,6 +64,7 @@ def ray_cluster(tmp_path_factory):
         import ray as ray_module
 
         ray_module.shutdown()
+        isolation.undo()
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
