@@ -11,7 +11,9 @@
    the gate passed, else `challenger`.
 
 One MLflow parent run per flow run; every stage run nests under it (PAPERSIM_PARENT_RUN_ID).
-Overrides are written into params.yaml for the run and restored afterwards; a lock serialises runs.
+A lock serialises runs. A run with overrides runs in a scratch worktree (papersim.lifecycle.workspace):
+params.yaml is never edited. A watchdog kills what the flow started if the flow dies (SIGKILL
+included); the next run removes a killed run's scratch workspace and marks its MLflow runs KILLED.
 The decisions live in papersim.lifecycle; this module is wiring: tasks, order, retry policies.
 """
 
@@ -36,8 +38,8 @@ from papersim.errors import PapersimError
 from papersim.lifecycle import registry, tracking, versions
 from papersim.lifecycle import retrain as policy
 from papersim.lifecycle.drift import history_frame, save_drift_plot
-from papersim.lifecycle.processes import StageFailed, run_process
-from papersim.lifecycle.workspace import params_overrides, retrain_lock
+from papersim.lifecycle.processes import StageFailed, run_process, watchdog
+from papersim.lifecycle.workspace import remove_leftovers, retrain_lock, scratch_workspace
 from papersim.provenance import git_commit
 from papersim.stage import stage_command
 
@@ -80,6 +82,12 @@ def evaluate(root: Path, env: dict[str, str]) -> str:
 @task(name="build_index", retries=1, retry_delay_seconds=10, timeout_seconds=STAGE_TIMEOUT_S, cache_policy=NO_CACHE)
 def build_index(root: Path, env: dict[str, str]) -> str:
     return _repro("build_index", root, env)
+
+
+# An unreachable tracking store (a restarting server) gets two more tries before the flow fails.
+@task(name="check_store", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def check_store() -> str:
+    return tracking.check_store()
 
 
 @task(name="check_drift", cache_policy=NO_CACHE)
@@ -156,6 +164,7 @@ def _stage_env(run: tracking.FlowRun, flow_run_id: str) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONUNBUFFERED": "1",  # stage output reaches the flow's log as it is printed
+            "MLFLOW_TRACKING_URI": tracking.tracking_uri(),  # the flow's store, from any workspace
             tracking.PARENT_RUN_ENV: run.run_id,
             tracking.RUN_TAGS_ENV: json.dumps({"prefect.flow_run_id": flow_run_id})}
 
@@ -165,39 +174,50 @@ def retrain(root: str = ".", overrides: dict[str, Any] | None = None, force: boo
             lock_timeout_s: float | None = None) -> dict:
     """Retrain if the corpus or params changed, gate the candidate, register it. Returns the outcome."""
     base = Path(root).resolve()
-    params_path = base / "params.yaml"
     if not (base / "dvc.yaml").is_file():
         raise PapersimError(f"{base}: no dvc.yaml; run the flow from (or with --root at) the repository root")
-    wait = lock_timeout_s if lock_timeout_s is not None else policy.retrain_config(params_path).lock_timeout_s
-    with retrain_lock(base, wait), params_overrides(params_path, dict(overrides or {})):
-        check_params(params_path)
-        params, cfg = read_params(params_path), policy.retrain_config(params_path)
-        flow_run_id = str(prefect_flow_run.id)
-        tags = {"prefect.flow_run_id": flow_run_id, "mlflow.source.git.commit": git_commit(base)}
-        logged = {"overrides": json.dumps(overrides or {}), "force": force, **asdict(cfg)}
-        with tracking.flow_run("retrain", logged, tags) as run:
-            env = _stage_env(run, flow_run_id)
-            champion = tracking.model_version(cfg.model_name, alias=registry.CHAMPION)
-            ingest(base, env)
-            drift = check_drift(base, params, cfg, champion, run, force)
-            if not drift["retrain"]:
-                run.set_tags({"papersim.outcome": "skipped"})
-                return {"status": "skipped", "reason": drift["reason"], "mlflow_run_id": run.run_id}
-            mine_pairs(base, env)
-            train(base, env)
-            evaluate(base, env)
-            decision = gate_task(base, env, cfg, champion)
-            run.log_metrics(decision.pop("metrics"))
-            build_index(base, env)
-            version = register(base, params, cfg, decision, run, {**tags, "mlflow.run_id": run.run_id})
-            status = "promoted" if decision["promote"] else "challenger"
-            run.set_tags({"papersim.outcome": status, "papersim.version": version,
-                          "papersim.gate_reason": decision["reason"]})
-            with tempfile.TemporaryDirectory() as tmp:
-                dump_json(decision, Path(tmp) / "gate.json")
-                run.log_artifact(Path(tmp) / "gate.json", "gate")
-            return {"status": status, "version": version, "reason": decision["reason"],
-                    "champion_rescored": decision["rescored"], "drift": drift["reason"], "mlflow_run_id": run.run_id}
+    wait = lock_timeout_s if lock_timeout_s is not None else policy.retrain_config(base / "params.yaml").lock_timeout_s
+    logger = get_run_logger()
+    with watchdog(), retrain_lock(base, wait, logger.warning):
+        remove_leftovers(base, logger.warning)
+        with scratch_workspace(base, dict(overrides or {}), dvc_executable(), logger.info) as work:
+            return _run(base, work, overrides or {}, force, logger)
+
+
+def _run(base: Path, work: Path, overrides: dict[str, Any], force: bool, logger) -> dict:
+    """The run under the lock, in `work` (the repository, or a scratch workspace with overrides)."""
+    check_params(work / "params.yaml")
+    params, cfg = read_params(work / "params.yaml"), policy.retrain_config(work / "params.yaml")
+    check_store()
+    ended = tracking.end_orphaned_runs()
+    if ended:
+        logger.warning("marked %d MLflow runs of killed processes KILLED: %s", len(ended), ", ".join(ended))
+    flow_run_id = str(prefect_flow_run.id)
+    tags = {"prefect.flow_run_id": flow_run_id, "mlflow.source.git.commit": git_commit(base)}
+    logged = {"overrides": json.dumps(overrides), "force": force, **asdict(cfg)}
+    with tracking.flow_run("retrain", logged, tags) as run:
+        env = _stage_env(run, flow_run_id)
+        champion = tracking.model_version(cfg.model_name, alias=registry.CHAMPION)
+        ingest(work, env)
+        drift = check_drift(work, params, cfg, champion, run, force)
+        if not drift["retrain"]:
+            run.set_tags({"papersim.outcome": "skipped"})
+            return {"status": "skipped", "reason": drift["reason"], "mlflow_run_id": run.run_id}
+        mine_pairs(work, env)
+        train(work, env)
+        evaluate(work, env)
+        decision = gate_task(work, env, cfg, champion)
+        run.log_metrics(decision.pop("metrics"))
+        build_index(work, env)
+        version = register(work, params, cfg, decision, run, {**tags, "mlflow.run_id": run.run_id})
+        status = "promoted" if decision["promote"] else "challenger"
+        run.set_tags({"papersim.outcome": status, "papersim.version": version,
+                      "papersim.gate_reason": decision["reason"]})
+        with tempfile.TemporaryDirectory() as tmp:
+            dump_json(decision, Path(tmp) / "gate.json")
+            run.log_artifact(Path(tmp) / "gate.json", "gate")
+        return {"status": status, "version": version, "reason": decision["reason"],
+                "champion_rescored": decision["rescored"], "drift": drift["reason"], "mlflow_run_id": run.run_id}
 
 
 def main(argv: list[str] | None = None) -> int:

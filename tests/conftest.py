@@ -260,6 +260,39 @@ def project_repo(root: Path, params_update) -> Path:
     return root
 
 
+def flow_repo(root: Path, tiny_model_dir: Path, update=None) -> Path:
+    """A repository for the retrain flow: 24 papers on four topics, a listing page, a Cranfield-shaped
+    judged set, the tiny model everywhere and the cheapest params; `update(params)` edits more."""
+    topics = ["supersonic wing flutter", "laminar heat transfer", "graph neural networks", "sentence embeddings"]
+    write_jsonl(root / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl",
+                [paper(i, title=f"On {topics[i % 4]}, study {i}",
+                       abstract=f"We measure {topics[i % 4]} in experiment {i} and compare it with {i + 3} baselines.",
+                       categories=[f"cat{i % 4}"]) for i in range(1, 25)])
+    write_page(root / "data/raw/hf_pages/page_one.txt", [("A listed paper", "Its abstract, long enough to pass."),
+                                                         ("Second listed paper", "Another abstract long enough.")])
+    write_jsonl(root / "data/raw/beir/cranfield/corpus.jsonl", [
+        {"_id": str(i), "title": topics[i % 4], "text": f"{topics[i % 4]} measured in a wind tunnel, run {i}"}
+        for i in range(1, 9)])
+    write_jsonl(root / "data/raw/beir/cranfield/queries.jsonl",
+                [{"_id": str(q), "text": topics[q % 4]} for q in range(1, 5)])
+    (root / "data/raw/beir/cranfield/qrels").mkdir()
+    (root / "data/raw/beir/cranfield/qrels/test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q in range(1, 5) for d in range(1, 9)
+                                                 if d % 4 == q % 4))
+
+    def tiny(params: dict) -> None:
+        params["mine_pairs"].update(model=str(tiny_model_dir), val_fraction=0.2, test_fraction=0.2, num_negatives=1)
+        params["train"].update(base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, max_steps=3,
+                               eval_steps=3, save_steps=3, logging_steps=1)
+        params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32, backend="torch")
+        params["build_index"].update(max_seq_length=32, backend="torch", recall_queries=5)
+        params["retrain"].update(drift_sample_size=10, drift_permutations=50)
+        if update is not None:
+            update(params)
+
+    return project_repo(root, tiny)
+
+
 @pytest.fixture
 def stage_argv():
     """A stage's arguments as dvc.yaml declares them (paths relative to the working directory), some
@@ -271,3 +304,53 @@ def stage_argv():
         return cmd[3:]  # without `python -m stages.<name>`
 
     return argv
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """A real `prefect server start` on 127.0.0.1 (a free port, a home of its own, analytics off, its
+    own process group, stopped by its PID's group), its scheduler looping every 5 s; yields its API URL."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    home, port = tmp_path_factory.mktemp("prefect-server"), free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()

@@ -20,7 +20,7 @@ from papersim.lifecycle.workspace import LOCK
 from flows import retrain as flow_module
 from flows.retrain import retrain
 from papersim.lifecycle.processes import StageFailed
-from tests.conftest import REPO, paper, project_repo, write_jsonl, write_page
+from tests.conftest import REPO, flow_repo, paper, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -46,33 +46,7 @@ def flow_tracking(mlflow_store):
 def repo(tmp_path_factory, flow_tracking, tiny_model_dir):
     """The project's pipeline in a fresh git + DVC repo with a small corpus and the tiny model,
     shared by this module's tests (the scenario below runs in it step by step)."""
-    root = tmp_path_factory.mktemp("flow") / "repo"
-    topics = ["supersonic wing flutter", "laminar heat transfer", "graph neural networks", "sentence embeddings"]
-    write_jsonl(root / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl",
-                [paper(i, title=f"On {topics[i % 4]}, study {i}",
-                       abstract=f"We measure {topics[i % 4]} in experiment {i} and compare it with {i + 3} baselines.",
-                       categories=[f"cat{i % 4}"]) for i in range(1, 25)])
-    write_page(root / "data/raw/hf_pages/page_one.txt", [("A listed paper", "Its abstract, long enough to pass."),
-                                                         ("Second listed paper", "Another abstract long enough.")])
-    write_jsonl(root / "data/raw/beir/cranfield/corpus.jsonl", [
-        {"_id": str(i), "title": topics[i % 4], "text": f"{topics[i % 4]} measured in a wind tunnel, run {i}"}
-        for i in range(1, 9)])
-    write_jsonl(root / "data/raw/beir/cranfield/queries.jsonl",
-                [{"_id": str(q), "text": topics[q % 4]} for q in range(1, 5)])
-    (root / "data/raw/beir/cranfield/qrels").mkdir()
-    (root / "data/raw/beir/cranfield/qrels/test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q in range(1, 5) for d in range(1, 9)
-                                                 if d % 4 == q % 4))
-
-    def tiny(params: dict) -> None:
-        params["mine_pairs"].update(model=str(tiny_model_dir), val_fraction=0.2, test_fraction=0.2, num_negatives=1)
-        params["train"].update(base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, max_steps=3,
-                               eval_steps=3, save_steps=3, logging_steps=1)
-        params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32, backend="torch")
-        params["build_index"].update(max_seq_length=32, backend="torch", recall_queries=5)
-        params["retrain"].update(drift_sample_size=10, drift_permutations=50)
-
-    return project_repo(root, tiny)
+    return flow_repo(tmp_path_factory.mktemp("flow") / "repo", tiny_model_dir)
 
 
 def runs_of(experiment: str, parent: str) -> list:
@@ -94,9 +68,11 @@ def _first_run(repo: Path) -> dict:
 
 def _worse_recipe(repo: Path) -> dict:
     # A learning rate that wrecks the encoder, served because encoder selection is off.
+    before = {name: (repo / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
     outcome = retrain(root=str(repo), overrides={"train.learning_rate": 5.0, "train.max_steps": 6,
                                                  "train.select_encoder": False})
-    return {"outcome": outcome, "aliases": aliases(NAME), "params": (repo / "params.yaml").read_text()}
+    return {"outcome": outcome, "aliases": aliases(NAME), "before": before,
+            "after": {name: (repo / name).read_bytes() for name in before}}
 
 
 def _unchanged(repo: Path) -> dict:
@@ -175,10 +151,12 @@ def test_a_worse_recipe_stays_challenger_and_its_overrides_last_one_run(scenario
     assert worse["outcome"]["status"] == "challenger" and worse["outcome"]["version"] == "2", worse
     assert tracking_api.model_version(NAME, version="2")["tags"]["papersim.served_encoder"] == "trained"
     assert worse["aliases"] == {"champion": "1", "challenger": "2"}
-    assert "learning_rate: 5.0" not in worse["params"]
-    registered_params = yaml.safe_load((tracking_api.download_model(NAME, "2", repo / "cache/registry")
-                                        / "artifacts/params.yaml").read_text())
-    assert registered_params["train"]["learning_rate"] == 5.0
+    assert worse["after"] == worse["before"]  # the run used a scratch workspace: the repository is untouched
+    assert not list((repo / ".papersim/runs").iterdir())
+    version = tracking_api.download_model(NAME, "2", repo / "cache/registry") / "artifacts"
+    assert yaml.safe_load((version / "params.yaml").read_text())["train"]["learning_rate"] == 5.0
+    lock = yaml.safe_load((version / "dvc.lock").read_text())  # what the stages ran with
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["learning_rate"] == 5.0
 
 
 def test_nothing_changed_skips_the_run_and_registers_nothing(scenario, flow_tracking):

@@ -35,3 +35,72 @@ def test_a_timeout_stops_the_whole_process_group(tmp_path):
     time.sleep(0.5)
     child = int(pids[0])
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_anything_raised_while_waiting_stops_the_group_first(tmp_path):
+    # Prefect's task timeout raises inside the waiting thread, as this alarm does: the stage must not
+    # outlive the attempt (a retry would overlap it).
+    import signal
+
+    def timeout(*_):
+        raise TimeoutError("task timed out")
+
+    pids = []
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(2)
+    try:
+        with pytest.raises(TimeoutError):
+            run_process([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(60)"],
+                        tmp_path, ENV, 60, "stage", on_line=pids.append)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(0.3)
+    assert not psutil.pid_exists(int(pids[0])) or psutil.Process(int(pids[0])).status() == psutil.STATUS_ZOMBIE
+
+
+FLOW = """
+import subprocess, sys, time
+from papersim.lifecycle.processes import watchdog
+with watchdog():
+    group = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"],
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(group.pid, flush=True)
+    time.sleep(float(sys.argv[1]))
+print("done", flush=True)
+"""
+
+
+def _gone(pids: list[int]) -> bool:
+    return all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in pids)
+
+
+def test_the_watchdog_kills_what_a_killed_process_started(tmp_path):
+    import subprocess
+
+    flow = subprocess.Popen([sys.executable, "-c", FLOW, "120"], stdout=subprocess.PIPE, text=True)
+    group = int(flow.stdout.readline())
+    time.sleep(1.5)  # the watchdog has seen the group and its child
+    started = [group] + [c.pid for c in psutil.Process(group).children(recursive=True)]
+    assert len(started) == 2
+    flow.kill()  # SIGKILL: no finally runs in the flow
+    flow.wait()
+    deadline = time.monotonic() + 5
+    while not _gone(started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(started)
+
+
+def test_leaving_the_block_stands_the_watchdog_down(tmp_path):
+    import subprocess
+
+    flow = subprocess.run([sys.executable, "-c", FLOW, "1.5"], capture_output=True, text=True, timeout=60)
+    group = int(flow.stdout.split()[0])
+    assert flow.stdout.split()[1] == "done"
+    time.sleep(1)
+    try:
+        assert psutil.Process(group).is_running()  # left running on purpose by the block: not killed
+    finally:
+        for p in [group] + [c.pid for c in psutil.Process(group).children(recursive=True)]:
+            psutil.Process(p).kill()

@@ -9,17 +9,14 @@ from papersim.lifecycle import tracking as tracking_api
 
 
 @pytest.fixture
-def versions(tracking, tmp_path, request):
-    """A model with three registered versions (small placeholder artifacts: never loaded here)."""
+def versions(built, tracking, tmp_path, request):
+    """A model with three registered versions of the tiny model's index (each checked against the
+    input example when saved)."""
     name = "reg-" + request.node.name[:40]
-    (tmp_path / "encoder").mkdir()
-    (tmp_path / "encoder/config.json").write_text("{}")
-    (tmp_path / "index").mkdir()
-    (tmp_path / "index/index.json").write_text("{}")
     with tracking_api.flow_run("registry-test", {}, {}) as run:
         pass
-    made = [tracking_api.register_search_model(run.run_id, name, {"encoder": tmp_path / "encoder",
-                                                                 "index": tmp_path / "index"},
+    made = [tracking_api.register_search_model(run.run_id, name, {"encoder": built / "models/encoder",
+                                                                 "index": built / "artifacts/index"},
                                                {"papersim.gate": "champion"}, tmp_path / f"w{i}")
             for i in range(3)]
     assert made == ["1", "2", "3"]

@@ -149,3 +149,49 @@ def test_mlflow_serves_the_champion_over_rest(built, tracking, tmp_path):
 def _run_id() -> str:
     with tracking_api.flow_run("serve-test", {}, {}) as run:
         return run.run_id
+
+
+ISOLATED = """
+import sys
+sys.path.append(sys.argv[1])  # site-packages without its .pth files: papersim's editable install is not on the path
+try:
+    import papersim
+    raise SystemExit("papersim is importable: not isolated")
+except ImportError:
+    pass
+import mlflow.pyfunc
+import pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[2])
+print(model.predict(pd.DataFrame({"query": ["supersonic wing flutter"], "k": [3.0]})).to_json(orient="records"))
+"""
+
+
+@pytest.mark.slow
+def test_the_registered_model_is_self_contained_and_registers_without_warnings(built, tracking, tmp_path, caplog):
+    import logging
+    import sysconfig
+    import warnings
+
+    name = f"code-{os.getpid()}"
+    run_id = _run_id()
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        version = tracking_api.register_search_model(
+            run_id, name, {"encoder": built / "models/encoder", "index": built / "artifacts/index"}, {}, tmp_path,
+            description="Gate: promoted to champion. test")
+    mlflow_warnings = [str(w.message) for w in caught if "/mlflow/" in w.filename or "mlflow" in str(w.message)]
+    assert mlflow_warnings == [], [(w.filename, w.lineno, str(w.message)[:80]) for w in caught]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("mlflow")] == []
+    assert tracking_api.model_version(name, version=version)["description"] == "Gate: promoted to champion. test"
+    registry.promote(name, version)
+    folder = tracking_api.download_model(name, version, tmp_path / "dl")
+    assert (folder / "code/papersim/retrieval/serving.py").is_file() and (folder / "input_example.json").is_file()
+    assert not list(folder.rglob("__pycache__")) and (folder / "search_model.py").is_file()
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = subprocess.run([sys.executable, "-S", "-c", ISOLATED, sysconfig.get_paths()["purelib"],
+                           f"models:/{name}@champion"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hits = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(hits) == 3 and "flutter" in hits[0]["title"].lower()

@@ -91,12 +91,13 @@ class Candidate:
     index: Path
     report: Path
     params: Path
+    lock: Path
 
     @classmethod
     def in_workspace(cls, root: Path) -> "Candidate":
         root = Path(root)
         return cls(root, root / "data/processed/papers.parquet", root / "models/serving.json", root / "models/encoder",
-                   root / "artifacts/index", root / "reports/evaluate.json", root / "params.yaml")
+                   root / "artifacts/index", root / "reports/evaluate.json", root / "params.yaml", root / "dvc.lock")
 
 
 def register(candidate: Candidate, cfg: RetrainConfig, decision: dict, params_fingerprint: str, run_id: str,
@@ -117,7 +118,8 @@ def register(candidate: Candidate, cfg: RetrainConfig, decision: dict, params_fi
         staging = Path(tmp)
         artifacts = stage_version(staging, papers, encoder, candidate, cfg)
         tags = {**tags, **version_tags(serving, decision, params_fingerprint, cfg, len(papers), report)}
-        version = tracking.register_search_model(run_id, cfg.model_name, artifacts, tags, staging)
+        version = tracking.register_search_model(run_id, cfg.model_name, artifacts, tags, staging,
+                                                 description=version_description(decision, cfg))
         target = cache / f"{cfg.model_name}-v{version}"  # the saved copy is exactly what was uploaded: keep it
         if not target.exists():
             os.replace(staging / tracking.MODEL_ARTIFACT_PATH, target)
@@ -134,11 +136,12 @@ def stage_version(staging: Path, papers: pd.DataFrame, encoder: Path, candidate:
     np.save(staging / "drift/reference.npy", sample_vectors(sample, candidate.index, encoder))
     sample[["paper_id", "content_hash"]].to_parquet(staging / "drift/sample.parquet", index=False)
     shutil.copy(candidate.params, staging / "params.yaml")  # the effective params, overrides included
+    shutil.copy(candidate.lock, staging / "dvc.lock")  # what each stage ran with: params, data and code hashes
     if encoder.name != "encoder":  # MLflow names a directory artifact after its folder: the base model's is not
         shutil.copytree(encoder, staging / "encoder")
         encoder = staging / "encoder"
     return {"encoder": encoder, "index": candidate.index, "evaluate": candidate.report,
-            "params": staging / "params.yaml", "drift": staging / "drift"}
+            "params": staging / "params.yaml", "lock": staging / "dvc.lock", "drift": staging / "drift"}
 
 
 def version_tags(serving: Serving, decision: dict, params_fingerprint: str, cfg: RetrainConfig, papers: int,
@@ -149,6 +152,12 @@ def version_tags(serving: Serving, decision: dict, params_fingerprint: str, cfg:
             "papersim.gate_reason": decision["reason"], "papersim.primary": f"{decision['primary']:.4f}",
             "papersim.primary_metric": cfg.primary_metric, "papersim.papers": papers,
             **{f"eval_set.{name}.content_hash": h for name, h in eval_set_hashes(report).items()}}
+
+
+def version_description(decision: dict, cfg: RetrainConfig) -> str:
+    """The version's description in the registry: the gate's outcome and its reason."""
+    outcome = "promoted to champion" if decision["promote"] else "kept as challenger"
+    return f"Gate: {outcome}. {cfg.primary_metric} = {decision['primary']:.4f}. {decision['reason']}"
 
 
 def rescore_serving(version: Version) -> Serving:

@@ -1,31 +1,40 @@
-"""The retraining flow's hold on a repository: one run at a time, and params overrides for one run.
+"""The retraining flow's hold on a repository: one run at a time, and a scratch workspace for a run
+with params overrides.
 
-A file lock serialises runs (its owner file names the holder's pid and start time); overrides are
-written into params.yaml for the duration of a run, keeping its comments, and the file is restored
-afterwards, so that DVC sees exactly the params the stages use.
+A file lock serialises runs (its owner file names the holder's pid and start time). A run with
+overrides never edits the repository's params.yaml: it runs in a scratch git worktree under
+`.papersim/runs/` holding the repository's current files (uncommitted changes included), the
+overrides applied to its params.yaml, DVC outputs checked out from the repository's own cache and
+the embedding cache shared. Its dvc.lock and params.yaml record what the stages used and go into
+the registered version; the repository's files stay byte-identical whatever happens to the run.
+A scratch workspace left by a killed run is found and removed by the next run.
 """
 
 import json
 import os
+import shutil
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from papersim.atomic import atomic_outputs
 from papersim.config import override_params
 from papersim.errors import PapersimError
 
 LOCK = ".papersim/retrain.lock"
 OWNER = ".papersim/retrain.owner.json"
+RUNS = ".papersim/runs"  # scratch workspaces of runs with overrides (one at a time: the lock)
+SHARED = ("cache",)  # side stores the scratch workspace shares with the repository (embeddings, registry copies)
 
 
 @contextmanager
-def retrain_lock(root: Path, timeout_s: float) -> Iterator[None]:
-    """One retrain at a time per repository; the holder's pid and start time name the culprit."""
+def retrain_lock(root: Path, timeout_s: float, log: Callable[[str], None] = print) -> Iterator[None]:
+    """One retrain at a time per repository; the holder's pid and start time name the culprit. An
+    owner file whose process is gone (a killed run; the lock itself died with it) is reported."""
     lock_path, owner = root / LOCK, root / OWNER
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path))
@@ -36,6 +45,9 @@ def retrain_lock(root: Path, timeout_s: float) -> Iterator[None]:
         raise PapersimError(f"another retrain is running in {root} ({holder}); waited {timeout_s:.0f} s. "
                             "Wait for it, or raise retrain.lock_timeout_s") from None
     try:
+        if owner.is_file():
+            log(f"an earlier retrain ended without releasing its hold ({owner.read_text(encoding='utf-8').strip()}):"
+                " it was killed; recovering")
         owner.write_text(json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                   time.gmtime())}))
         yield
@@ -44,18 +56,77 @@ def retrain_lock(root: Path, timeout_s: float) -> Iterator[None]:
         lock.release()
 
 
+def _git(root: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if proc.returncode:
+        raise PapersimError(f"git {' '.join(args)} in {root} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _dvc(root: Path, dvc: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([dvc, *args], cwd=root, capture_output=True, text=True)
+
+
+def remove_leftovers(root: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Remove scratch workspaces left by killed runs (call under the lock). Returns those removed."""
+    runs = root / RUNS
+    found = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    for folder in found:
+        log(f"removing the scratch workspace of an interrupted run: {folder}")
+        shutil.rmtree(folder, ignore_errors=True)
+    if found:
+        _git(root, "worktree", "prune")
+    return found
+
+
+def _copy_workspace_changes(root: Path, scratch: Path) -> None:
+    """Make the worktree (at HEAD) hold root's git-visible files: modified, deleted and untracked."""
+    changed = [p for p in _git(root, "diff", "--name-only", "-z", "HEAD").split("\0") if p]
+    untracked = [p for p in _git(root, "ls-files", "--others", "--exclude-standard", "-z").split("\0") if p]
+    for rel in changed + untracked:
+        if Path(rel).parts[0] in (*SHARED, Path(RUNS).parts[0]):  # shared, not copied; never the runs themselves
+            continue
+        src, dst = root / rel, scratch / rel
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+        elif dst.is_file():
+            dst.unlink()
+
+
 @contextmanager
-def params_overrides(path: Path, overrides: dict[str, Any]) -> Iterator[None]:
-    """params.yaml with `section.key` overrides for the duration of the run, then restored."""
+def scratch_workspace(root: Path, overrides: dict[str, Any], dvc: str,
+                      log: Callable[[str], None] = print) -> Iterator[Path]:
+    """`root` itself without overrides; else a scratch worktree of root's current files with the
+    overrides in its params.yaml, removed when the block ends (the next run removes it if this
+    one is killed). Unknown override keys fail here, before anything runs."""
     if not overrides:
-        yield
+        yield root
         return
-    original = path.read_text(encoding="utf-8")
-    changed = override_params(original, overrides, str(path))
-    with atomic_outputs(path) as (tmp,):
-        tmp.write_text(changed, encoding="utf-8")
+    changed = override_params((root / "params.yaml").read_text(encoding="utf-8"), overrides,
+                              str(root / "params.yaml"))
+    _git(root, "rev-parse", "--verify", "HEAD")  # a worktree needs a commit: a clear error if none
+    scratch = root / RUNS / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    _git(root, "worktree", "add", "--detach", "-q", str(scratch), "HEAD")
     try:
-        yield
+        _copy_workspace_changes(root, scratch)
+        (scratch / "params.yaml").write_text(changed, encoding="utf-8")
+        cache_dir = _dvc(root, dvc, "cache", "dir").stdout.strip()
+        if (root / ".dvc/config.local").is_file():
+            shutil.copy2(root / ".dvc/config.local", scratch / ".dvc/config.local")
+        configured = _dvc(scratch, dvc, "config", "--local", "cache.dir", cache_dir)
+        if configured.returncode:
+            raise PapersimError(f"dvc config in {scratch} failed: {configured.stderr.strip()}")
+        for name in SHARED:
+            (root / name).mkdir(exist_ok=True)
+            (scratch / name).symlink_to(root / name, target_is_directory=True)
+        checkout = _dvc(scratch, dvc, "checkout", "--quiet")
+        if checkout.returncode:  # an output missing from the cache: its stage runs again
+            log(f"dvc checkout in the scratch workspace: {checkout.stderr.strip()[-500:]}")
+        log(f"running with overrides {overrides} in a scratch workspace ({scratch}); params.yaml is untouched")
+        yield scratch
     finally:
-        with atomic_outputs(path) as (tmp,):
-            tmp.write_text(original, encoding="utf-8")
+        shutil.rmtree(scratch, ignore_errors=True)
+        _git(root, "worktree", "prune")
+

@@ -26,6 +26,8 @@ from papersim.lifecycle.tracking.runs import (
                                                 MAX_TAG_CHARS,
                                                 PARENT_RUN_ENV,
                                                 RUN_TAGS_ENV,
+                                                check_store,
+                                                end_orphaned_runs,
                                                 FlowRun,
                                                 StageRun,
                                                 flatten,
@@ -38,5 +40,6 @@ from papersim.lifecycle.tracking.runs import (
 
 __all__ = ["HISTORY_TAG", "MODEL_ARTIFACT_PATH", "champion_history", "delete_alias", "download_model", "model_version",
            "model_versions", "register_search_model", "set_alias", "set_champion_history", "set_version_tags",
-           "EXPERIMENT", "FLOW_TAG", "MAX_TAG_CHARS", "PARENT_RUN_ENV", "RUN_TAGS_ENV", "FlowRun", "StageRun",
+           "EXPERIMENT", "FLOW_TAG", "MAX_TAG_CHARS", "PARENT_RUN_ENV", "RUN_TAGS_ENV", "check_store",
+           "end_orphaned_runs", "FlowRun", "StageRun",
            "flatten", "flow_metric_history", "flow_run", "numeric_metrics", "stage_run", "tracking_uri"]

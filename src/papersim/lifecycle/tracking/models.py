@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,35 +11,6 @@ from papersim.lifecycle.tracking.runs import MAX_TAG_CHARS, _client
 
 HISTORY_TAG = "papersim.champion_history"  # registered-model tag: earlier champions, oldest first
 MODEL_ARTIFACT_PATH = "search_model"
-
-
-def _search_pyfunc():
-    """The registered model's Python class (defined here: tracking is the only part that imports mlflow).
-
-    Defined inside a function so that cloudpickle stores it by value with the model; its methods
-    import papersim at load time, so the serving process needs papersim installed.
-    """
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-    class PapersimSearch(mlflow.pyfunc.PythonModel):
-        """DataFrame of requests (query or paper_id, optional k, mode) -> top-k paper_id, title, score."""
-
-        def load_context(self, context):
-            from papersim.retrieval.serving import SearchService
-
-            self.service = SearchService.load(Path(context.artifacts["encoder"]), Path(context.artifacts["index"]))
-
-        def predict(self, context, model_input, params=None):
-            from papersim.errors import PapersimError
-
-            try:
-                return self.service.predict(model_input)
-            except PapersimError as exc:  # a bad request: HTTP 400 with the rule that failed
-                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-
-    return PapersimSearch()
 
 
 def _search_signature():
@@ -55,29 +27,43 @@ def _search_signature():
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
+INPUT_EXAMPLE = {"query": ["similar papers on graph neural networks"], "k": [5.0]}
+REQUIREMENTS = ("mlflow", "sentence-transformers", "torch", "faiss-cpu", "bm25s", "PyStemmer", "pandas", "numpy",
+                "pyarrow", "PyYAML")  # what papersim's serving path imports (papersim itself is in code/)
+
+
 def register_search_model(run_id: str, model_name: str, artifacts: Mapping[str, str | Path],
-                          tags: Mapping[str, Any], workdir: Path) -> str:
-    """Save the pyfunc locally, upload it to run `run_id`, then register it: returns the version.
+                          tags: Mapping[str, Any], workdir: Path, description: str = "") -> str:
+    """Save the model (code from search_model.py, the papersim package as its code, an input example
+    it is checked against), upload it to run `run_id`, then register it: returns the version.
 
     Registration is the last step, so a failure before it leaves no registered version behind.
     """
     from importlib.metadata import version
 
     import mlflow.pyfunc
+    import pandas as pd
+
+    import papersim
 
     client = _client()
     local = workdir / MODEL_ARTIFACT_PATH
-    requirements = [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in
-                    ("mlflow", "sentence-transformers", "torch", "faiss-cpu", "bm25s", "PyStemmer",
-                     "pandas", "numpy", "pyarrow")]
-    mlflow.pyfunc.save_model(str(local), python_model=_search_pyfunc(),
-                             artifacts={k: str(v) for k, v in artifacts.items()},
-                             signature=_search_signature(), pip_requirements=requirements)
+    package = workdir / "code" / "papersim"  # the package without caches or bytecode
+    shutil.copytree(Path(papersim.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    with warnings.catch_warnings():
+        # MLflow compares the example's columns with a range() when it writes the example
+        # (mlflow/models/utils.py), which pandas 2 flags as deprecated: MLflow's code, not the model's.
+        warnings.filterwarnings("ignore", message="Operation with range is deprecated")
+        mlflow.pyfunc.save_model(str(local), python_model=str(Path(__file__).with_name("search_model.py")),
+                                 artifacts={k: str(v) for k, v in artifacts.items()}, code_paths=[str(package)],
+                                 signature=_search_signature(), input_example=pd.DataFrame(INPUT_EXAMPLE),
+                                 pip_requirements=[f"{pkg}=={version(pkg).split('+')[0]}" for pkg in REQUIREMENTS])
     client.log_artifacts(run_id, str(local), MODEL_ARTIFACT_PATH)
     if not _registered_model(client, model_name):
         client.create_registered_model(model_name, description="papersim similar-paper search: encoder + index")
     mv = client.create_model_version(model_name, f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}", run_id=run_id,
-                                     tags={k: str(v)[:MAX_TAG_CHARS] for k, v in tags.items()})
+                                     tags={k: str(v)[:MAX_TAG_CHARS] for k, v in tags.items()},
+                                     description=description)
     return str(mv.version)
 
 
@@ -101,7 +87,7 @@ def model_version(model_name: str, alias: str | None = None, version: str | None
     except MlflowException:
         return None
     return {"version": str(mv.version), "run_id": mv.run_id, "source": mv.source, "tags": dict(mv.tags),
-            "aliases": list(mv.aliases), "created": mv.creation_timestamp}
+            "aliases": list(mv.aliases), "created": mv.creation_timestamp, "description": mv.description or ""}
 
 
 def model_versions(model_name: str) -> list[dict]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from papersim.env import apply_offline_defaults
+from papersim.errors import PapersimError
 
 EXPERIMENT = "papersim"  # one experiment for the whole pipeline; PAPERSIM_EXPERIMENT overrides
 
@@ -22,6 +23,29 @@ RUN_TAGS_ENV = "PAPERSIM_RUN_TAGS"  # JSON object of extra tags for stage runs (
 
 
 MAX_TAG_CHARS = 5000  # MLflow's tag value limit is 8000; error reports are cut to this
+
+
+HOST_TAG, PID_TAG, PID_STARTED_TAG = "papersim.host", "papersim.pid", "papersim.pid_started"
+
+
+def process_tags() -> dict[str, str]:
+    """Which process owns a run: a run left RUNNING by a process that is gone was killed."""
+    import socket
+
+    import psutil
+
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+            PID_STARTED_TAG: f"{psutil.Process().create_time():.3f}"}
+
+
+def _owner_alive(tags: Mapping[str, str]) -> bool:
+    import psutil
+
+    try:
+        process = psutil.Process(int(tags[PID_TAG]))
+        return abs(process.create_time() - float(tags[PID_STARTED_TAG])) < 1.0
+    except (psutil.NoSuchProcess, KeyError, ValueError):
+        return False
 
 
 def tracking_uri() -> str:
@@ -130,7 +154,8 @@ def stage_run(stage: str, params: Mapping[str, Any], tags: Mapping[str, str] | N
     parent = os.environ.get(PARENT_RUN_ENV) or None
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=stage, parent_run_id=parent, nested=parent is not None,
-        tags={"papersim.stage": stage, **json.loads(os.environ.get(RUN_TAGS_ENV) or "{}"), **(tags or {})},
+        tags={"papersim.stage": stage, **process_tags(), **json.loads(os.environ.get(RUN_TAGS_ENV) or "{}"),
+              **(tags or {})},
     ) as run:
         handle = StageRun(mlflow, run)
         mlflow.log_params({k: str(v)[:6000] for k, v in flatten(dict(params)).items()})
@@ -156,6 +181,19 @@ def _client():
 
     mlflow.set_tracking_uri(tracking_uri())
     return MlflowClient()
+
+
+def check_store() -> str:
+    """The tracking store answers one cheap call; else a PapersimError naming it. Returns its URI."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        client.search_experiments(max_results=1)
+    except (MlflowException, OSError) as exc:
+        raise PapersimError(f"the MLflow tracking store {tracking_uri()} does not answer ({str(exc)[:300]}); "
+                            "start it, or point MLFLOW_TRACKING_URI at one that runs") from None
+    return tracking_uri()
 
 
 def _experiment_id(client) -> str:
@@ -200,7 +238,7 @@ def flow_run(name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> I
     from mlflow.entities import Param
 
     client = _client()
-    run = client.create_run(_experiment_id(client), run_name=name, tags={FLOW_TAG: name, **tags})
+    run = client.create_run(_experiment_id(client), run_name=name, tags={FLOW_TAG: name, **process_tags(), **tags})
     handle = FlowRun(client, run)
     flat = {k: str(v)[:6000] for k, v in flatten(dict(params)).items()}
     for start in range(0, len(flat), 100):  # log_batch takes at most 100 params
@@ -221,3 +259,22 @@ def flow_metric_history(name: str, keys: list[str]) -> list[dict[str, Any]]:
                               order_by=["attributes.start_time ASC"], max_results=1000)
     return [{"run_id": r.info.run_id, "start_time": r.info.start_time,
              **{k: r.data.metrics.get(k, math.nan) for k in keys}} for r in runs]
+
+
+def end_orphaned_runs() -> list[str]:
+    """Runs left RUNNING by a process of this host that is gone (a killed flow or stage), marked
+    KILLED with the reason as their `error` tag. Returns their ids."""
+    import socket
+
+    client = _client()
+    host = socket.gethostname()
+    running = client.search_runs([_experiment_id(client)], filter_string=(
+        f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"), max_results=1000)
+    ended = []
+    for run in running:
+        if not _owner_alive(run.data.tags):
+            client.set_tag(run.info.run_id, "error", f"its process (pid {run.data.tags.get(PID_TAG)} on {host}) "
+                                                     "ended without closing the run: killed")
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    return ended

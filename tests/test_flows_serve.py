@@ -1,0 +1,75 @@
+"""`python -m flows.serve` against a real Prefect server: a cron schedule fires and its flow run
+completes (the tiny model, a tiny corpus, a SQLite MLflow store)."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, flow_repo
+
+pytestmark = pytest.mark.slow
+
+
+def _runs(api: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_runs(deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=["weekly"])))
+
+    return asyncio.run(read())
+
+
+def test_a_scheduled_run_fires_and_completes_on_a_real_server(tmp_path, tiny_model_dir, prefect_api, mlflow_store,
+                                                              monkeypatch):
+    def every_minute(params: dict) -> None:
+        params["retrain"]["schedule_cron"] = "* * * * *"
+
+    repo = flow_repo(tmp_path / "repo", tiny_model_dir, every_minute)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["retrain"]["schedule_cron"] == "* * * * *"
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PREFECT_RUNNER_POLL_FREQUENCY": "5", "MLFLOW_TRACKING_URI": mlflow_store,
+           "PAPERSIM_EXPERIMENT": "test-flows-serve"}
+    env.pop("PAPERSIM_PARENT_RUN_ID", None)
+    log = open(tmp_path / "serve.log", "w")
+    served = subprocess.Popen([sys.executable, "-m", "flows.serve", "--root", str(repo), "--params",
+                               str(repo / "params.yaml")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        deadline, done = time.monotonic() + 420, []
+        while not done and time.monotonic() < deadline:
+            assert served.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            runs = _runs(prefect_api)
+            done = [r for r in runs if r.state and r.state.is_completed()]
+            failed = [r for r in runs if r.state and r.state.is_failed()]
+            assert not failed or done, (tmp_path / "serve.log").read_text()[-4000:]
+            time.sleep(5)
+        assert done, f"no scheduled run completed in time:\n{(tmp_path / 'serve.log').read_text()[-4000:]}"
+    finally:
+        os.killpg(served.pid, signal.SIGTERM)
+        try:
+            served.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(served.pid, signal.SIGKILL)
+            served.wait()
+        log.close()
+    run = done[0]
+    assert run.auto_scheduled and run.parameters == {"root": str(repo)}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("test-flows-serve").experiment_id
+    parent, = client.search_runs([experiment], filter_string=f"tags.`prefect.flow_run_id` = '{run.id}' "
+                                                             "and tags.`papersim.flow` = 'retrain'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["papersim.outcome"] == "promoted"
