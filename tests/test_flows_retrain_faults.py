@@ -92,7 +92,7 @@ FAULTS = [
 
 
 def test_sigkill_during_any_step_loses_nothing_and_the_next_run_recovers(repo, store, prefect_api, tmp_path):
-    params = (repo / "params.yaml").read_bytes()
+    params, outputs = (repo / "params.yaml").read_bytes(), []
     for i, (step, marker, delay, overrides) in enumerate(FAULTS):
         api = None if i == 0 else prefect_api  # the first run with Prefect's temporary server
         flow = start_flow(repo, flow_env(store, api, tmp_path / "prefect"), *overrides)
@@ -103,11 +103,16 @@ def test_sigkill_during_any_step_loses_nothing_and_the_next_run_recovers(repo, s
         if i == 0:
             assert any("uvicorn" in name or "prefect" in name for name in killed["started"]), killed["started"]
         assert (repo / "params.yaml").read_bytes() == params, f"{step}: params.yaml changed"
+        outputs.append(killed["output"])
+    for i in range(1, len(FAULTS)):  # each run found what the killed one before it left, and said so
+        assert "ended without releasing its hold" in outputs[i] and "KILLED" in outputs[i], outputs[i][-3000:]
+        if FAULTS[i - 1][3]:
+            assert "removing the scratch workspace of an interrupted run" in outputs[i], outputs[i][-3000:]
 
     flow = start_flow(repo, flow_env(store, prefect_api, tmp_path / "prefect"))
     out, _ = flow.communicate(timeout=900)
     assert flow.returncode == 0, out[-5000:]
-    assert "retrain: promoted" in out and "interrupted run" in out and "KILLED" in out, out[-3000:]
+    assert "retrain: promoted" in out and "ended without releasing its hold" in out and "KILLED" in out, out[-3000:]
     assert (repo / "params.yaml").read_bytes() == params
     assert not list((repo / ".papersim/runs").iterdir())
     assert subprocess.run(["git", "worktree", "list"], cwd=repo, capture_output=True, text=True).stdout.count("\n") == 1
@@ -122,7 +127,7 @@ def test_sigkill_during_any_step_loses_nothing_and_the_next_run_recovers(repo, s
     loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     import pandas as pd
 
-    hits = loaded.predict(pd.DataFrame({"query": ["supersonic wing flutter"], "k": [3]}))
+    hits = loaded.predict(pd.DataFrame({"query": ["supersonic wing flutter"], "k": [3.0]}))
     assert len(hits) == 3 and champion is not None
 
 

@@ -21,11 +21,12 @@ pytestmark = pytest.mark.slow
 def _runs(api: str) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
 
     async def read():
         async with get_client() as client:
             return await client.read_flow_runs(deployment_filter=DeploymentFilter(
-                name=DeploymentFilterName(any_=["weekly"])))
+                name=DeploymentFilterName(any_=["weekly"])), sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=50)
 
     return asyncio.run(read())
 
