@@ -81,9 +81,10 @@ class SearchService:
 
     @classmethod
     def load(cls, encoder_dir: Path, index_dir: Path) -> "SearchService":
-        """The index and its encoder (refused if its weights are not the index's)."""
+        """The index and its encoder (refused if its weights are not the index's), on the backend
+        evaluate measured with (`auto`: OpenVINO on CPUs, 4x torch's speed on one query)."""
         si = load_search_index(index_dir)
-        attach_encoder(si, encoder_dir)
+        attach_encoder(si, encoder_dir, backend="auto")
         return cls(si)
 
     def predict(self, requests: pd.DataFrame) -> pd.DataFrame:
