@@ -79,3 +79,16 @@ def test_openvino_conversion_sends_no_telemetry_and_writes_nothing_to_home(tiny_
     assert result.stdout.strip().splitlines()[-1] == "(1, 32)"  # the converted model still encodes
     assert not (spy / "requests.log").exists()
     assert list(home.iterdir()) == []  # no consent folder, client id or usage counts
+
+
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_concurrent_calls_from_a_server_pool_give_the_sequential_vectors(tiny_model_dir, backend):
+    # A model server calls predict from a thread pool: one OpenVINO infer request cannot serve two calls.
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = load_text_encoder(str(tiny_model_dir), backend, 32)
+    texts = [f"query number {i} about wing flutter" for i in range(64)]
+    sequential = np.vstack([encoder.encode([t]) for t in texts])
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = np.vstack(list(pool.map(lambda t: encoder.encode([t]), texts)))
+    np.testing.assert_allclose(concurrent, sequential, atol=1e-6)

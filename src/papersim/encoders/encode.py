@@ -9,6 +9,7 @@ openvino on a CPU and torch on a GPU.
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -123,10 +124,14 @@ def _openvino_batch(model, max_seq_length: int) -> Callable[[list[str]], np.ndar
     # A traced graph's inputs are named after forward()'s arguments, sometimes with a suffix ("attention_mask.1").
     names = [port.any_name.split(".")[0] for port in compiled.inputs]
 
+    requests = threading.local()  # an infer request serves one call at a time: one per thread (a server's pool)
+
     def encode_batch(texts: list[str]) -> np.ndarray:
         tokens = tokenizer([text.strip() for text in texts], padding=True, truncation=True,
                            max_length=max_seq_length, return_tensors="np")
-        hidden = compiled([tokens[name] for name in names])[0]  # (batch, seq, dim)
+        if not hasattr(requests, "request"):
+            requests.request = compiled.create_infer_request()
+        hidden = requests.request.infer([tokens[name] for name in names])[0]  # (batch, seq, dim)
         mask = tokens["attention_mask"][..., None].astype(np.float32)  # (batch, seq, 1)
         return _normalise((hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0))
 
