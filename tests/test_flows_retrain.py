@@ -20,7 +20,7 @@ from papersim.lifecycle.workspace import LOCK
 from flows import retrain as flow_module
 from flows.retrain import retrain
 from papersim.lifecycle.processes import StageFailed
-from tests.conftest import REPO, flow_repo, paper, write_jsonl
+from tests.conftest import REPO, flow_repo, paper
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,6 @@ processes, a real Prefect server (and once Prefect's temporary one), dvc in a te
 repository, a SQLite MLflow store, the tiny model."""
 
 import os
-import signal
 import subprocess
 import sys
 import time

@@ -64,7 +64,8 @@ import subprocess, sys, time
 from papersim.lifecycle.processes import watchdog
 with watchdog():
     group = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
-                              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"],
+                              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+                              "time.sleep(120)"],
                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(group.pid, flush=True)
     time.sleep(float(sys.argv[1]))
