@@ -314,11 +314,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_group(proc, timeout_s: float = 30) -> None:
+    """Stop a server started in a session of its own: SIGTERM to its process group, then SIGKILL."""
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
     """A real `prefect server start` on 127.0.0.1 (a free port, a home of its own, analytics off, its
     own process group, stopped by its PID's group), its scheduler looping every 5 s; yields its API URL."""
-    import signal
     import subprocess
     import sys
     import time
@@ -347,10 +359,5 @@ def prefect_api(tmp_path_factory):
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)
         log.close()

@@ -3,7 +3,6 @@ completes (the tiny model, a tiny corpus, a SQLite MLflow store)."""
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, flow_repo
+from tests.conftest import REPO, flow_repo, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -59,12 +58,7 @@ def test_a_scheduled_run_fires_and_completes_on_a_real_server(tmp_path, tiny_mod
             time.sleep(5)
         assert done, f"no scheduled run completed in time:\n{(tmp_path / 'serve.log').read_text()[-4000:]}"
     finally:
-        os.killpg(served.pid, signal.SIGTERM)
-        try:
-            served.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(served.pid, signal.SIGKILL)
-            served.wait()
+        stop_group(served)
         log.close()
     run = done[0]
     assert run.auto_scheduled and run.parameters == {"root": str(repo)}
