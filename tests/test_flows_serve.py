@@ -53,8 +53,8 @@ def test_a_scheduled_run_fires_and_completes_on_a_real_server(tmp_path, tiny_mod
             assert served.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             runs = _runs(prefect_api)
             done = [r for r in runs if r.state and r.state.is_completed()]
-            failed = [r for r in runs if r.state and r.state.is_failed()]
-            assert not failed or done, (tmp_path / "serve.log").read_text()[-4000:]
+            # A run scheduled while an earlier one still holds the lock fails at once ("another retrain
+            # is running"), as it should: on a slow machine one run can outlast the minute.
             time.sleep(5)
         assert done, f"no scheduled run completed in time:\n{(tmp_path / 'serve.log').read_text()[-4000:]}"
     finally:
