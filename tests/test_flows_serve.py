@@ -21,11 +21,15 @@ def _runs(api: str) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     async def read():
-        async with get_client() as client:
-            return await client.read_flow_runs(deployment_filter=DeploymentFilter(
-                name=DeploymentFilterName(any_=["weekly"])), sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=50)
+        # This process's Prefect settings were read before this test (another module's harness):
+        # point the client at the real server explicitly, not at a temporary server of its own.
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            async with get_client() as client:
+                return await client.read_flow_runs(deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=["weekly"])), sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=50)
 
     return asyncio.run(read())
 
@@ -37,7 +41,6 @@ def test_a_scheduled_run_fires_and_completes_on_a_real_server(tmp_path, tiny_mod
 
     repo = flow_repo(tmp_path / "repo", tiny_model_dir, every_minute)
     assert yaml.safe_load((repo / "params.yaml").read_text())["retrain"]["schedule_cron"] == "* * * * *"
-    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "prefect"),
            "PREFECT_RUNNER_POLL_FREQUENCY": "5", "MLFLOW_TRACKING_URI": mlflow_store,
