@@ -34,12 +34,12 @@ def _runs(api: str) -> list:
     return asyncio.run(read())
 
 
-def test_a_scheduled_run_fires_and_completes_on_a_real_server(tmp_path, tiny_model_dir, prefect_api, mlflow_store,
-                                                              monkeypatch):
+def test_a_scheduled_run_fires_and_completes_on_a_real_server(tmp_path, tiny_model_dir, prefect_api, monkeypatch):
     def every_minute(params: dict) -> None:
         params["retrain"]["schedule_cron"] = "* * * * *"
 
     repo = flow_repo(tmp_path / "repo", tiny_model_dir, every_minute)
+    mlflow_store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a registry of its own: the first run is promoted
     assert yaml.safe_load((repo / "params.yaml").read_text())["retrain"]["schedule_cron"] == "* * * * *"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "prefect"),
