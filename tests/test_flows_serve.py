@@ -34,7 +34,7 @@ def _runs(api: str) -> list:
     return asyncio.run(read())
 
 
-def test_a_scheduled_run_fires_and_completes_on_a_real_server(tmp_path, tiny_model_dir, prefect_api, monkeypatch):
+def test_a_scheduled_run_fires_and_completes_on_a_real_server(tmp_path, tiny_model_dir, prefect_api):
     def every_minute(params: dict) -> None:
         params["retrain"]["schedule_cron"] = "* * * * *"
 
@@ -65,8 +65,7 @@ def test_a_scheduled_run_fires_and_completes_on_a_real_server(tmp_path, tiny_mod
         log.close()
     run = done[0]
     assert run.auto_scheduled and run.parameters == {"root": str(repo)}
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=mlflow_store)
     experiment = client.get_experiment_by_name("test-flows-serve").experiment_id
     parent, = client.search_runs([experiment], filter_string=f"tags.`prefect.flow_run_id` = '{run.id}' "
                                                              "and tags.`papersim.flow` = 'retrain'")
