@@ -6,6 +6,7 @@ import sys
 import pandas as pd
 
 from papersim.atomic import atomic_outputs, dump_json
+from papersim.data.ingest import read_papers
 from papersim.encoders.cache import encode_cached
 from papersim.encoders.encode import load_text_encoder
 from papersim.encoders.engine import EncodingEngine, with_engine
@@ -24,7 +25,7 @@ def execute(stage: Stage) -> str:
     args, cfg = stage.args, stage.cfg
     require(args.papers.is_file(), args.papers, "no ingested papers", "ingest")
     require((args.model / "modules.json").is_file(), args.model, "no trained model", "train")
-    papers = pd.read_parquet(args.papers)
+    papers = read_papers(args.papers)
     split = pd.read_parquet(args.pairs / "split.parquet") if (args.pairs / "split.parquet").is_file() else None
     serving = read_serving(args.serving)
     with stage.run({"papers": args.papers}) as run:

@@ -6,6 +6,7 @@ import sys
 import pandas as pd
 
 from papersim.atomic import atomic_outputs, dump_json
+from papersim.data.ingest import read_papers
 from papersim.encoders.cache import cached_embedder
 from papersim.evaluation.evaluate import EvaluateConfig, encoder_folders, evaluate_set
 from papersim.evaluation.report import curve_table, eval_report, markdown_table, per_query_table, save_curve_plot
@@ -27,7 +28,7 @@ def execute(stage: Stage) -> str:
     if cfg.test_split:
         require_files([args.papers, args.pairs / "split.parquet"],
                       "run the pipeline up to mine_pairs first (`dvc repro`)")
-        held_out = held_out_set(pd.read_parquet(args.papers), pd.read_parquet(args.pairs / "split.parquet"),
+        held_out = held_out_set(read_papers(args.papers), pd.read_parquet(args.pairs / "split.parquet"),
                                 cfg.max_group_size, cfg.test_split_max_queries, cfg.test_split_max_docs)
         sets += [held_out] if held_out is not None else []
     serving = read_serving(args.serving)

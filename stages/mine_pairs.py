@@ -2,9 +2,8 @@
 
 import sys
 
-import pandas as pd
-
 from papersim.atomic import atomic_outputs, dump_json
+from papersim.data.ingest import read_papers
 from papersim.encoders.cache import cached_embedder
 from papersim.stage import Stage, require, run_stage
 from papersim.training.pairs import MinePairsConfig, mine_pairs, read_labelled_pairs
@@ -16,7 +15,7 @@ PATHS = {"papers": "ingested papers", "out": "folder for train.parquet, val.parq
 def execute(stage: Stage) -> str:
     args, cfg = stage.args, stage.cfg
     require(args.papers.is_file(), args.papers, "no ingested papers", "ingest")
-    papers = pd.read_parquet(args.papers)
+    papers = read_papers(args.papers)
     labelled = read_labelled_pairs(cfg.labelled_pairs)
     encode = None
     if "dense" in cfg.miners:

@@ -12,6 +12,7 @@ import sys
 import pandas as pd
 
 from papersim.atomic import atomic_outputs, dump_json
+from papersim.data.ingest import read_papers
 from papersim.encoders.cache import cached_embedder
 from papersim.encoders.load import load_encoder
 from papersim.stage import Stage, require_files, run_stage
@@ -43,7 +44,7 @@ def execute(stage: Stage) -> str:
         with atomic_outputs(*outputs) as (out, serving_path, rep, csv, png):
             model.save(str(out))  # the best checkpoint's weights (load_best_model_at_end)
             candidates = {"trained": str(out), **({"base": cfg.base_model} if cfg.select_encoder else {})}
-            serving = choose_serving(pd.read_parquet(args.papers), pd.read_parquet(args.pairs / "split.parquet"),
+            serving = choose_serving(read_papers(args.papers), pd.read_parquet(args.pairs / "split.parquet"),
                                      {name: cached_embedder(folder, cfg.backend, cfg.max_seq_length,
                                                             cfg.encode_batch_size, args.embedding_cache, cfg)
                                       for name, folder in candidates.items()}, cfg)

@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from papersim.training.negatives import Candidates, bm25_candidates, dense_candidates, select_negatives
+from papersim.training.negatives import (Candidates, bm25_candidates, dense_candidates, select_negatives,
+                                         top_k_matches)
 from papersim.training.pairs import MinePairsConfig
 
 
@@ -57,3 +58,17 @@ def test_beyond_exact_max_the_dense_miner_searches_hnsw_and_reports_its_recall()
     assert recall >= 0.95 and overlap >= 0.95
     assert (approx.indices[:, 0] == np.arange(300)).mean() >= 0.95  # each anchor's own paper is its nearest
     np.testing.assert_allclose(approx.positive_scores, exact.positive_scores)
+
+
+def test_top_k_matches_keeps_matching_rows_only_and_breaks_ties_by_row():
+    scores = np.array([0.0, 2.0, 5.0, 2.0, 0.0, 2.0, 1.0], dtype=np.float32)
+    assert top_k_matches(scores, 3).tolist() == [2, 1, 3]  # three rows tie at 2.0: the lowest two of them
+    assert top_k_matches(scores, 10).tolist() == [2, 1, 3, 5, 6]  # only the five matching rows
+    assert top_k_matches(np.zeros(4, dtype=np.float32), 2).tolist() == []
+
+
+def test_bm25_leaves_ranks_past_the_matching_documents_empty():
+    corpus = ["graph neural networks", "speech recognition", "robot control", "graph theory"]
+    ranked = bm25_candidates(["graph"], corpus, np.array([0]), k=4)
+    assert sorted(ranked.indices[0][:2].tolist()) == [0, 3] and ranked.indices[0][2:].tolist() == [-1, -1]
+    assert (ranked.scores[0][2:] == 0).all()

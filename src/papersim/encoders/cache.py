@@ -6,9 +6,9 @@ vectors go to new part files written atomically, so a crash mid-write loses at m
 and never corrupts what was cached before. The cache is a side store, not a pipeline output:
 deleting it only costs encoding time.
 
-Lookups read each part's hash column once per process (an index: hash -> part, row) and then
-only the row groups holding wanted vectors, so a lookup's memory is the vectors it returns plus
-one row group, not the whole cache.
+Lookups read each part's hash column once per process (an index: the hashes sorted as 40-byte
+strings, 48 bytes a cached vector) and then only the row groups holding wanted vectors, so a
+lookup's memory is the vectors it returns plus one row group, not the whole cache.
 """
 
 import hashlib
@@ -42,36 +42,49 @@ class Encoded:
 
 @dataclass
 class _FolderIndex:
-    """Where each cached vector of one encoder folder lives: hash -> (part number, row)."""
+    """Where each cached vector of one encoder folder lives: its hashes sorted as fixed-width bytes,
+    with (part number, row) alongside; 48 bytes a vector (a dict of str keys took ~220)."""
 
     parts: list[Path] = field(default_factory=list)
-    rows: dict[str, tuple[int, int]] = field(default_factory=dict)
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="S40"))  # sorted text hashes
+    where: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int32))  # (part, row) per key
 
     def refresh(self, folder: Path) -> None:
         """Index the parts written since the last look (by any process): their hash column only."""
         if any(not part.is_file() for part in self.parts):  # the cache was cleared: start over
-            self.parts, self.rows = [], {}
+            self.parts, self.keys, self.where = [], self.keys[:0], self.where[:0]
         known = set(self.parts)
+        keys, where = [self.keys], [self.where]
         for part in sorted(folder.glob("part-*.parquet")):
             if part not in known:
-                hashes = pq.read_table(part, columns=["text_hash"]).column("text_hash").to_pylist()
-                number = len(self.parts)
+                hashes = pq.read_table(part, columns=["text_hash"]).column("text_hash").to_numpy()
+                keys.append(hashes.astype("S40"))
+                where.append(np.stack([np.full(len(hashes), len(self.parts)), np.arange(len(hashes))], axis=1))
                 self.parts.append(part)
-                for row, digest in enumerate(hashes):
-                    self.rows.setdefault(digest, (number, row))
+        if len(keys) > 1:
+            keys, where = np.concatenate(keys), np.concatenate(where).astype(np.int32)
+            order = np.argsort(keys, kind="stable")  # a text cached twice: its first copy is found
+            self.keys, self.where = keys[order], where[order]
 
-    def read(self, digests: list[str], dim: int) -> np.ndarray:
-        """(len(digests), dim) vectors of indexed hashes, one row group at a time."""
-        out = np.zeros((len(digests), dim), dtype=np.float32)
-        wanted: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (part, row group) -> [(row in group, out row)]
-        for i, digest in enumerate(digests):
-            number, row = self.rows[digest]
-            wanted.setdefault((number, row // GROUP_ROWS), []).append((row % GROUP_ROWS, i))
-        for (number, group), rows in sorted(wanted.items()):
-            column = pq.ParquetFile(self.parts[number]).read_row_group(group, columns=["embedding"]).column(0)
+    def find(self, digests: np.ndarray) -> np.ndarray:
+        """Position in `keys` of each digest (S40), -1 where it is not cached."""
+        at = np.searchsorted(self.keys, digests)
+        found = at < len(self.keys)
+        found[found] = self.keys[at[found]] == digests[found]
+        return np.where(found, at, -1)
+
+    def read(self, positions: np.ndarray, dim: int) -> np.ndarray:
+        """(len(positions), dim) vectors at `find` positions, one row group at a time."""
+        out = np.zeros((len(positions), dim), dtype=np.float32)
+        part, row = self.where[positions].T
+        group = part.astype(np.int64) * (PART_ROWS // GROUP_ROWS + 1) + row // GROUP_ROWS
+        order = np.argsort(group, kind="stable")
+        bounds = np.flatnonzero(np.diff(group[order])) + 1
+        for rows in np.split(order, bounds) if len(order) else []:  # the out rows of one row group
+            number, first = int(part[rows[0]]), int(row[rows[0]]) // GROUP_ROWS
+            column = pq.ParquetFile(self.parts[number]).read_row_group(first, columns=["embedding"]).column(0)
             vectors = column.combine_chunks().flatten().to_numpy().reshape(-1, dim)  # (GROUP_ROWS, dim)
-            at, into = np.array(rows).T
-            out[into] = vectors[at]
+            out[rows] = vectors[row[rows] % GROUP_ROWS]
         return out
 
 
@@ -91,28 +104,28 @@ def _write_parts(folder: Path, hashes: list[str], vectors: np.ndarray) -> None:
 
 def encode_cached(encoder: Encoder, texts: Sequence[str], cache: Path | None, progress: bool = False) -> Encoded:
     """Embeddings of `texts`, reading what `cache` holds for this encoder and adding the rest."""
-    hashes = [text_hash(text) for text in texts]
-    missing: dict[str, str] = {}
+    hashes = np.array([text_hash(text) for text in texts], dtype="S40")
     index = _FolderIndex()
     if cache is not None:
         folder = (Path(cache) / encoder.key).resolve()
         index = _INDEXES.setdefault(folder, _FolderIndex())
         index.refresh(folder)
-    for digest, text in zip(hashes, texts):
-        if digest not in index.rows and digest not in missing:
-            missing[digest] = text
+    at = index.find(hashes)
+    missing: dict[bytes, str] = {}  # hash -> text of what must be encoded, each text once
+    for i in np.flatnonzero(at < 0).tolist():
+        missing.setdefault(hashes[i], texts[i])
     fresh = encoder.encode(list(missing.values()), progress=progress) if missing else None  # (n_missing, dim)
     if fresh is not None and cache is not None:
-        _write_parts(folder, list(missing), fresh)
+        _write_parts(folder, [digest.decode() for digest in missing], fresh)
         index.refresh(folder)
     vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-    cached = [i for i, digest in enumerate(hashes) if digest not in missing]
-    if cached:
-        vectors[cached] = index.read([hashes[i] for i in cached], encoder.dim)
+    cached = np.flatnonzero(at >= 0)
+    if len(cached):
+        vectors[cached] = index.read(at[cached], encoder.dim)
     if fresh is not None:
         position = {digest: i for i, digest in enumerate(missing)}
-        new = [i for i, digest in enumerate(hashes) if digest in missing]
-        vectors[new] = fresh[[position[hashes[i]] for i in new]]
+        new = np.flatnonzero(at < 0)
+        vectors[new] = fresh[[position[hashes[i]] for i in new.tolist()]]
     return Encoded(vectors=vectors, n_encoded=len(missing))
 
 
