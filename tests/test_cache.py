@@ -22,6 +22,8 @@ def test_only_new_texts_are_encoded_and_repeats_once(tiny_encoder, tmp_path):
     result = encode_cached(tiny_encoder, old + new, tmp_path)
     assert result.n_encoded == 2
     np.testing.assert_array_equal(result.vectors[6], result.vectors[8])
+    # cached and new vectors of one call, each in its place (new parts re-sort the hash index)
+    np.testing.assert_allclose(result.vectors, tiny_encoder.encode(old + new), atol=1e-6)
     assert len(list((tmp_path / tiny_encoder.key).glob("part-*.parquet"))) == 2
 
 

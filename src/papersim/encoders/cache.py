@@ -114,14 +114,14 @@ def encode_cached(encoder: Encoder, texts: Sequence[str], cache: Path | None, pr
     missing: dict[bytes, str] = {}  # hash -> text of what must be encoded, each text once
     for i in np.flatnonzero(at < 0).tolist():
         missing.setdefault(hashes[i], texts[i])
+    vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    cached = np.flatnonzero(at >= 0)
+    if len(cached):  # read before adding parts: a refresh re-sorts the index and moves the positions
+        vectors[cached] = index.read(at[cached], encoder.dim)
     fresh = encoder.encode(list(missing.values()), progress=progress) if missing else None  # (n_missing, dim)
     if fresh is not None and cache is not None:
         _write_parts(folder, [digest.decode() for digest in missing], fresh)
         index.refresh(folder)
-    vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-    cached = np.flatnonzero(at >= 0)
-    if len(cached):
-        vectors[cached] = index.read(at[cached], encoder.dim)
     if fresh is not None:
         position = {digest: i for i, digest in enumerate(missing)}
         new = np.flatnonzero(at < 0)

@@ -148,8 +148,11 @@ def recall_queries(papers: pd.DataFrame, split: pd.DataFrame | None, n: int) -> 
 
 def bm25_index(papers: pd.DataFrame, ids: pd.DataFrame, stemmer: str) -> BM25:
     """BM25 over the indexed papers' passages, its rows in the faiss index's order."""
-    passages = {pid: passage_text(t, a) for pid, t, a in zip(papers["paper_id"], papers["title"], papers["abstract"])}
-    return BM25(list(ids["paper_id"]), [passages[pid] for pid in ids["paper_id"]], stemmer)
+    row_of = {pid: row for row, pid in enumerate(papers["paper_id"])}
+    rows = [row_of[pid] for pid in ids["paper_id"]]
+    titles, abstracts = papers["title"].to_numpy(), papers["abstract"].to_numpy()
+    # A generator: BM25 reads the passages a chunk at a time (a million passages are ~1 GiB of strings).
+    return BM25(list(ids["paper_id"]), (passage_text(titles[r], abstracts[r]) for r in rows), stemmer)
 
 
 def save_index_folder(folder: Path, built: BuiltIndex, bm25: BM25, facts: Mapping[str, Any]) -> dict:
