@@ -36,3 +36,25 @@ def test_lexical_hits_keep_scores_best_first_and_a_query_of_stop_words_matches_n
 def test_bm25_indexes_documents_that_tokenise_to_nothing():
     bm25 = BM25(["a", "b"], ["the and of", "wing flutter"])
     assert bm25.rankings(["q"], ["flutter"], 2) == {"q": ["b"]}
+
+
+@pytest.mark.parametrize("stemmer", ["english", ""])
+def test_the_chunked_build_gives_bm25s_own_scores_from_a_list_or_a_stream(stemmer, monkeypatch):
+    import bm25s
+    import numpy as np
+
+    import papersim.retrieval.lexical as lexical
+
+    texts = [f"Paper {i}: graph networks for molecules, proteins and {'speech ' * (i % 4)}recognition"
+             for i in range(60)] + ["the of and", "Wings, flutter and the aeroelastic wings of aircraft"]
+    reference = bm25s.BM25()
+    reference.index(bm25s.tokenize(texts, stopwords="en", stemmer=lexical._stemmer(stemmer), show_progress=False),
+                    show_progress=False)
+    ids = [str(i) for i in range(len(texts))]
+    monkeypatch.setattr(lexical._PackedTokens.__init__, "__defaults__", (7,))  # tokenised 7 texts at a time
+    monkeypatch.setattr(lexical._bm25_matrix, "__defaults__", (5,))  # scored 5 documents at a time
+    for built in (BM25(ids, texts, stemmer), BM25(ids, iter(texts), stemmer)):
+        for query in ["graph molecules", "wing aircraft speech", "recognition"]:
+            tokens = bm25s.tokenize([query], stopwords="en", stemmer=built.stemmer, return_ids=False,
+                                    show_progress=False)[0]
+            np.testing.assert_allclose(built.retriever.get_scores(tokens), reference.get_scores(tokens), rtol=1e-6)
