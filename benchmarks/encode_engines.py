@@ -69,7 +69,8 @@ def main() -> None:
 
     rows = [("local, OpenVINO (baseline)", small, base, base_s), ("local, OpenVINO", texts, local_large, local_large_s),
             ("local, torch", small, torch_vectors, torch_s),
-            (f"ray, {args.actors} actors", small, first, first_s), (f"ray, {args.actors} actors", texts, large, large_s)]
+            (f"ray, {args.actors} actors", small, first, first_s),
+            (f"ray, {args.actors} actors", texts, large, large_s)]
     print(f"\nabstracts, all-MiniLM-L6-v2, 128 tokens, batch 32, {os.cpu_count()} CPU cores\n")
     print("| engine | docs | seconds | docs/s | vs baseline | min cosine to local OpenVINO |")
     print("|---|---:|---:|---:|---:|---:|")
