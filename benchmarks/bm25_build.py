@@ -13,12 +13,11 @@ Both indexes are then asked the same 200 titles and their scores compared (max a
 """
 
 import argparse
-import json
-import random
-import re
 import subprocess
 import sys
 from pathlib import Path
+
+from pipeline_scale import write_corpus  # the same synthetic corpus (benchmarks/ is this script's path)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +26,7 @@ import json, resource, sys, time
 import numpy as np
 import bm25s
 from papersim.retrieval.lexical import BM25, _stemmer
-texts = [json.loads(line) for line in open(sys.argv[2], encoding="utf-8")]
+texts = [(row["title"], row["abstract"]) for row in map(json.loads, open(sys.argv[2], encoding="utf-8"))]
 passages = [f"{t}. {a}" for t, a in texts]
 queries = bm25s.tokenize([t for t, _ in texts[:200]], stopwords="en", stemmer=_stemmer("english"),
                          return_ids=False, show_progress=False)
@@ -43,19 +42,6 @@ seconds = time.perf_counter() - start
 np.save(sys.argv[3], np.stack([retriever.get_scores(q) for q in queries]))
 print(seconds, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
-
-
-def write_corpus(path: Path, n: int, seed: int = 0) -> None:
-    """n (title, abstract) pairs, one JSON list per line."""
-    rng = random.Random(seed)
-    sample = REPO / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl"
-    abstracts = [json.loads(line)["abstract"] for line in sample.read_text(encoding="utf-8").splitlines() if line]
-    sentences = [s for a in abstracts for s in re.split(r"(?<=[.!?])\s+", a) if len(s) > 30]
-    words = sorted({w for s in sentences for w in s.split() if w.isalpha() and len(w) > 3})
-    with open(path, "w", encoding="utf-8") as out:
-        for _ in range(n):
-            title = " ".join(rng.choices(words, k=rng.randint(6, 12))).capitalize()
-            out.write(json.dumps([title, " ".join(rng.choices(sentences, k=rng.randint(4, 9)))]) + "\n")
 
 
 def build(kind: str, corpus: Path, scores: Path) -> tuple[float, int]:
