@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 
 from papersim.atomic import atomic_outputs, dump_json
-from papersim.data.ingest import read_papers
+from papersim.data.papers import read_papers
 from papersim.encoders.cache import encode_cached
 from papersim.encoders.encode import load_text_encoder
 from papersim.encoders.engine import EncodingEngine, with_engine

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 
 from papersim.atomic import atomic_outputs, dump_json
-from papersim.data.ingest import read_papers
+from papersim.data.papers import read_papers
 from papersim.encoders.cache import cached_embedder
 from papersim.evaluation.evaluate import EvaluateConfig, encoder_folders, evaluate_set
 from papersim.evaluation.report import curve_table, eval_report, markdown_table, per_query_table, save_curve_plot

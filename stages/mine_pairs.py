@@ -3,7 +3,7 @@
 import sys
 
 from papersim.atomic import atomic_outputs, dump_json
-from papersim.data.ingest import read_papers
+from papersim.data.papers import read_papers
 from papersim.encoders.cache import cached_embedder
 from papersim.stage import Stage, require, run_stage
 from papersim.training.pairs import MinePairsConfig, mine_pairs, read_labelled_pairs

@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 
 from papersim.atomic import atomic_outputs, dump_json
-from papersim.data.ingest import read_papers
+from papersim.data.papers import read_papers
 from papersim.encoders.cache import cached_embedder
 from papersim.encoders.load import load_encoder
 from papersim.stage import Stage, require_files, run_stage
