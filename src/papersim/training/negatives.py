@@ -111,11 +111,16 @@ def _gather(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray) -> tuple[
     return owner, values[starts + np.arange(len(owner))]
 
 
-def _shares_group(groups: list[list[str]], anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """(n_pairs, n_ranks) True where a candidate row shares a similarity group with its pair's anchor row."""
+def _group_codes(groups: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each corpus row's similarity groups as integer codes: (offsets (n_rows + 1,), flat codes)."""
     lengths = np.fromiter((len(g) for g in groups), dtype=np.int64, count=len(groups))
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
     codes = pd.factorize(pd.Series([g for gs in groups for g in gs], dtype=object))[0].astype(np.int64)
+    return np.concatenate([[0], np.cumsum(lengths)]), codes
+
+
+def _shares_group(offsets: np.ndarray, codes: np.ndarray, anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(n_pairs, n_ranks) True where a candidate row shares a similarity group with its pair's anchor row;
+    `offsets` and `codes` from `_group_codes`."""
     n_codes = int(codes.max()) + 1 if len(codes) else 1
     pair, code = _gather(offsets, codes, anchors)
     anchor_keys = pair * n_codes + code  # (pair, group) of every anchor's group
@@ -157,6 +162,7 @@ def select_negatives(
     anchors, positives = pairs["anchor_row"].to_numpy(), pairs["positive_row"].to_numpy()
     hashes = pd.factorize(corpus["content_hash"])[0]
     groups = corpus["similarity_groups"].tolist()
+    offsets, codes = _group_codes(groups) if cfg.co_listing else (None, None)
     streams = []  # per miner: (pair, order key, row) of every kept candidate
     for m, cand in enumerate(miners.values()):
         rows = cand.indices[:, :cfg.range_max]
@@ -166,7 +172,7 @@ def select_negatives(
                  "duplicate": hashes[np.maximum(rows, 0)] == hashes[positives][:, None]}
         if corpus_emb is not None:
             masks["duplicate"] |= _near_duplicates(corpus_emb, rows, positives, cfg.near_duplicate_cosine)
-        masks["same_group"] = (_shares_group(groups, anchors, rows) if cfg.co_listing
+        masks["same_group"] = (_shares_group(offsets, codes, anchors, rows) if cfg.co_listing
                                else np.zeros(rows.shape, dtype=bool))
         positive = cand.positive_scores[:, None]
         masks["relative_margin"] = (positive > 0) & (cand.scores[:, :cfg.range_max] > cfg.relative_margin * positive)
