@@ -105,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
                               "names), or a registry version: `champion`, `challenger` or a version number "
                               "(its own encoder and index; --index is ignored)")
 
+    web = sub.add_parser("web", help="serve pages: search, a paper and its similar papers, compare, registry",
+                         description="One resident process serving the pages on http://HOST:PORT/ (the model and "
+                                     "the index loaded once). Every page also answers JSON (?format=json).")
+    web.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default: this machine only; 0.0.0.0 serves every paper, the "
+                          "registry's versions and gate reasons to anyone who can reach this machine)")
+    web.add_argument("--port", type=int, default=8000)
+    web.add_argument("--index", type=Path, default=Path("artifacts/index"), help="index folder (build_index)")
+    web.add_argument("--model", default=None,
+                     help="as `papersim search`: an encoder folder, or a registry version (`champion`, "
+                          "`challenger` or a version number: its own encoder and index; --index is ignored)")
+
     reg = sub.add_parser("registry", help="list, promote or roll back registered model versions",
                          description="The MLflow model registry's versions of the search model and their aliases.")
     reg.add_argument("action", choices=("list", "promote", "rollback"))
@@ -185,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             print(run_search(args))
         elif args.command == "registry":
             print(run_registry(args))
+        elif args.command == "web":
+            from papersim.web.app import serve
+
+            serve(args.model, args.index, args.host, args.port)
     except PapersimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

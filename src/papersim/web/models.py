@@ -1,0 +1,184 @@
+"""What the pages answer from: the served model, loaded once at start, and registry versions for compare,
+each loaded on first use and kept. Read-only: nothing here sets an alias or a tag."""
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from papersim.errors import PapersimError
+from papersim.retrieval.search import SearchIndex, attach_encoder, load_search_index
+
+REGISTRY_REFS = ("champion", "challenger")
+DRIFT_KEYS = ("drift.changed_share", "drift.mmd2", "drift.p_value")  # what the retrain flow logs per run
+WORKSPACE = "workspace"  # the index the pipeline built in this repository, not a registered version
+NO_DETAILS = ("this index folder was built before index folders held papers.parquet: titles only; rebuild it "
+              "(`dvc repro build_index`, or the main command) to see abstracts, sources and groups")
+
+
+class RegistryUnavailable(PapersimError):
+    """The tracking store did not answer (a stopped tracking server): the pages say so with a 503."""
+
+
+class Model:
+    """A loaded index with its query encoder, and the columns a page reads by row as plain lists (a page
+    of 10 hits reads 10 items; SearchIndex.row_of rebuilds its dict on every call)."""
+
+    def __init__(self, ref: str, label: str, index: SearchIndex, version: str | None = None,
+                 report: dict | None = None) -> None:
+        self.ref, self.label, self.index, self.version, self.report = ref, label, index, version, report
+        self.row_of = dict(zip(index.ids["paper_id"].tolist(), range(len(index.ids))))
+        self.titles = index.ids["title"].tolist()
+        papers = getattr(index, "papers", None)  # papers.parquet: None for a folder built without it
+        self.details = None if papers is None else {
+            "abstract": papers["abstract"].tolist(), "source": papers["source"].tolist(),
+            "groups": [[str(g) for g in groups] if groups is not None else [] for groups in papers["groups"]]}
+
+    @property
+    def details_note(self) -> str | None:
+        return None if self.details is not None else NO_DETAILS
+
+    def paper(self, paper_id: str) -> dict:
+        """paper_id, title, abstract, source, groups of an indexed paper (abstract None without details)."""
+        row = self.row_of[paper_id]
+        if self.details is None:
+            return {"paper_id": paper_id, "title": self.titles[row], "abstract": None, "source": None, "groups": []}
+        return {"paper_id": paper_id, "title": self.titles[row], "abstract": self.details["abstract"][row],
+                "source": self.details["source"][row], "groups": self.details["groups"][row]}
+
+
+def load_model(ref: str, label: str, encoder: Path | None, index: Path, version: str | None = None,
+               report: dict | None = None) -> Model:
+    """An index folder with its encoder (None: the one its index.json serves) on the serving backend
+    (`auto`: OpenVINO on CPUs, as SearchService), refused when the weights are not the index's."""
+    si = load_search_index(Path(index))
+    attach_encoder(si, encoder, backend="auto")
+    return Model(ref, label, si, version, report)
+
+
+def read_report(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+class Registry:
+    """One model's registered versions, read through papersim.lifecycle and re-read at most every `ttl_s`
+    seconds: a promotion made with `papersim registry promote` shows within that time."""
+
+    def __init__(self, model_name: str, root: Path, ttl_s: float = 10.0) -> None:
+        self.model_name, self.root, self.ttl_s = model_name, Path(root), ttl_s
+        self._lock = threading.Lock()
+        self._versions: list[dict] | None = None
+        self._read_at = 0.0
+
+    def versions(self) -> list[dict]:
+        """Every version, newest first: version, run_id, tags, aliases, created, description."""
+        from papersim.lifecycle import tracking
+
+        with self._lock:
+            if self._versions is None or time.monotonic() - self._read_at > self.ttl_s:
+                self._versions = _ask(tracking.model_versions, self.model_name)
+                self._read_at = time.monotonic()
+            return self._versions
+
+    def champion_history(self) -> list[str]:
+        from papersim.lifecycle import tracking
+
+        return _ask(tracking.champion_history, self.model_name)
+
+    def drift_history(self):
+        """Earlier retrain runs' drift metrics (papersim.lifecycle.drift.history_frame), oldest first."""
+        from papersim.lifecycle import tracking
+        from papersim.lifecycle.drift import history_frame
+
+        return history_frame(_ask(tracking.flow_metric_history, "retrain", list(DRIFT_KEYS)))
+
+    def find(self, ref: str) -> dict:
+        """The version named by an alias or a number; PapersimError naming the choices otherwise."""
+        versions = self.versions()
+        known = ", ".join(v["version"] for v in versions) or "none"
+        if ref.isdigit():
+            found = [v for v in versions if v["version"] == str(int(ref))]
+        elif ref in REGISTRY_REFS:
+            found = [v for v in versions if ref in v["aliases"]]
+        else:
+            raise PapersimError(f"unknown version {ref!r}: use champion, challenger, {WORKSPACE} or a version "
+                                f"number (model {self.model_name!r} has versions: {known})")
+        if not found:
+            what = f"no version {ref}" if ref.isdigit() else f"no {ref} version"
+            raise PapersimError(f"model {self.model_name!r} has {what} (versions: {known}; aliases: "
+                                f"{', '.join(_aliases(versions)) or 'none'})")
+        return found[0]
+
+    def load(self, found: dict) -> Model:
+        """A version's own encoder and index, from the registry cache (downloaded there once)."""
+        from papersim.lifecycle.registry import resolve
+        from papersim.lifecycle.versions import REGISTRY_CACHE, Version
+
+        version = Version(resolve(self.model_name, found["version"], self.root / REGISTRY_CACHE))
+        try:
+            report = version.report()
+        except PapersimError:
+            report = None
+        return load_model(found["version"], f"{self.model_name} v{found['version']}", version.encoder,
+                          version.index, found["version"], report)
+
+
+def _aliases(versions: list[dict]) -> list[str]:
+    return [f"{alias} v{v['version']}" for v in versions for alias in sorted(v["aliases"])]
+
+
+def _ask(call, *args):
+    """A registry read; a store that does not answer becomes RegistryUnavailable, not a traceback."""
+    from papersim.lifecycle import tracking
+
+    try:
+        return call(*args)
+    except PapersimError:
+        raise
+    except Exception as exc:  # MLflow's own errors: only papersim.lifecycle.tracking imports mlflow
+        raise RegistryUnavailable(f"the model registry at {_without_password(tracking.tracking_uri())} did not "
+                                  f"answer ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _without_password(uri: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
+
+
+class ModelStore:
+    """The served model and, for compare, the versions asked for by alias, number or `workspace`; at
+    most `keep` of those stay loaded besides the served one (each holds an encoder and an index)."""
+
+    def __init__(self, served: Model, registry: Registry, workspace_index: Path, keep: int = 3) -> None:
+        self.served, self.registry, self.workspace_index, self.keep = served, registry, Path(workspace_index), keep
+        self._loaded: OrderedDict[str, Model] = OrderedDict()
+        self._lock = threading.Lock()  # one load at a time: two requests for a new version load it once
+
+    def get(self, ref: str) -> Model:
+        ref = ref.strip()
+        if ref == WORKSPACE:
+            if self.served.ref == WORKSPACE:
+                return self.served
+            return self._cached(WORKSPACE, lambda: load_model(
+                WORKSPACE, f"workspace index {self.workspace_index}", None, self.workspace_index,
+                report=read_report(self.registry.root / "reports/evaluate.json")))
+        found = self.registry.find(ref)
+        if self.served.version == found["version"]:
+            return self.served
+        return self._cached(f"v{found['version']}", lambda: self.registry.load(found))
+
+    def _cached(self, key: str, load) -> Model:
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            model = load()
+            self._loaded[key] = model
+            while len(self._loaded) > self.keep:
+                self._loaded.popitem(last=False)
+            return model
