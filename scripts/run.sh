@@ -13,3 +13,5 @@ papersim registry list
 echo
 echo '$ papersim search "contrastive learning of sentence embeddings" --model champion -k 5'
 papersim search "contrastive learning of sentence embeddings" --model champion -k 5
+echo
+echo "Browse the papers: .venv/bin/papersim web   (pages on http://127.0.0.1:8000/; --model champion serves the registry's champion)"
