@@ -2,6 +2,7 @@
 and the served fusion (models/serving.json, chosen by the train stage)."""
 
 import sys
+from dataclasses import replace
 
 import pandas as pd
 
@@ -10,8 +11,8 @@ from papersim.data.papers import read_papers
 from papersim.encoders.cache import encode_cached
 from papersim.encoders.encode import load_text_encoder
 from papersim.encoders.engine import EncodingEngine, with_engine
-from papersim.retrieval.index import (BuildIndexConfig, bm25_index, build_index, read_previous, recall_queries,
-                                      save_index_folder)
+from papersim.retrieval.index import (BuildIndexConfig, bm25_index, build_index, build_similar_index, paper_details,
+                                      passages, read_previous, recall_queries, save_index_folder)
 from papersim.stage import Stage, require, run_stage
 from papersim.training.selection import read_serving
 
@@ -43,8 +44,23 @@ def execute(stage: Stage) -> str:
         built = build_index(papers, embed, queries.vectors, cfg, encoder.key, read_previous(args.out))
         facts = {"papers_encoded": sum(encoded), "backend": encoder.backend, "max_seq_length": cfg.max_seq_length,
                  "model": str(args.model), "model_fingerprint": encoder.fingerprint, "serving": serving.to_dict()}
+        if serving.similar is not None:
+            facts["similar"] = serving.similar.to_dict()
+            other = serving.similar_folder(str(args.model))
+            if other != folder:  # papers are answered from another encoder's vectors: an index of their own
+                similar_encoder = with_engine(load_text_encoder(other, cfg.backend, cfg.max_seq_length,
+                                                                cfg.batch_size), other, cfg.max_seq_length,
+                                              EncodingEngine.of(cfg))
+                vectors = encode_cached(similar_encoder, passages(papers, built.ids), args.embedding_cache,
+                                        progress=True)
+                encoded.append(vectors.n_encoded)
+                similar, similar_info = build_similar_index(vectors.vectors, built.info["factory"], cfg)
+                built = replace(built, similar=similar)
+                facts.update(similar_info, papers_encoded=sum(encoded),
+                             similar_model_fingerprint=similar_encoder.fingerprint)
         with atomic_outputs(args.out, args.report) as (out, report):
-            info = save_index_folder(out, built, bm25_index(papers, built.ids, cfg.stemmer), facts)
+            info = save_index_folder(out, built, bm25_index(papers, built.ids, cfg.stemmer), facts,
+                                     paper_details(papers, built.ids))
             dump_json(info, report)
         run.log_metrics({k: v for k, v in info.items() if k != "serving"})
         run.set_tags({"index.factory": info["factory"], "index.mode": info["mode"], **serving.tags()})
@@ -52,7 +68,8 @@ def execute(stage: Stage) -> str:
     return (f"build_index: {info['papers']} papers -> {args.out} ({info['factory']}, {info['mode']}: "
             f"{info['mode_reason']}; encoded {info['papers_encoded']}); recall@10 {info.get('recall@10', 1.0):.3f}, "
             f"{info['queries_per_second']:.0f} queries/s, {info['memory_bytes'] / 2**20:.1f} MiB; serves the "
-            f"{serving.encoder} encoder, {serving.fusion.describe()}")
+            f"{serving.encoder} encoder, {serving.fusion.describe()}"
+            + (f"; papers: {serving.similar.describe()}" if serving.similar is not None else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

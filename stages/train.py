@@ -12,6 +12,7 @@ import sys
 import pandas as pd
 
 from papersim.atomic import atomic_outputs, dump_json
+from papersim.data.groups import similarity_groups
 from papersim.data.papers import read_papers
 from papersim.encoders.cache import cached_embedder
 from papersim.encoders.load import load_encoder
@@ -33,10 +34,12 @@ def execute(stage: Stage) -> str:
     require_files([*files, args.pairs / "split.parquet", args.papers],
                   "run the mine_pairs stage first (`dvc repro mine_pairs`: it needs the ingested papers too)")
     train, val = (pd.read_parquet(f) for f in files)
+    papers = read_papers(args.papers)
+    groups = dict(zip(papers["paper_id"], similarity_groups(papers["groups"], cfg.max_group_size)))
     model = load_encoder(cfg.base_model, cfg.max_seq_length)
     with stage.run({"pairs": args.pairs, "papers": args.papers}) if rank0 else contextlib.nullcontext() as run:
         trainer, report = train_encoder(model, train, val, cfg, args.checkpoints, run_fingerprint(cfg, files),
-                                        [run.trainer_callback()] if rank0 else [])
+                                        [run.trainer_callback()] if rank0 else [], groups)
         if not rank0:
             return ""
         table = loss_table(trainer.state.log_history)
@@ -44,7 +47,7 @@ def execute(stage: Stage) -> str:
         with atomic_outputs(*outputs) as (out, serving_path, rep, csv, png):
             model.save(str(out))  # the best checkpoint's weights (load_best_model_at_end)
             candidates = {"trained": str(out), **({"base": cfg.base_model} if cfg.select_encoder else {})}
-            serving = choose_serving(read_papers(args.papers), pd.read_parquet(args.pairs / "split.parquet"),
+            serving = choose_serving(papers, pd.read_parquet(args.pairs / "split.parquet"),
                                      {name: cached_embedder(folder, cfg.backend, cfg.max_seq_length,
                                                             cfg.encode_batch_size, args.embedding_cache, cfg)
                                       for name, folder in candidates.items()}, cfg)
@@ -55,6 +58,7 @@ def execute(stage: Stage) -> str:
             save_loss_plot(table, report["val_ndcg@10_by_step"], png)
         run.log_metrics({k: v for k, v in report.items() if k not in ("val_ndcg@10_by_step", "serving")})
         run.log_metrics({f"serving.{k}": v for k, v in serving.evidence.items()})
+        run.log_metrics({f"similar.{k}": v for k, v in serving.similar.evidence.items()})
         run.set_tags(serving.tags())
         for path in (args.report, args.loss_csv, args.plot):
             run.log_artifact(path, "reports")
@@ -62,7 +66,8 @@ def execute(stage: Stage) -> str:
     shutil.rmtree(args.checkpoints, ignore_errors=True)  # finished: nothing left to resume
     return (f"train: {report['steps']} steps (resumed from {report['resumed_from_step']}) on {report['device']}, "
             f"best {report['best_metric']} {report['best_metric_value'] or float('nan'):.4f} at step "
-            f"{report['best_checkpoint_step']} -> {args.model}\nserving: {serving.reason}; {serving.fusion.describe()}")
+            f"{report['best_checkpoint_step']} -> {args.model}\nserving: {serving.reason}; {serving.fusion.describe()}"
+            f"\nsimilar papers: {serving.similar.reason}")
 
 
 def main(argv: list[str] | None = None) -> int:

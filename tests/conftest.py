@@ -200,7 +200,10 @@ def workspace(tmp_path, tiny_model_dir):
         tmp_path / "data/pairs/split.parquet", index=False)
     shutil.copytree(tiny_model_dir, tmp_path / "models/encoder")
     serving = {"encoder": "trained", "base_model": str(tiny_model_dir), "reason": "test workspace",
-               "fusion": {"method": "convex", "alpha": 0.5, "normalisation": "zscore", "rrf_k": 60, "depth": 100}}
+               "fusion": {"method": "convex", "alpha": 0.5, "normalisation": "zscore", "rrf_k": 60, "depth": 100},
+               "similar": {"encoder": "trained", "terms": 25, "reason": "test workspace",
+                           "fusion": {"method": "convex", "alpha": 0.5, "normalisation": "zscore", "rrf_k": 60,
+                                      "depth": 100}}}
     (tmp_path / "models/serving.json").write_text(json.dumps(serving), encoding="utf-8")
     beir = tmp_path / "beir/mini"
     write_jsonl(beir / "corpus.jsonl", [{"_id": f"d{i}", "title": t.split(" in ")[0], "text": t}
@@ -361,3 +364,83 @@ def prefect_api(tmp_path_factory):
     finally:
         stop_group(server)
         log.close()
+
+
+HOSTILE_PAPERS = [  # paper text that must show as text on the web pages, never run
+    {"paper_id": "xss-script", "title": '<script>window.__pwned = "title"; alert(1)</script> Wing flutter at supersonic speed',
+     "abstract": "We examine wing flutter at supersonic speed. <img src=x onerror=\"window.__pwned = 'img'; alert(2)\"> "
+                 "The measurements come from a wind tunnel.", "source": "<b>arxiv</b>", "groups": ["page<i>0</i>"]},
+    {"paper_id": "xss-link", "title": 'Click <a href="javascript:window.__pwned=\'link\'">here</a> for wing flutter',
+     "abstract": "javascript:alert(3) is not a link here: <a href=\"javascript:alert(4)\">open</a>. We examine wing "
+                 "flutter at supersonic speed in a second setting.", "source": "arxiv", "groups": ["page0"]},
+]
+LONG_ABSTRACT = " ".join(f"Sentence {i} examines heat transfer in laminar boundary layers at length." for i in range(12))
+
+
+@pytest.fixture(scope="session")
+def web_site(tmp_path_factory, tiny_model_dir, mlflow_store):
+    """A workspace for the web pages: 24 papers on four topics, two hostile ones (HOSTILE_PAPERS) and one with a
+    long abstract, its index built by the build_index stage; a registry model with v1 (champion: that index)
+    and v2 (challenger: the same papers under a second tiny encoder, so the two rank differently).
+    Returns (root, model name, environment for a server process)."""
+    import shutil
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import yaml
+
+    from papersim.encoders.load import save_tiny_encoder
+    from stages.build_index import main as build
+
+    root = tmp_path_factory.mktemp("web")
+    name = f"web-{os.getpid()}"
+    papers = papers_frame(24)
+    extra = pd.DataFrame([*HOSTILE_PAPERS, {"paper_id": "long", "title": "Heat transfer in laminar boundary layers, "
+                                            "the long version", "abstract": LONG_ABSTRACT, "source": "arxiv",
+                                            "groups": []}])
+    papers = pd.concat([papers, extra.assign(content_hash=[f"x{i}" for i in range(len(extra))])], ignore_index=True)
+    (root / "data/processed").mkdir(parents=True)
+    papers.to_parquet(root / "data/processed/papers.parquet", index=False)
+    (root / "data/pairs").mkdir(parents=True)
+    pd.DataFrame({"paper_id": papers["paper_id"], "split": ["train"] * len(papers)}).to_parquet(
+        root / "data/pairs/split.parquet", index=False)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["build_index"].update(backend="torch", max_seq_length=32, recall_queries=10)
+    params["retrain"]["model_name"] = name
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    serving = {"encoder": "trained", "base_model": str(tiny_model_dir), "reason": "web test workspace",
+               "fusion": {"method": "convex", "alpha": 0.5, "normalisation": "zscore", "rrf_k": 60, "depth": 100}}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PAPERSIM_EXPERIMENT": "test-web"}
+    env.pop("PAPERSIM_PARENT_RUN_ID", None)
+    second = save_tiny_encoder(root / "second-encoder", seed=1)
+    made = []
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
+            mp.setenv(key, env[key])
+        mp.delenv("PAPERSIM_PARENT_RUN_ID", raising=False)
+        from papersim.lifecycle import registry, tracking
+
+        for i, encoder in enumerate((tiny_model_dir, second)):
+            work = root if i == 0 else root / "v2"
+            shutil.copytree(encoder, work / "models/encoder")
+            (work / "models/serving.json").write_text(json.dumps(serving), encoding="utf-8")
+            assert build(["--params", str(root / "params.yaml"), "--papers", str(root / "data/processed/papers.parquet"),
+                          "--pairs", str(root / "data/pairs"), "--model", str(work / "models/encoder"),
+                          "--serving", str(work / "models/serving.json"), "--embedding-cache", str(root / "cache"),
+                          "--out", str(work / "artifacts/index"),
+                          "--report", str(work / "reports/build_index.json")]) == 0
+            report = {"cranfield": {"served": {"ndcg@10": 0.41 + i / 100, "recall@100": 0.9, "mrr@10": 0.6}},
+                      "test_split": {"served": {"ndcg@10": 0.93 - i / 100, "recall@100": 0.99, "mrr@10": 0.9}}}
+            (work / "reports/evaluate.json").write_text(json.dumps(report), encoding="utf-8")
+            with tracking.flow_run("web-test", {}, {}) as run:
+                pass
+            gate = ("champion", "first model: no champion to compare with; beats every baseline") if i == 0 else \
+                ("challenger", "served/ndcg@10 0.6700 vs champion 0.6700 (+0.0000): <b>below</b> min_delta")
+            made.append(tracking.register_search_model(
+                run.run_id, name, {"encoder": work / "models/encoder", "index": work / "artifacts/index",
+                                   "evaluate": work / "reports/evaluate.json"},
+                {"papersim.gate": gate[0], "papersim.gate_reason": gate[1], "papersim.primary": "0.6700",
+                 "papersim.primary_metric": "served/ndcg@10"}, root / f"register{i}"))
+        registry.promote(name, made[0])
+        registry.mark_challenger(name, made[1])
+    return SimpleNamespace(root=root, model_name=name, env=env, versions=made)

@@ -62,3 +62,52 @@ def test_config_rejects_unknown_systems_and_hybrid_without_parts():
     with pytest.raises(ValueError, match="base_hybrid system fuses bm25 and base"):
         EvaluateConfig(systems=["base_hybrid", "bm25"])
     assert EvaluateConfig(systems=["bm25", "served"]).systems == ["bm25", "served"]
+
+
+def _listed_papers():
+    """Thirty papers on three pages (ten each, the page's topic word in the text), plus an exact duplicate
+    of p0 (its own id, p0's content hash) on p0's page."""
+    import pandas as pd
+
+    topics = ["flutter", "boundary", "embedding"]
+    rows = [{"paper_id": f"p{i}", "title": f"On {topics[i % 3]} case {i}",
+             "abstract": f"A note on {topics[i % 3]} with setting {i} and remark {i * 7}.",
+             "groups": [f"page{i % 3}"], "content_hash": f"h{i}"} for i in range(30)]
+    rows.append({**rows[0], "paper_id": "p0-copy"})
+    return pd.DataFrame(rows)
+
+
+def _page_oracle(texts):
+    """An encoder that knows the page: the topic word, one-hot (cosine 1 within a page, 0 across)."""
+    import numpy as np
+
+    topics = ["flutter", "boundary", "embedding"]
+    return np.array([[float(t in text) for t in topics] for text in texts], dtype=np.float32)
+
+
+def test_the_similar_task_scores_every_system_on_papers_asking_for_their_page(tiny_encoder):
+    from papersim.evaluation.evaluate import evaluate_similar
+    from papersim.evaluation.sets import colisting_set
+    from papersim.retrieval.similar import Similar
+
+    papers = _listed_papers()
+    s = colisting_set(papers, {"p0", "p1", "p4"}, set(papers["paper_id"]), 100, "similar")
+    assert s.qrels["p0"] == {f"p{i}": 1 for i in range(3, 30, 3)}  # its copy is not an answer
+    cfg = EvaluateConfig(beir_sets=[], recall_ks=[10])
+    dense_only = Similar("trained", Fusion(alpha=1.0), terms=25)
+    result = evaluate_similar(s, {"base": tiny_encoder.encode, "trained": _page_oracle,
+                                  "served_similar": _page_oracle}, cfg, dense_only)
+    assert list(result.scores) == ["bm25", "mlt", "base", "trained", "hybrid", "base_hybrid", "served"]
+    oracle = result.scores["trained"]  # the nine page-mates first, the copy left out: known values
+    assert (oracle["precision@10"], oracle["recall@10"], oracle["mrr@10"], oracle["ndcg@10"]) == \
+        (pytest.approx(0.9), 1.0, 1.0, pytest.approx(1.0))
+    assert result.scores["served"] == oracle  # alpha 1: the dense neighbours' order
+    assert result.compared_metric == "precision@10" and result.facts["papers"] == 3
+    versus = result.served_versus()
+    assert versus["trained"].mean == 0.0 and versus["base"].mean > 0  # the tiny random model knows no page
+    assert set(result.intervals()) == {"precision@10", "ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100"}
+    low, high = result.intervals()["precision@10"]["trained"]
+    assert low == high == pytest.approx(0.9)  # every paper scores 0.9: no spread
+    lexical_only = evaluate_similar(s, {"trained": _page_oracle, "served_similar": _page_oracle}, cfg,
+                                    Similar("trained", Fusion(alpha=0.0), terms=25))
+    assert lexical_only.scores["served"] == lexical_only.scores["mlt"]  # alpha 0: more-like-this's order

@@ -83,6 +83,43 @@ def test_all_sets_when_gate_sets_is_empty():
     cfg = RetrainConfig(gate_sets=[])
     assert primary_value(report(0.2, 0.4), cfg) == pytest.approx(0.3)
     assert eval_set_hashes(report(0.2, 0.4)) == {"a": "h", "b": "h"}
+    # the similar block is gated on its own metric, never averaged into search's primary
+    assert primary_value(with_similar(report(0.2, 0.4), served=0.9), cfg) == pytest.approx(0.3)
+
+
+def with_similar(base: dict, served: float, best_baseline: float = 0.2, content_hash: str = "s") -> dict:
+    """A report with the similar task's block: served precision@10 and the baselines'."""
+    return {**base, "similar": {"served": {"precision@10": served, "ndcg@10": 0.0},
+                                "bm25": {"precision@10": best_baseline}, "base": {"precision@10": best_baseline - 0.01},
+                                "base_hybrid": {"precision@10": best_baseline - 0.02}, "content_hash": content_hash}}
+
+
+def test_the_similar_task_has_a_floor_of_its_own():
+    decision = gate(with_similar(report(0.4, 0.4), served=0.19), None, CFG)  # trails bm25's 0.2 by 0.01
+    assert not decision.promote
+    assert "similar: served/precision@10 trails bm25/precision@10 by 0.0100" in decision.reason
+    assert decision.floor["similar/bm25"] == pytest.approx(-0.01)
+    assert gate(with_similar(report(0.4, 0.4), served=0.25), None, CFG).promote
+
+
+def test_a_champion_better_at_similar_papers_is_kept_even_when_search_improves():
+    champion = with_similar(report(0.40, 0.40), served=0.30)
+    worse = gate(with_similar(report(0.45, 0.45), served=0.28), champion, CFG)
+    assert not worse.promote and "the similar task below min_delta" in worse.reason
+    assert worse.deltas["similar/served/precision@10"] == pytest.approx(-0.02)
+    better = gate(with_similar(report(0.45, 0.45), served=0.31), champion, CFG)
+    assert better.promote and "similar/served/precision@10 +0.0100" in better.reason
+    # No similar block (a corpus without co-listing groups): search decides alone.
+    assert gate(report(0.45, 0.45), report(0.40, 0.40), CFG).promote
+
+
+def test_a_champion_scored_before_the_similar_task_is_rescored():
+    from papersim.lifecycle.retrain import needs_rescore
+
+    candidate = with_similar(report(0.4, 0.4), served=0.3)
+    assert needs_rescore(candidate, report(0.4, 0.4), CFG)  # no similar block
+    assert not needs_rescore(candidate, with_similar(report(0.4, 0.4), served=0.2), CFG)
+    assert needs_rescore(candidate, with_similar(report(0.4, 0.4), served=0.2, content_hash="other"), CFG)
 
 
 @pytest.mark.parametrize("values, message", [

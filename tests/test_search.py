@@ -107,3 +107,61 @@ def test_library_checks_requests_and_finds_the_paper_by_its_title(built):
         check_request(5, "sparse")
     with pytest.raises(PapersimError, match="query too long"):
         check_request(5, "dense", "x" * 10_001)
+
+
+def test_served_similar_is_what_evaluate_measures_and_never_lists_the_paper_or_its_copy(built):
+    import pandas as pd
+
+    from papersim.encoders.encode import load_text_encoder
+    from papersim.evaluation.evaluate import EvaluateConfig, evaluate_similar
+    from papersim.evaluation.sets import colisting_set
+    from papersim.retrieval.similar import Similar
+
+    si = load_search_index(built / "artifacts/index")
+    assert si.similar == Similar.from_dict(json.loads((built / "models/serving.json").read_text())["similar"])
+    served = similar_papers(si, "p0", 10)
+    assert "p0" not in set(served["paper_id"]) and served["rank"].tolist() == list(range(1, 11))
+    # evaluate's `served` on the same corpus ranks p0's neighbours the same way (one implementation)
+    papers = pd.read_parquet(built / "data/processed/papers.parquet")
+    task = colisting_set(papers, {"p0"}, set(papers["paper_id"]), 100, "similar")
+    encoder = load_text_encoder(str(built / "models/encoder"), "torch", 32)
+    result = evaluate_similar(task, {"served_similar": encoder.encode}, EvaluateConfig(beir_sets=[], depth=100),
+                              si.similar)
+    expected = [task.doc_ids[i] for i in result_rankings(task, si, encoder)][:10]
+    assert served["paper_id"].tolist() == expected
+    assert result.scores["served"]["precision@10"] == pytest.approx(
+        sum(pid in task.qrels["p0"] for pid in expected) / 10)
+
+
+def result_rankings(task, si, encoder):
+    """The served similar ranking of task's first query, computed from the library pieces evaluate uses."""
+    from papersim.retrieval.dense import dense_search
+    from papersim.retrieval.lexical import BM25
+    from papersim.retrieval.similar import answer_similar, duplicates, excluded_rows
+
+    row = task.doc_ids.index(task.query_ids[0])
+    vectors = encoder.encode(task.doc_texts)
+    found, scores = dense_search(vectors, vectors[[row]], 101)
+    exclude = excluded_rows([row], duplicates(task.doc_hashes))
+    bm25 = BM25(task.doc_ids, task.doc_texts)
+    return answer_similar(bm25, [task.query_texts[0]], [(found[0].tolist(), scores[0].tolist())], exclude,
+                          si.similar)[0][0]
+
+
+def test_an_exact_duplicate_is_never_a_similar_paper(workspace, tracking):
+    import pandas as pd
+
+    from stages.build_index import main as build
+
+    papers = pd.read_parquet(workspace / "data/processed/papers.parquet")
+    copy = papers.iloc[[0]].assign(paper_id="p0-copy")  # same text and content hash under another id
+    pd.concat([papers, copy], ignore_index=True).to_parquet(workspace / "data/processed/papers.parquet", index=False)
+    assert build(["--params", str(workspace / "params.yaml"), "--papers",
+                  str(workspace / "data/processed/papers.parquet"), "--pairs", str(workspace / "data/pairs"),
+                  "--model", str(workspace / "models/encoder"), "--serving", str(workspace / "models/serving.json"),
+                  "--embedding-cache", str(workspace / "cache"), "--out", str(workspace / "artifacts/index"),
+                  "--report", str(workspace / "reports/build_index.json")]) == 0
+    si = load_search_index(workspace / "artifacts/index")
+    for pid in ("p0", "p0-copy"):
+        found = set(similar_papers(si, pid, 20)["paper_id"])
+        assert not found & {"p0", "p0-copy"} and {"p4", "p8"} <= found

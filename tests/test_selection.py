@@ -1,13 +1,14 @@
 """What a candidate serves: pseudo-queries from the val split, the encoder choice and the fusion weight."""
 
 import hashlib
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from papersim.retrieval.fusion import Fusion
-from papersim.training.selection import Serving, pseudo_queries, select_serving
+from papersim.training.selection import Serving, pseudo_queries, select_serving, select_similar
 from tests.conftest import TOPICS
 
 
@@ -95,3 +96,53 @@ def test_unknown_encoder_in_a_serving_file_is_an_error():
 
     with pytest.raises(PapersimError, match="rerun the train stage"):
         Serving.from_dict({"encoder": "mystery", "fusion": {}})
+
+
+def listed_corpus(n: int = 48) -> pd.DataFrame:
+    """corpus() with every paper on its topic's listing page and a content hash."""
+    papers = corpus(n)
+    return papers.assign(title=[f"Notes on {TOPICS[i % 4]} number {i}" for i in range(n)],
+                         groups=[[f"page{i % 4}"] for i in range(n)], content_hash=[f"h{i}" for i in range(n)])
+
+
+def test_the_similar_task_takes_the_encoder_whose_neighbours_share_the_page_and_records_why():
+    from papersim.evaluation.sets import colisting_set
+    from papersim.training.train import TrainConfig
+
+    papers = listed_corpus()
+    task = colisting_set(papers, {f"p{i}" for i in range(12)}, set(papers["paper_id"]), 100, "similar_val")
+    choice = TrainConfig().similar_choice()
+    good = select_similar(task, {"trained": bag_of_words, "base": noise}, choice, "english", "base")
+    assert good.encoder == "trained" and "the trained encoder" in good.reason
+    assert good.evidence["trained/precision@10"] > good.evidence["base/precision@10"] + 0.3
+    assert good.terms in (25, 50, 100) and set(good.evidence["mlt_precision@10_by_terms"]) == {"25", "50", "100"}
+    assert len(good.evidence["served_precision@10_by_alpha"]) == 11 and "served_precision@10_rrf" in good.evidence
+    bad = select_similar(task, {"trained": noise, "base": bag_of_words}, choice, "english", "trained")
+    assert bad.encoder == "base" and "<= min_gain" in bad.reason
+    # Made to serve the noise encoder, the fusion leans on the words: a low dense weight, far above noise alone.
+    forced = select_similar(task, {"trained": noise}, TrainConfig(similar_encoder="trained").similar_choice(),
+                            "english", "trained")
+    assert forced.encoder == "trained" and forced.fusion.alpha <= 0.3
+    assert forced.evidence["served/precision@10"] > forced.evidence["trained/precision@10"] + 0.3
+
+
+def test_without_co_listed_validation_papers_the_similar_task_keeps_the_served_encoder():
+    from papersim.training.train import TrainConfig
+
+    similar = select_similar(None, {"trained": noise, "base": bag_of_words}, TrainConfig().similar_choice(),
+                             "english", "trained")
+    assert similar.encoder == "trained" and similar.terms == 50 and similar.fusion.alpha == 0.5
+    assert "nothing to choose on" in similar.reason and similar.evidence == {"papers": 0}
+    fixed = select_similar(None, {}, TrainConfig(similar_encoder="base", similar_alpha=0.3).similar_choice(),
+                           "english", "trained")
+    assert fixed.encoder == "base" and fixed.fusion.alpha == 0.3
+
+
+def test_serving_with_a_similar_choice_round_trips_and_names_its_folder():
+    from papersim.retrieval.similar import Similar
+
+    serving = Serving("base", "/base", Fusion(), "r", similar=Similar("trained", Fusion(alpha=0.7), 25, "why"))
+    assert Serving.from_dict(json.loads(json.dumps(serving.to_dict()))) == serving
+    assert serving.encoder_folder("/trained") == "/base" and serving.similar_folder("/trained") == "/trained"
+    assert Serving("trained", "", Fusion(), "r").similar_folder("/t") == "/t"  # chosen before papers were
+    assert "papersim.similar" in serving.tags()

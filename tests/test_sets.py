@@ -3,7 +3,7 @@
 import pytest
 
 from papersim.errors import PapersimError
-from papersim.evaluation.sets import held_out_set, load_beir_set
+from papersim.evaluation.sets import colisting_set, held_out_set, load_beir_set
 from tests.conftest import held_out_corpus, write_beir
 
 
@@ -55,3 +55,29 @@ def test_a_large_test_split_is_scored_on_a_seeded_sample_that_includes_its_queri
     assert set(capped.query_ids) <= set(capped.doc_ids)  # every query's own abstract is among the documents
     assert capped.content_hash != whole.content_hash
     assert held_out_set(papers, split, 100, max_queries=30, max_docs=120) == capped  # seeded: the same sample
+
+
+def test_similar_set_asks_each_held_out_paper_for_the_papers_listed_with_it():
+    papers, split = held_out_corpus()
+    papers = papers.assign(groups=[["page1"], ["page1"], ["page1", "page2"], ["page2"], ["big"]])
+    test = set(split.loc[split["split"] == "test", "paper_id"])
+    s = colisting_set(papers, test, set(papers["paper_id"]), max_group_size=3, name="similar")
+    # a, b, c share page1 (3 papers); c, d share page2; e is alone in `big`: nothing to find
+    assert s.query_ids == ["a", "b", "d"]
+    assert s.qrels == {"a": {"b": 1, "c": 1}, "b": {"a": 1, "c": 1}, "d": {"c": 1}}
+    assert s.query_texts[0] == "Panel flutter. flutter of thin panels at supersonic speeds"  # the whole paper asks
+    assert set(s.doc_ids) == set("abcde") and s.facts == {"papers": 3, "groups": 2, "relevant_per_paper": 1.7}
+    # Groups larger than max_group_size mean nothing: page1 (3 papers) drops out at 2.
+    assert colisting_set(papers, test, set(papers["paper_id"]), 2, "similar").query_ids == ["d"]
+    # Validation: the pool leaves the test papers out, so they are never anyone's answer.
+    val = colisting_set(papers, {"a", "b"}, {"a", "b", "c"}, 3, "similar_val")
+    assert val.qrels == {"a": {"b": 1, "c": 1}, "b": {"a": 1, "c": 1}} and "d" not in val.doc_ids
+    assert colisting_set(papers, {"e"}, set(papers["paper_id"]), 3, "similar") is None
+
+
+def test_an_exact_duplicate_is_not_a_relevant_answer():
+    papers, split = held_out_corpus()
+    papers = papers.assign(groups=[["page1"]] * 3 + [[], []], content_hash=["x", "x", "y", "z", "w"])
+    s = colisting_set(papers, {"a"}, set(papers["paper_id"]), 5, "similar")
+    assert s.qrels == {"a": {"c": 1}}  # b has a's content: it is a duplicate, not a neighbour
+    assert s.doc_hashes[s.doc_ids.index("b")] == "x"

@@ -22,7 +22,11 @@ def test_builds_then_extends_with_exactly_the_new_papers(workspace, tracking):
     assert (first["mode"], first["factory"], first["papers"], first["papers_encoded"]) == ("full", "Flat", 24, 24)
     assert first["recall@10"] == 1.0 and first["recall_queries"] == 6 and first["memory_bytes"] > 0
     index = workspace / "artifacts/index"
-    assert {p.name for p in index.iterdir()} == {"index.faiss", "ids.parquet", "index.json", "bm25"}
+    assert {p.name for p in index.iterdir()} == {"index.faiss", "ids.parquet", "index.json", "bm25", "papers.parquet"}
+    details = pd.read_parquet(index / "papers.parquet")
+    assert details["paper_id"].tolist() == pd.read_parquet(index / "ids.parquet")["paper_id"].tolist()
+    source = pd.read_parquet(workspace / "data/processed/papers.parquet").set_index("paper_id")
+    assert details["abstract"].tolist() == source.loc[details["paper_id"], "abstract"].tolist()
     assert first["serving"]["encoder"] == "trained" and first["serving"]["fusion"]["alpha"] == 0.5
 
     papers = pd.concat([papers_frame(24), papers_frame(2, start=24)], ignore_index=True)
@@ -32,17 +36,44 @@ def test_builds_then_extends_with_exactly_the_new_papers(workspace, tracking):
     assert (second["mode"], second["papers"], second["papers_added"], second["papers_encoded"]) == \
         ("incremental", 26, 2, 2)
     assert pd.read_parquet(index / "ids.parquet")["paper_id"].tolist()[-2:] == ["p24", "p25"]
+    assert pd.read_parquet(index / "papers.parquet")["paper_id"].tolist()[-2:] == ["p24", "p25"]
 
 
 def test_the_base_encoder_is_indexed_when_it_serves(workspace, tracking, tiny_model_dir):
     from papersim.encoders.encode import model_fingerprint
 
     serving = json.loads((workspace / "models/serving.json").read_text())
-    (workspace / "models/serving.json").write_text(json.dumps({**serving, "encoder": "base"}))
+    similar = {**serving["similar"], "encoder": "base"}
+    (workspace / "models/serving.json").write_text(json.dumps({**serving, "encoder": "base", "similar": similar}))
     (workspace / "models/encoder/model.safetensors").write_bytes(b"not the served weights")
     assert main(args(workspace)) == 0
     info = json.loads((workspace / "artifacts/index/index.json").read_text())
     assert info["serving"]["encoder"] == "base" and info["model_fingerprint"] == model_fingerprint(str(tiny_model_dir))
+    assert not (workspace / "artifacts/index/similar.faiss").exists()  # papers answered from the same vectors
+
+
+def test_papers_get_an_index_of_their_own_when_another_encoder_answers_them(workspace, tracking, tiny_model_dir):
+    import numpy as np
+
+    from papersim.encoders.encode import load_text_encoder
+    from papersim.encoders.load import save_tiny_encoder
+    from papersim.retrieval.passage import passage_text
+    from papersim.retrieval.search import load_search_index, similar_papers
+
+    serving = json.loads((workspace / "models/serving.json").read_text())
+    other = save_tiny_encoder(workspace / "other", seed=7)  # another "base" model: other weights, other vectors
+    (workspace / "models/serving.json").write_text(json.dumps(
+        {**serving, "base_model": str(other), "similar": {**serving["similar"], "encoder": "base"}}))
+    assert main(args(workspace)) == 0
+    info = json.loads((workspace / "artifacts/index/index.json").read_text())
+    assert info["similar"]["encoder"] == "base" and info["similar_index"] == "Flat" and info["similar_recall@10"] == 1.0
+    si = load_search_index(workspace / "artifacts/index")
+    papers = pd.read_parquet(workspace / "data/processed/papers.parquet")
+    row = si.row_of["p3"]
+    expected = load_text_encoder(str(other), "torch", 32).encode([passage_text(*papers.loc[3, ["title", "abstract"]])])
+    assert np.allclose(si.similar_index.reconstruct(row), expected[0], atol=1e-4)
+    assert not np.allclose(si.index.reconstruct(row), expected[0], atol=1e-2)  # the query encoder's: another
+    assert "p3" not in set(similar_papers(si, "p3", 5)["paper_id"])
 
 
 def test_a_failed_build_leaves_the_previous_index(workspace, tracking, capsys):

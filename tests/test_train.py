@@ -94,3 +94,16 @@ def test_precision_is_bf16_on_gpus_and_fp32_on_cpus_unless_forced():
     assert use_bf16("bf16", cuda=False) and not use_bf16("fp32", cuda=True)
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainConfig(precision="fp16")
+
+
+def test_the_colisting_loss_trains_on_rows_labelled_with_their_papers_groups(tiny_model_dir, tmp_path):
+    pairs = toy_pairs(40).assign(anchor_id=[f"p{i}" for i in range(40)], positive_id=[f"p{i + 1}" for i in range(40)])
+    groups = {f"p{i}": [f"page{i % 5}"] for i in range(0, 41, 2)}  # odd papers are on no page
+    columns = training_columns(pairs, TrainConfig(loss="colisting"), groups)
+    assert list(columns.columns) == ["anchor", "positive", "label"]
+    assert columns["label"][0][:2] == [0, -1] and columns["label"][1][:2] == [1, -1]  # p0's page, then p2's
+    assert columns["label"][5] == columns["label"][15]  # p5 -> p6 and p15 -> p16: both on page1
+    model = load_encoder(str(tiny_model_dir), 32)
+    cfg = TrainConfig(loss="colisting", max_steps=2, eval_steps=2, save_steps=2, batch_size=4)
+    _, report = train_encoder(model, pairs, toy_pairs(10, offset=100), cfg, tmp_path / "ckpt", "fp", groups=groups)
+    assert report["steps"] == 2 and report["train_loss"] > 0

@@ -17,16 +17,20 @@ import numpy as np
 from papersim.evaluation.metrics import per_query_scores, recall_curve
 from papersim.evaluation.sets import EvalSet
 from papersim.evaluation.significance import PairedDifference, mean_interval, paired_difference
-from papersim.retrieval.dense import dense_hits
+from papersim.retrieval.dense import dense_hits, dense_search
 from papersim.retrieval.fusion import Fusion, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
 from papersim.retrieval.passage import Hits, Rankings
+from papersim.retrieval.similar import (DEFAULT_TERMS, Similar, drop_rows, duplicates, excluded_rows,
+                                        lexical_neighbours, similar_hits)
 from papersim.encoders.engine import EncodingEngine
 
 SYSTEMS = ("bm25", "base", "trained", "hybrid", "base_hybrid", "served", "champion")
 DENSE = ("base", "trained", "champion")  # dense systems reported as such
 FUSED = {"hybrid": "trained", "base_hybrid": "base", "served": "served"}  # fused system -> its dense part
 COMPARED_METRIC = "ndcg@10"  # the metric of the paired comparisons in the report
+SIMILAR_METRIC = "precision@10"  # the similar task's: the share of a listing's first screen that belongs there
+SIMILAR_SYSTEMS = ("bm25", "mlt", "base", "trained", "hybrid", "base_hybrid", "served", "champion")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class EvaluateConfig(EncodingEngine):
 
     beir_sets: list[str] = field(default_factory=lambda: ["data/raw/beir/cranfield"])  # BEIR folders, own corpus each
     test_split: bool = True  # also score the held-out split: title -> own abstract, co-listing precision
+    similar: bool = True  # and "papers similar to this one" on it: held-out papers asking for their co-listed ones
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS))  # a subset of SYSTEMS
     base_model: str = ""  # the untuned baseline; "" = the packaged all-MiniLM-L6-v2
     stemmer: str = "english"  # BM25's Snowball stemmer ("" = none), as Lucene's English analyzer
@@ -84,13 +89,19 @@ class SetResult:
     query_ids: list[str] = field(default_factory=list)  # the scored queries, in the order of `per_query`
     per_query: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # system -> metric -> (n_queries,)
     sample: dict[str, int] = field(default_factory=dict)  # a capped set: queries/docs scored of those available
+    compared_metric: str = COMPARED_METRIC  # the metric of this set's intervals and paired comparisons
+    facts: dict = field(default_factory=dict)  # what the set holds (the similar task: papers and groups)
 
-    def intervals(self, metric: str = COMPARED_METRIC) -> dict[str, tuple[float, float]]:
-        """Each system's 95% bootstrap interval of its mean `metric` over these queries."""
-        return {system: mean_interval(values[metric]) for system, values in self.per_query.items()}
+    def intervals(self, metric: str | None = None) -> dict[str, dict[str, tuple[float, float]]]:
+        """Each system's 95% bootstrap interval of its mean `metric` (default: every metric of the
+        similar task, the compared one elsewhere) over these queries: metric -> system -> (low, high)."""
+        metrics = [metric] if metric else (list(next(iter(self.per_query.values()), {}))
+                                           if self.compared_metric == SIMILAR_METRIC else [self.compared_metric])
+        return {m: {system: mean_interval(values[m]) for system, values in self.per_query.items()} for m in metrics}
 
-    def served_versus(self, metric: str = COMPARED_METRIC) -> dict[str, PairedDifference]:
+    def served_versus(self, metric: str | None = None) -> dict[str, PairedDifference]:
         """served minus each other system on `metric`, query by query (empty without `served`)."""
+        metric = metric or self.compared_metric
         if "served" not in self.per_query:
             return {}
         served = self.per_query["served"][metric]
@@ -98,10 +109,11 @@ class SetResult:
                 for system, values in self.per_query.items() if system != "served"}
 
 
-def encoder_folders(cfg: EvaluateConfig, trained: str, served: str,
-                    champion: str | None) -> tuple[dict[str, str], list[str]]:
+def encoder_folders(cfg: EvaluateConfig, trained: str, served: str, champion: str | None,
+                    served_similar: str | None = None) -> tuple[dict[str, str], list[str]]:
     """Dense part -> encoder folder ("" = the packaged base) for the configured systems, and notes on
-    systems left out (the champion when no champion folder is given)."""
+    systems left out (the champion when no champion folder is given). `served_similar`: the encoder
+    answering the similar task, when it is scored."""
     folders = {"base": cfg.base_model, "trained": trained, "served": served}
     notes = []
     if champion is not None:
@@ -110,6 +122,9 @@ def encoder_folders(cfg: EvaluateConfig, trained: str, served: str,
         notes.append("champion: skipped here (no --champion-model); the retrain flow's gate compares the "
                      "candidate with the registry champion on these sets")
     parts = set(cfg.systems) | {part for system, part in FUSED.items() if system in cfg.systems}
+    if served_similar is not None and "served" in cfg.systems:
+        folders["served_similar"] = served_similar
+        parts.add("served_similar")
     return {k: v for k, v in folders.items() if k in parts}, notes
 
 
@@ -178,3 +193,55 @@ def evaluate_set(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Evaluate
     return SetResult(scores=scores, curves=curves, n_queries=len(query_ids), n_skipped=n_skipped,
                      content_hash=eval_set.content_hash, query_ids=query_ids, per_query=per_query,
                      sample=eval_set.sample)
+
+
+def evaluate_similar(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: EvaluateConfig,
+                     similar: Similar | None) -> SetResult:
+    """Score "papers similar to this one" (sets.colisting_set): each query paper ranks the set's corpus.
+
+    Systems: `bm25` (the whole paper as the BM25 query: what a user builds without papersim), `mlt`
+    (BM25 with the paper's telling terms, the served lexical part), `base`, `trained` and `champion`
+    (the paper's dense neighbours), `hybrid` / `base_hybrid` (RRF of bm25 and trained / base) and `served`
+    (exactly `papersim similar`: `similar`'s encoder (`encoders["served_similar"]`) and mlt, fused as it
+    says). Every system leaves the paper itself and its exact duplicates out.
+    """
+    row_of = {pid: row for row, pid in enumerate(eval_set.doc_ids)}
+    rows = [row_of[q] for q in eval_set.query_ids]
+    exclude = excluded_rows(rows, duplicates(eval_set.doc_hashes or eval_set.doc_ids))
+    extra = max(len(e) for e in exclude)
+    depth = cfg.depth
+    bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts, cfg.stemmer)
+    found, scores = bm25.search(eval_set.query_texts, depth + extra)
+    hits: dict[str, list[Hits]] = {
+        "bm25": [drop_rows(([int(r) for r, x in zip(f, s) if x > 0], [float(x) for x in s if x > 0]), e, depth)
+                 for f, s, e in zip(found, scores, exclude)]}
+    terms = similar.terms if similar is not None else DEFAULT_TERMS
+    hits["mlt"] = lexical_neighbours(bm25, eval_set.query_texts, terms, depth, exclude)
+    vectors: dict[int, np.ndarray] = {}
+    for part in ("base", "trained", "champion", "served_similar"):
+        if part in encoders:
+            embed = encoders[part]
+            if id(embed) not in vectors:
+                vectors[id(embed)] = embed(eval_set.doc_texts)  # (n_docs, dim)
+            docs = vectors[id(embed)]
+            found, scores = dense_search(docs, docs[rows], depth + extra)
+            hits[part] = [drop_rows((f.tolist(), s.tolist()), e, depth) for f, s, e in zip(found, scores, exclude)]
+    rrf = Fusion(method="rrf", rrf_k=cfg.rrf_k, depth=depth)
+    for system, part in (("hybrid", "trained"), ("base_hybrid", "base")):
+        if part in hits:
+            hits[system] = similar_hits(hits["bm25"], hits[part], rrf)
+    if similar is not None and "served_similar" in hits:
+        hits["served"] = similar_hits(hits["mlt"], hits["served_similar"], similar.fusion)
+    wanted = [s for s in SIMILAR_SYSTEMS if s in hits and (s in cfg.systems or s == "mlt")]
+    scores_by_system, curves, per_query = {}, {}, {}
+    query_ids: list[str] = []
+    for system in wanted:
+        ranking = {q: [eval_set.doc_ids[r] for r in h[0]] for q, h in zip(eval_set.query_ids, hits[system])}
+        query_ids, values = per_query_scores(ranking, eval_set.qrels, recall_ks=(10, 100), precision_ks=(10,))
+        per_query[system] = values
+        scores_by_system[system] = {metric: float(np.mean(v)) for metric, v in values.items()}
+        curves[system] = recall_curve(ranking, eval_set.qrels, cfg.recall_ks)
+    return SetResult(scores=scores_by_system, curves=curves, n_queries=len(query_ids),
+                     n_skipped=len(eval_set.qrels) - len(query_ids), content_hash=eval_set.content_hash,
+                     query_ids=query_ids, per_query=per_query, sample=eval_set.sample,
+                     compared_metric=SIMILAR_METRIC, facts=eval_set.facts)

@@ -148,8 +148,10 @@ def _mean(
     return float(np.mean([metric(rankings.get(qid, ()), qrels[qid]) for qid in qids]))
 
 
-def _measures(ndcg_k: int, recall_ks: Sequence[int], mrr_k: int, map_k: int) -> dict[str, Callable]:
+def _measures(ndcg_k: int, recall_ks: Sequence[int], mrr_k: int, map_k: int,
+              precision_ks: Sequence[int] = ()) -> dict[str, Callable]:
     return {
+        **{f"precision@{k}": partial(precision_at_k, k=k) for k in precision_ks},
         f"ndcg@{ndcg_k}": partial(ndcg_at_k, k=ndcg_k),
         **{f"recall@{k}": partial(recall_at_k, k=k) for k in recall_ks},
         f"mrr@{mrr_k}": partial(reciprocal_rank_at_k, k=mrr_k),
@@ -165,11 +167,12 @@ def per_query_scores(
     recall_ks: Sequence[int] = (1, 10, 100),
     mrr_k: int = 10,
     map_k: int = 100,
+    precision_ks: Sequence[int] = (),
 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """(scored query ids, metric -> (n_queries,) values): the per-query numbers behind `score_rankings`."""
     qids = _scorable(qrels)
     return qids, {name: np.array([metric(rankings.get(qid, ()), qrels[qid]) for qid in qids])
-                  for name, metric in _measures(ndcg_k, recall_ks, mrr_k, map_k).items()}
+                  for name, metric in _measures(ndcg_k, recall_ks, mrr_k, map_k, precision_ks).items()}
 
 
 def score_rankings(

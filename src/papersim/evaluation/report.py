@@ -5,7 +5,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from papersim.evaluation.evaluate import COMPARED_METRIC, SetResult
+from papersim.evaluation.evaluate import SetResult
 
 
 def eval_report(results: Mapping[str, SetResult]) -> dict:
@@ -13,22 +13,24 @@ def eval_report(results: Mapping[str, SetResult]) -> dict:
     high}}, n_queries, n_skipped_queries, content_hash, sample (a capped set only)}}."""
     report = {}
     for name, r in results.items():
-        versus = {system: {f"{COMPARED_METRIC}_diff": d.mean, "ci_low": d.low, "ci_high": d.high,
+        versus = {system: {f"{r.compared_metric}_diff": d.mean, "ci_low": d.low, "ci_high": d.high,
                            "p_value": d.p_value} for system, d in r.served_versus().items()}
-        intervals = {system: {"low": low, "high": high} for system, (low, high) in r.intervals().items()}
-        report[name] = {**r.scores, **({"served_vs": versus} if versus else {}),
-                        f"{COMPARED_METRIC}_ci95": intervals, "n_queries": r.n_queries,
-                        "n_skipped_queries": r.n_skipped, "content_hash": r.content_hash,
-                        **({"sample": r.sample} if r.sample else {})}
+        intervals = {f"{metric}_ci95": {system: {"low": low, "high": high} for system, (low, high) in per.items()}
+                     for metric, per in r.intervals().items()}
+        report[name] = {**r.scores, **({"served_vs": versus} if versus else {}), **intervals,
+                        "n_queries": r.n_queries, "n_skipped_queries": r.n_skipped, "content_hash": r.content_hash,
+                        **({"sample": r.sample} if r.sample else {}), **({"facts": r.facts} if r.facts else {})}
     return report
 
 
 def comparison_lines(result: SetResult) -> list[str]:
-    """One line per system: served's mean nDCG@10 difference, its 95% CI and the randomisation p-value."""
+    """One line per system: served's mean difference on the set's compared metric, its 95% CI and the
+    randomisation p-value."""
     lines = []
     for system, d in result.served_versus().items():
         verdict = "better" if d.low > 0 else "worse" if d.high < 0 else "no significant difference"
-        lines.append(f"- served vs {system}: {COMPARED_METRIC} {d.mean:+.4f} (95% CI {d.low:+.4f} to {d.high:+.4f}; "
+        lines.append(f"- served vs {system}: {result.compared_metric} {d.mean:+.4f} (95% CI {d.low:+.4f} to "
+                     f"{d.high:+.4f}; "
                      f"paired randomisation p = {d.p_value:.4f}; {verdict})")
     return lines
 
@@ -40,7 +42,11 @@ def markdown_table(results: Mapping[str, SetResult], notes: list[str]) -> str:
         metrics = list(dict.fromkeys(m for s in r.scores.values() for m in s))
         sampled = (f"; a seeded sample of {r.sample['queries']} of {r.sample['of_queries']} queries over "
                    f"{r.sample['docs']} of {r.sample['of_docs']} papers") if r.sample else ""
-        lines += [f"### {name} ({r.n_queries} queries, {r.n_skipped} skipped: no relevant document{sampled})", "",
+        held = (f"; {r.facts['papers']} held-out papers asking for their co-listed papers, "
+                f"{r.facts['groups']} co-listing groups, {r.facts['relevant_per_paper']} relevant papers each"
+                ) if r.facts else ""
+        lines += [f"### {name} ({r.n_queries} queries, {r.n_skipped} skipped: no relevant document{sampled}{held})",
+                  "",
                   "| system | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
         best = {m: max(s.get(m, float("-inf")) for s in r.scores.values()) for m in metrics}
         for system, values in r.scores.items():

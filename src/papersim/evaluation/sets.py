@@ -28,6 +28,8 @@ class EvalSet:
     groups: dict[str, frozenset[str]] | None = None  # doc id -> co-listing groups, for colisted_precision@10
     group_queries: list[str] = field(default_factory=list)  # doc ids whose neighbours are checked for co-listing
     sample: dict[str, int] = field(default_factory=dict)  # a capped set: queries/docs scored of those available
+    doc_hashes: list[str] = field(default_factory=list)  # content hash per doc: exact duplicates (similar task)
+    facts: dict[str, int] = field(default_factory=dict)  # what the set holds, for the report (papers, groups)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -127,5 +129,61 @@ def held_out_set(papers: pd.DataFrame, split: pd.DataFrame, max_group_size: int,
         qrels={pid: {pid: 1} for pid in test["paper_id"]}, content_hash=digest.hexdigest()[:32],
         groups=groups, group_queries=sorted(pid for pid in test_ids if groups.get(pid)),
         sample={"queries": len(test), "of_queries": available["queries"], "docs": len(papers),
+                "of_docs": available["docs"]} if capped else {},
+    )
+
+
+def colisting_set(papers: pd.DataFrame, asking: set[str], pool: set[str], max_group_size: int, name: str,
+                  max_queries: int = 0, max_docs: int = 0, seed: int = 0) -> EvalSet | None:
+    """"Papers similar to this one", judged by co-listing: each paper of `asking` is the query (its title and
+    abstract) over the papers of `pool` (itself included, as in the served index); the relevant papers are
+    those sharing a similarity group with it (a listing page, a small category: `similarity_groups`, sizes
+    counted over all `papers`), itself and its exact duplicates excepted. Only askers with at least one
+    such paper in the pool are queries. Large sets are capped as `held_out_set`. None when no paper asks.
+    """
+    papers = papers.reset_index(drop=True)
+    similarity = similarity_groups(papers["groups"], max_group_size)
+    groups = {pid: frozenset(gs) for pid, gs in zip(papers["paper_id"], similarity)}
+    in_pool = papers["paper_id"].isin(pool).to_numpy()
+    members: dict[str, set[str]] = {}
+    for pid, gs in zip(papers["paper_id"][in_pool], papers.loc[in_pool, "paper_id"].map(groups)):
+        for g in gs:
+            members.setdefault(g, set()).add(pid)
+    hash_of = dict(zip(papers["paper_id"], papers["content_hash"]))
+    relevant = {}
+    for pid in sorted(asking):
+        found = {d for g in groups.get(pid, ()) for d in members.get(g, ())}
+        found = {d for d in found if d != pid and hash_of[d] != hash_of[pid]}
+        if found:
+            relevant[pid] = found
+    if not relevant:
+        return None
+    available = {"queries": len(relevant), "docs": int(in_pool.sum())}
+    queries = [relevant_id for relevant_id in sorted(relevant)]
+    queries = [queries[i] for i in seeded_sample(queries, max_queries, seed)]
+    docs = papers[in_pool]
+    keep = set(queries) | {d for q in queries for d in relevant[q]}
+    others = docs[~docs["paper_id"].isin(keep)]
+    room = max(max_docs - len(keep), 0) if max_docs > 0 else len(others)
+    keep |= set(others["paper_id"].iloc[seeded_sample(others["paper_id"].tolist(), room, seed)])
+    docs = docs[docs["paper_id"].isin(keep) | docs["paper_id"].isin(queries)]
+    text_of = {pid: passage_text(t, a) for pid, t, a in zip(docs["paper_id"], docs["title"], docs["abstract"])}
+    for pid in queries:  # an asker outside the pool is still searched from: its text joins the corpus
+        if pid not in text_of:
+            row = papers[papers["paper_id"] == pid].iloc[0]
+            text_of[pid] = passage_text(row["title"], row["abstract"])
+    doc_ids = list(text_of)
+    qrels = {q: {d: 1 for d in sorted(relevant[q]) if d in text_of} for q in queries}
+    used_groups = {g for q in queries for g in groups[q] if any(d in members.get(g, ()) for d in qrels[q])}
+    capped = len(queries) < available["queries"] or len(doc_ids) < available["docs"]
+    digest = hashlib.sha256(("\n".join(f"{d}:{hash_of[d]}" for d in sorted(doc_ids)) + "|"
+                             + "\n".join(queries)).encode())
+    return EvalSet(
+        name=name, doc_ids=doc_ids, doc_texts=[text_of[d] for d in doc_ids], query_ids=queries,
+        query_texts=[text_of[q] for q in queries], qrels=qrels, content_hash=digest.hexdigest()[:32],
+        groups={pid: groups[pid] for pid in doc_ids}, doc_hashes=[hash_of[d] for d in doc_ids],
+        facts={"papers": len(queries), "groups": len(used_groups),
+               "relevant_per_paper": round(sum(map(len, qrels.values())) / len(queries), 1)},
+        sample={"queries": len(queries), "of_queries": available["queries"], "docs": len(doc_ids),
                 "of_docs": available["docs"]} if capped else {},
     )

@@ -28,6 +28,8 @@ class RetrainConfig:
     max_regression: float = 0.01              # ... this (absolute), or the candidate stays challenger
     floor_baselines: list[str] = field(default_factory=lambda: ["bm25", "base", "base_hybrid"])  # no papersim
     floor_tolerance: float = 0.0              # primary may not trail the best baseline by more, on any gate set
+    similar_set: str = "similar"              # evaluate.json's "papers similar to this one" block ("" = not gated)
+    similar_metric: str = "served/precision@10"  # its primary: floor and champion comparison as for search
     schedule_cron: str = "0 3 * * 1"          # flows.serve: Mondays 03:00
     schedule_timezone: str = "UTC"
     min_changed_share: float = 0.0            # retrain when new+changed+removed papers exceed this share
@@ -37,7 +39,7 @@ class RetrainConfig:
     lock_timeout_s: float = 0.0               # 0: a second retrain exits at once; > 0: waits this long
 
     def __post_init__(self) -> None:
-        for name in (self.primary_metric, *self.guard_metrics):
+        for name in (self.primary_metric, *self.guard_metrics, self.similar_metric):
             if name.count("/") != 1:
                 raise PapersimError(f"metric {name!r}: write it as system/metric, e.g. hybrid/ndcg@10")
         if self.min_delta < 0 or self.max_regression < 0 or self.floor_tolerance < 0:
@@ -116,7 +118,8 @@ def _value(report: Mapping[str, Any], set_name: str, metric: str, who: str) -> f
 
 
 def gate_sets(report: Mapping[str, Any], cfg: RetrainConfig) -> list[str]:
-    sets = cfg.gate_sets or sorted(k for k, v in report.items() if isinstance(v, Mapping))
+    """The search sets the primary metric is averaged over (the similar task is gated on its own)."""
+    sets = cfg.gate_sets or sorted(k for k, v in report.items() if isinstance(v, Mapping) and k != cfg.similar_set)
     if not sets:
         raise PapersimError("the eval report has no evaluation sets to gate on")
     return list(sets)
@@ -127,18 +130,28 @@ def primary_value(report: Mapping[str, Any], cfg: RetrainConfig, who: str = "can
     return sum(_value(report, s, cfg.primary_metric, who) for s in sets) / len(sets)
 
 
+def similar_gated(report: Mapping[str, Any], cfg: RetrainConfig) -> bool:
+    """The similar task is gated when configured and the report scored it (a corpus without co-listing
+    groups has nothing to score it on)."""
+    return bool(cfg.similar_set) and isinstance(report.get(cfg.similar_set), Mapping)
+
+
 def baseline_floor(candidate: Mapping[str, Any], cfg: RetrainConfig) -> tuple[dict[str, float], list[str]]:
     """Per gate set, the primary metric minus the best baseline's same metric (bm25, base, their fusion:
-    what a user has without papersim); and the sets where it trails by more than floor_tolerance."""
-    metric = cfg.primary_metric.split("/")[1]
+    what a user has without papersim); the same for the similar task's metric on its set; and the sets
+    where it trails by more than floor_tolerance."""
+    checks = [(name, cfg.primary_metric) for name in gate_sets(candidate, cfg)]
+    if similar_gated(candidate, cfg):
+        checks.append((cfg.similar_set, cfg.similar_metric))
     margins, failures = {}, []
-    for name in gate_sets(candidate, cfg) if cfg.floor_baselines else []:
+    for name, primary in checks if cfg.floor_baselines else []:
+        metric = primary.split("/")[1]
         values = {b: _value(candidate, name, f"{b}/{metric}", "candidate") for b in cfg.floor_baselines}
         best = max(values, key=lambda b: values[b])
-        margin = _value(candidate, name, cfg.primary_metric, "candidate") - values[best]
+        margin = _value(candidate, name, primary, "candidate") - values[best]
         margins[f"{name}/{best}"] = margin
         if math.isnan(margin) or margin < -cfg.floor_tolerance:
-            failures.append(f"{name}: {cfg.primary_metric} trails {best}/{metric} by {-margin:.4f}")
+            failures.append(f"{name}: {primary} trails {best}/{metric} by {-margin:.4f}")
     return margins, failures
 
 
@@ -164,6 +177,14 @@ def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: 
     regressions = {k: d for k, d in deltas.items()
                    if k.split("/", 1)[1] in cfg.guard_metrics and d < -cfg.max_regression}
     summary = f"{cfg.primary_metric} {primary:.4f} vs champion {champion_primary:.4f} ({improvement:+.4f})"
+    if similar_gated(candidate, cfg):
+        key = f"{cfg.similar_set}/{cfg.similar_metric}"
+        deltas[key] = (_value(candidate, cfg.similar_set, cfg.similar_metric, "candidate")
+                       - _value(champion, cfg.similar_set, cfg.similar_metric, "champion"))
+        summary += f"; {key} {deltas[key]:+.4f}"
+        if math.isnan(deltas[key]) or deltas[key] < cfg.min_delta:
+            return GateDecision(False, f"{summary}: the similar task below min_delta {cfg.min_delta}", primary,
+                                champion_primary, deltas, floor)
     if math.isnan(improvement) or improvement < cfg.min_delta:
         return GateDecision(False, f"{summary}: below min_delta {cfg.min_delta}", primary, champion_primary, deltas,
                             floor)
@@ -179,9 +200,11 @@ def needs_rescore(candidate: Mapping[str, Any], champion: Mapping[str, Any], cfg
     """The champion's report cannot be compared: a gate set changed (content hash) or it predates the
     primary metric's system (e.g. `served`). The evaluate stage then re-scores the champion."""
     want, have = eval_set_hashes(candidate), eval_set_hashes(champion)
-    system = cfg.primary_metric.split("/")[0]
+    checks = [(s, cfg.primary_metric.split("/")[0]) for s in gate_sets(candidate, cfg)]
+    if similar_gated(candidate, cfg):
+        checks.append((cfg.similar_set, cfg.similar_metric.split("/")[0]))
     return any(want.get(s) is None or want.get(s) != have.get(s) or system not in champion.get(s, {})
-               for s in gate_sets(candidate, cfg))
+               for s, system in checks)
 
 
 def gate_metrics(decision: GateDecision) -> dict[str, float]:

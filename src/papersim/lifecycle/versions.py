@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,11 @@ class Version:
     @property
     def index(self) -> Path:
         return self.folder / "artifacts/index"
+
+    @property
+    def similar_encoder(self) -> Path:
+        """The encoder of the similar task's vectors, when it is not `encoder` (absent otherwise)."""
+        return self.folder / "artifacts/similar_encoder"
 
     def report(self) -> dict:
         """The evaluate report the version was registered with."""
@@ -111,12 +116,16 @@ def register(candidate: Candidate, cfg: RetrainConfig, decision: dict, params_fi
     papers = pd.read_parquet(candidate.papers)
     serving = read_serving(candidate.serving)
     encoder = model_folder(serving.encoder_folder(str(candidate.model)))  # what the index serves
+    similar = model_folder(serving.similar_folder(str(candidate.model)))  # what answers papers
     report = json.loads(candidate.report.read_text(encoding="utf-8"))
     cache = candidate.root / REGISTRY_CACHE
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         staging = Path(tmp)
         artifacts = stage_version(staging, papers, encoder, candidate, cfg)
+        if similar != encoder:  # re-scoring the similar task later needs its encoder (serving needs only the index)
+            shutil.copytree(similar, staging / "similar_encoder")
+            artifacts["similar_encoder"] = staging / "similar_encoder"
         tags = {**tags, **version_tags(serving, decision, params_fingerprint, cfg, len(papers), report)}
         version = tracking.register_search_model(run_id, cfg.model_name, artifacts, tags, staging,
                                                  description=version_description(decision, cfg))
@@ -164,6 +173,16 @@ def rescore_serving(version: Version) -> Serving:
     """The version's served system for the evaluate stage: its encoder folder (as the stage's trained
     encoder) and the fusion its index stores (an index built before the fusion was chosen: RRF)."""
     from papersim.retrieval.search import load_search_index
+    from papersim.retrieval.similar import Similar
 
-    fusion = load_search_index(version.index).fusion
-    return Serving("trained", "", fusion, "the champion's served system, re-scored")
+    si = load_search_index(version.index)
+    similar, base_model = None, ""
+    if "similar" in si.info:  # the version's encoder is "trained" here: map its similar encoder onto that
+        similar = Similar.from_dict(si.info["similar"])
+        if version.similar_encoder.is_dir():
+            similar, base_model = replace(similar, encoder="base"), str(version.similar_encoder)
+        elif similar.encoder == si.info.get("serving", {}).get("encoder"):
+            similar = replace(similar, encoder="trained")
+        else:
+            base_model = si.info.get("serving", {}).get("base_model", "")
+    return Serving("trained", base_model, si.fusion, "the champion's served system, re-scored", similar=similar)

@@ -28,7 +28,10 @@ from papersim.retrieval.passage import passage_text
 from papersim.encoders.engine import EncodingEngine
 
 IDS_COLUMNS = ["paper_id", "title", "content_hash"]  # ids.parquet: row i of the index is paper i
+DETAIL_COLUMNS = ["paper_id", "abstract", "source", "groups"]  # papers.parquet: what a page shows of row i
 FAISS_FILE, IDS_FILE, INFO_FILE, BM25_FOLDER = "index.faiss", "ids.parquet", "index.json", "bm25"
+DETAILS_FILE = "papers.parquet"
+SIMILAR_FILE = "similar.faiss"  # the similar task's vectors, when its encoder is not the query encoder
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class BuiltIndex:
     index: faiss.Index
     ids: pd.DataFrame  # IDS_COLUMNS, one row per index row
     info: dict  # what was measured and decided: written as index.json
+    similar: faiss.Index | None = None  # the similar task's own index (another encoder), rows as `index`
 
 
 def new_papers(previous_ids: pd.DataFrame | None, previous_info: dict | None, papers: pd.DataFrame,
@@ -134,6 +138,21 @@ def build_index(papers: pd.DataFrame, embed: Callable[[list[str]], np.ndarray], 
     return BuiltIndex(index=index, ids=ids, info=info)
 
 
+def build_similar_index(vectors: np.ndarray, factory: str, cfg: BuildIndexConfig, seed: int = 0) -> tuple[
+        faiss.Index, dict]:
+    """The similar task's own index over (n, dim) vectors in the main index's row order, same kind; its
+    search effort tuned with a seeded sample of the papers themselves as queries (that task's queries)."""
+    index = ann.create_index(factory, vectors.shape[1])
+    ann.add_vectors(index, vectors)
+    rng = np.random.default_rng(seed)
+    queries = vectors[np.sort(rng.choice(len(vectors), size=min(cfg.recall_queries, len(vectors)), replace=False))]
+    k = min(10, len(vectors))
+    effort, recall = ann.tune_search_effort(index, queries, ann.exact_neighbours(vectors, queries, k),
+                                            target_recall=cfg.target_recall, k=k)
+    return index, {"similar_index": factory, "similar_search_effort": effort, f"similar_recall@{k}": recall,
+                   "similar_memory_bytes": ann.memory_bytes(index)}
+
+
 def recall_queries(papers: pd.DataFrame, split: pd.DataFrame | None, n: int) -> list[str]:
     """Up to n test-split titles (all titles when there is no split): real queries for recall and speed.
     An untitled corpus asks with the first 200 characters of its abstracts instead."""
@@ -146,6 +165,13 @@ def recall_queries(papers: pd.DataFrame, split: pd.DataFrame | None, n: int) -> 
     return papers["query"].head(n).to_list()
 
 
+def passages(papers: pd.DataFrame, ids: pd.DataFrame) -> list[str]:
+    """The indexed papers' passages (title + abstract) in the index's row order."""
+    row_of = {pid: row for row, pid in enumerate(papers["paper_id"])}
+    titles, abstracts = papers["title"].to_numpy(), papers["abstract"].to_numpy()
+    return [passage_text(titles[row_of[pid]], abstracts[row_of[pid]]) for pid in ids["paper_id"]]
+
+
 def bm25_index(papers: pd.DataFrame, ids: pd.DataFrame, stemmer: str) -> BM25:
     """BM25 over the indexed papers' passages, its rows in the faiss index's order."""
     row_of = {pid: row for row, pid in enumerate(papers["paper_id"])}
@@ -155,13 +181,25 @@ def bm25_index(papers: pd.DataFrame, ids: pd.DataFrame, stemmer: str) -> BM25:
     return BM25(list(ids["paper_id"]), (passage_text(titles[r], abstracts[r]) for r in rows), stemmer)
 
 
-def save_index_folder(folder: Path, built: BuiltIndex, bm25: BM25, facts: Mapping[str, Any]) -> dict:
+def paper_details(papers: pd.DataFrame, ids: pd.DataFrame) -> pd.DataFrame:
+    """DETAIL_COLUMNS of the indexed papers in the index's row order (what a page shows beyond the title)."""
+    row_of = {pid: row for row, pid in enumerate(papers["paper_id"])}
+    rows = [row_of[pid] for pid in ids["paper_id"]]
+    return pd.DataFrame({c: papers[c].to_numpy()[rows] if len(rows) else [] for c in DETAIL_COLUMNS})
+
+
+def save_index_folder(folder: Path, built: BuiltIndex, bm25: BM25, facts: Mapping[str, Any],
+                      details: pd.DataFrame | None = None) -> dict:
     """Write a new index folder (the caller makes it atomic); index.json is the build's info plus
     `facts` (how the vectors were made: model, fingerprint, backend, serving). Returns that info."""
     info = {**built.info, **facts}
     folder.mkdir()
     ann.save_index(built.index, folder / FAISS_FILE)
     built.ids.to_parquet(folder / IDS_FILE, index=False)
+    if details is not None:
+        details.to_parquet(folder / DETAILS_FILE, index=False)
+    if built.similar is not None:
+        ann.save_index(built.similar, folder / SIMILAR_FILE)
     (folder / BM25_FOLDER).mkdir()
     bm25.save(folder / BM25_FOLDER)
     dump_json(info, folder / INFO_FILE)
@@ -189,6 +227,18 @@ def read_previous(folder: Path, strict: bool = False) -> BuiltIndex | None:
         if strict:
             raise
         return None
+
+
+def read_similar_index(folder: Path) -> faiss.Index | None:
+    """The similar task's own index of a folder; None when it shares the query encoder's."""
+    path = Path(folder) / SIMILAR_FILE
+    return ann.load_index(path) if path.is_file() else None
+
+
+def read_details(folder: Path) -> pd.DataFrame | None:
+    """papers.parquet of an index folder (abstract, source, groups per row); None for a folder built without it."""
+    path = Path(folder) / DETAILS_FILE
+    return pd.read_parquet(path) if path.is_file() else None
 
 
 def indexed_papers(folder: Path) -> pd.DataFrame:

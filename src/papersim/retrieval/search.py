@@ -6,6 +6,7 @@ fusion that the train stage chose and evaluate measured as `served`.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -15,8 +16,10 @@ import pandas as pd
 from papersim.errors import PapersimError
 from papersim.retrieval import ann
 from papersim.retrieval.fusion import Fusion, fuse
-from papersim.retrieval.index import read_index_folder
+from papersim.retrieval.index import read_details, read_index_folder, read_similar_index
 from papersim.retrieval.lexical import BM25
+from papersim.retrieval.passage import passage_text
+from papersim.retrieval.similar import Similar, answer_similar, duplicates, excluded_rows
 
 MODES = ("served", "dense", "bm25", "hybrid")  # served: the fusion stored with the index; hybrid: plain RRF
 MAX_K = 100  # results per request: deeper lists are what the evaluation depth covers, not what a reader reads
@@ -31,6 +34,8 @@ class SearchIndex:
     info: dict
     bm25: BM25
     embed: Callable[[list[str]], np.ndarray] | None = None  # set by the caller: the matching encoder
+    papers: pd.DataFrame | None = None  # abstract, source, groups per row (None: a folder built without them)
+    similar_index: object = None  # faiss.Index of the similar task's encoder (None: `index`, the same encoder)
 
     @property
     def fusion(self) -> Fusion:
@@ -39,15 +44,30 @@ class SearchIndex:
         return Fusion.from_dict(serving["fusion"]) if serving else HYBRID
 
     @property
+    def similar(self) -> Similar | None:
+        """How papers are answered; None for an index built before that was chosen (dense neighbours only)."""
+        if "similar" not in self.info or self.papers is None:
+            return None
+        return Similar.from_dict(self.info["similar"])
+
+    @cached_property
     def row_of(self) -> dict[str, int]:
         return {pid: row for row, pid in enumerate(self.ids["paper_id"])}
+
+    @cached_property
+    def duplicates(self) -> dict[int, list[int]]:
+        return duplicates(self.ids["content_hash"].tolist())
 
 
 def load_search_index(folder: Path) -> SearchIndex:
     """Read an index folder (papersim.retrieval.index owns its layout) with its search effort set."""
     built, bm25 = read_index_folder(folder)
     ann.set_search_effort(built.index, built.info.get("search_effort", 0))
-    return SearchIndex(index=built.index, ids=built.ids, info=built.info, bm25=bm25)
+    similar = read_similar_index(folder)
+    if similar is not None:
+        ann.set_search_effort(similar, built.info.get("similar_search_effort", 0))
+    return SearchIndex(index=built.index, ids=built.ids, info=built.info, bm25=bm25, papers=read_details(folder),
+                       similar_index=similar if similar is not None else built.index)
 
 
 def served_encoder_folder(info: dict) -> str:
@@ -153,20 +173,44 @@ def search_text(si: SearchIndex, query: str, k: int = 10, mode: str = "served") 
     return search_texts(si, [query], [k], [mode])[0]
 
 
+def _reconstruct(index, rows: list[int]) -> np.ndarray:
+    """The stored vectors of index rows, (n, dim) float32 (exact for Flat and HNSW)."""
+    try:
+        return np.stack([index.reconstruct(int(r)) for r in rows]).astype(np.float32)
+    except RuntimeError:  # IVF indexes keep no row -> list map until asked to
+        import faiss
+
+        faiss.extract_index_ivf(index).make_direct_map()
+        return np.stack([index.reconstruct(int(r)) for r in rows]).astype(np.float32)
+
+
+def similar_rows(si: SearchIndex, rows: list[int], ks: list[int]) -> list[pd.DataFrame]:
+    """The served "papers similar to this one" for index rows: their stored vectors' neighbours and a
+    more-like-this BM25 query of their telling terms, fused as the index's `similar` says
+    (papersim.retrieval.similar); themselves and their exact duplicates left out."""
+    if not rows:
+        return []
+    cfg, exclude = si.similar, excluded_rows(rows, si.duplicates)
+    if cfg is None:  # an index built before papers were answered by both signals: its dense neighbours
+        return [_table(si, *_dense(si, _reconstruct(si.index, [r])[0], k, skip_row=r)) for r, k in zip(rows, ks)]
+    depth = cfg.fusion.depth + max(len(e) for e in exclude)
+    scores, found = si.similar_index.search(_reconstruct(si.similar_index, rows), min(depth, si.similar_index.ntotal))
+    dense = [([int(r) for r in row if r >= 0], [float(x) for r, x in zip(row, score) if r >= 0])
+             for row, score in zip(found, scores)]
+    abstracts = si.papers["abstract"].to_numpy()
+    titles = si.ids["title"].to_numpy()
+    texts = [passage_text(titles[r], abstracts[r]) for r in rows]
+    answers = answer_similar(si.bm25, texts, dense, exclude, cfg)
+    return [_table(si, hits[0][:k], hits[1][:k]) for hits, k in zip(answers, ks)]
+
+
 def similar_papers(si: SearchIndex, paper_id: str, k: int = 10) -> pd.DataFrame:
-    """The k papers nearest to an indexed paper (itself excluded), by the index's own vectors."""
+    """The k papers most like an indexed paper (itself and its duplicates excluded): rank, score, paper_id, title."""
     check_request(k)
     row = si.row_of.get(paper_id)
     if row is None:
         raise PapersimError(f"unknown paper id {paper_id!r}: not in the index ({len(si.ids)} papers)")
-    try:
-        vector = si.index.reconstruct(row)  # (dim,)
-    except RuntimeError:  # IVF indexes keep no row -> list map until asked to
-        import faiss
-
-        faiss.extract_index_ivf(si.index).make_direct_map()
-        vector = si.index.reconstruct(row)
-    return _table(si, *_dense(si, np.asarray(vector, dtype=np.float32), k, skip_row=row))
+    return similar_rows(si, [row], [k])[0]
 
 
 def stored_vectors(si: SearchIndex, paper_ids: list[str]) -> np.ndarray:
@@ -177,10 +221,4 @@ def stored_vectors(si: SearchIndex, paper_ids: list[str]) -> np.ndarray:
         raise PapersimError(f"{len(missing)} paper(s) not in the index, e.g. {missing[0]!r}")
     if not paper_ids:
         return np.zeros((0, si.index.d), dtype=np.float32)
-    try:
-        return np.stack([si.index.reconstruct(row_of[pid]) for pid in paper_ids]).astype(np.float32)
-    except RuntimeError:  # IVF indexes keep no row -> list map until asked to
-        import faiss
-
-        faiss.extract_index_ivf(si.index).make_direct_map()
-        return np.stack([si.index.reconstruct(row_of[pid]) for pid in paper_ids]).astype(np.float32)
+    return _reconstruct(si.index, [row_of[pid] for pid in paper_ids])

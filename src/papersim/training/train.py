@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from papersim.errors import PapersimError
 from papersim.retrieval.fusion import Fusion
 from papersim.encoders.engine import EncodingEngine
 
-LOSSES = ("mnrl", "cached_mnrl", "triplet")
+LOSSES = ("mnrl", "cached_mnrl", "triplet", "colisting")
 PRECISIONS = ("auto", "bf16", "fp32")
 FINGERPRINT = "papersim-run.json"  # in the checkpoint folder: which config and data the checkpoints belong to
 
@@ -28,7 +29,8 @@ class TrainConfig(EncodingEngine):
     """params.yaml `train` section. The defaults are the CPU profile (README: GPU profile)."""
 
     base_model: str = ""  # a sentence-transformers folder; "" = the packaged all-MiniLM-L6-v2
-    loss: str = "mnrl"  # mnrl (in-batch + mined negatives) | cached_mnrl (large batches) | triplet
+    loss: str = "mnrl"  # mnrl (in-batch + mined negatives) | cached_mnrl (large batches) | triplet | colisting
+    # (mnrl that never treats co-listed papers as each other's negatives, both directions: training.losses)
     matryoshka_dims: list[int] = field(default_factory=list)  # e.g. [384, 128, 64]: also train truncations
     mini_batch_size: int = 16  # cached_mnrl: rows per forward pass; the batch can be far larger
     max_seq_length: int = 128  # tokens per text: abstracts average ~250; 128 keeps a CPU run in minutes
@@ -58,6 +60,17 @@ class TrainConfig(EncodingEngine):
     stemmer: str = "english"  # BM25 of the fusion, as evaluate and build_index
     backend: str = "auto"  # encoding the pseudo-queries: openvino on CPUs; the embedding cache is shared
     encode_batch_size: int = 32
+    # How "papers similar to this one" is answered, chosen on validation papers asking for their co-listed
+    # papers (papersim.training.selection.select_similar; the test split is never read):
+    similar_encoder: str = "auto"  # auto: trained only if its neighbours beat the base model's there | trained | base
+    similar_min_gain: float = 0.0  # ... by more than this precision@10 (0: any gain; a tie keeps the base)
+    similar_fusion: str = "convex"  # as `fusion`, for paper-as-query: its own weight (a paper is not a title)
+    similar_alpha: float | str = "auto"  # dense weight, auto: chosen there (ties go to 0.5)
+    similar_normalisation: str = "zscore"  # as fusion_normalisation
+    similar_depth: int = 100  # candidates per signal, as evaluate.depth
+    similar_terms: list[int] = field(default_factory=lambda: [25, 50, 100])  # telling terms tried (Lucene: 25)
+    similar_queries: int = 500  # validation papers asking (a seeded sample beyond)
+    max_group_size: int = 100  # co-listing groups that mean similarity, as mine_pairs and evaluate
 
     def __post_init__(self) -> None:
         self.check_engine()
@@ -77,6 +90,24 @@ class TrainConfig(EncodingEngine):
         self.serving_fusion()  # raises on an unknown fusion or normalisation
         if min(self.selection_queries, self.selection_docs, self.encode_batch_size) < 1:
             raise ValueError("selection_queries, selection_docs and encode_batch_size must be positive")
+        if self.similar_encoder not in ("auto", "trained", "base"):
+            raise ValueError(f"similar_encoder must be auto, trained or base, not {self.similar_encoder!r}")
+        if self.similar_alpha != "auto" and not (isinstance(self.similar_alpha, (int, float))
+                                                 and 0 <= self.similar_alpha <= 1):
+            raise ValueError(f"similar_alpha must be auto or a number in [0, 1], got {self.similar_alpha!r}")
+        if not self.similar_terms or min(self.similar_terms) < 1:
+            raise ValueError("similar_terms: give at least one positive term count")
+        if min(self.similar_queries, self.similar_depth, self.max_group_size) < 1:
+            raise ValueError("similar_queries, similar_depth and max_group_size must be positive")
+        self.similar_choice().template()  # raises on an unknown fusion or normalisation
+
+    def similar_choice(self):
+        """What is left to choose for the similar task (papersim.training.selection.SimilarChoice)."""
+        from papersim.training.selection import SimilarChoice
+
+        return SimilarChoice(self.similar_encoder, self.similar_min_gain, self.similar_fusion, self.similar_alpha,
+                             self.similar_normalisation, self.similar_depth, self.rrf_k,
+                             tuple(sorted(set(self.similar_terms))))
 
     def serving_fusion(self) -> Fusion:
         """The configured fusion (alpha 0.5 until chosen when fusion_alpha is auto)."""
@@ -98,15 +129,24 @@ def negative_columns(pairs: pd.DataFrame) -> list[str]:
     return sorted((c for c in pairs.columns if c.startswith("negative_") and c[9:].isdigit()), key=lambda c: int(c[9:]))
 
 
-def training_columns(pairs: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
-    """anchor, positive, negative_1..n as the loss expects them (triplet: one negative)."""
+def training_columns(pairs: pd.DataFrame, cfg: TrainConfig,
+                     groups: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """anchor, positive, negative_1..n as the loss expects them (triplet: one negative); colisting adds
+    `label`: each row's co-listing group codes, from `groups` (paper id -> its similarity groups)."""
     available = negative_columns(pairs)
     wanted = 1 if cfg.loss == "triplet" else cfg.num_negatives
     if len(available) < wanted:
         raise PapersimError(
             f"the pairs have {len(available)} negative column(s), train.num_negatives wants {wanted}: "
             f"lower train.num_negatives or raise mine_pairs.num_negatives")
-    return pairs[["anchor", "positive", *available[:wanted]]].reset_index(drop=True)
+    columns = pairs[["anchor", "positive", *available[:wanted]]].reset_index(drop=True)
+    if cfg.loss == "colisting":
+        from papersim.training.losses import group_codes
+
+        groups = groups or {}
+        columns["label"] = group_codes([list(groups.get(a, ())) for a in pairs["anchor_id"]],
+                                       [list(groups.get(p, ())) for p in pairs["positive_id"]])
+    return columns
 
 
 def val_evaluator(val: pd.DataFrame, batch_size: int, num_negatives: int):
@@ -126,7 +166,11 @@ def val_evaluator(val: pd.DataFrame, batch_size: int, num_negatives: int):
 def build_loss(model, cfg: TrainConfig):
     from sentence_transformers.sentence_transformer import losses
 
-    if cfg.loss == "mnrl":
+    if cfg.loss == "colisting":
+        from papersim.training.losses import CoListingLoss
+
+        loss = CoListingLoss(model)
+    elif cfg.loss == "mnrl":
         loss = losses.MultipleNegativesRankingLoss(model)
     elif cfg.loss == "cached_mnrl":
         loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
@@ -159,9 +203,10 @@ def last_checkpoint(checkpoints: Path, fingerprint: str) -> Path | None:
 
 def train_encoder(
     model, train: pd.DataFrame, val: pd.DataFrame, cfg: TrainConfig, checkpoints: Path, fingerprint: str,
-    callbacks: list | None = None,
+    callbacks: list | None = None, groups: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[Any, dict]:
-    """Train `model` in place; returns (the trainer, a report). Resumes from `checkpoints` if possible."""
+    """Train `model` in place; returns (the trainer, a report). Resumes from `checkpoints` if possible.
+    `groups` (paper id -> similarity groups) labels the rows for the colisting loss."""
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -212,8 +257,8 @@ def train_encoder(
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_pandas(training_columns(train, cfg)),
-        eval_dataset=Dataset.from_pandas(training_columns(val, cfg)) if distributed and validate else None,
+        train_dataset=Dataset.from_pandas(training_columns(train, cfg, groups)),
+        eval_dataset=Dataset.from_pandas(training_columns(val, cfg, groups)) if distributed and validate else None,
         loss=build_loss(model, cfg),
         evaluator=val_evaluator(val, cfg.batch_size, cfg.num_negatives) if validate and not distributed else None,
         callbacks=[*([EarlyStoppingCallback(cfg.early_stopping_patience)] if validate else []), *(callbacks or [])],
