@@ -408,8 +408,9 @@ def web_site(tmp_path_factory, tiny_model_dir, mlflow_store):
     params["build_index"].update(backend="torch", max_seq_length=32, recall_queries=10)
     params["retrain"]["model_name"] = name
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    fusion = {"method": "convex", "alpha": 0.5, "normalisation": "zscore", "rrf_k": 60, "depth": 100}
     serving = {"encoder": "trained", "base_model": str(tiny_model_dir), "reason": "web test workspace",
-               "fusion": {"method": "convex", "alpha": 0.5, "normalisation": "zscore", "rrf_k": 60, "depth": 100}}
+               "fusion": fusion, "similar": {"encoder": "trained", "terms": 25, "fusion": fusion}}
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PAPERSIM_EXPERIMENT": "test-web"}
     env.pop("PAPERSIM_PARENT_RUN_ID", None)
     second = save_tiny_encoder(root / "second-encoder", seed=1)

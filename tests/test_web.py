@@ -1,0 +1,207 @@
+"""The web pages over HTTP, in process (Starlette's TestClient): the JSON every page answers, bad input, read-only."""
+
+import math
+from urllib.parse import quote
+
+import pytest
+from starlette.testclient import TestClient
+
+from papersim.cli import build_parser
+from papersim.lifecycle import tracking
+from papersim.lifecycle.retrain import retrain_config
+from papersim.retrieval.search import MAX_QUERY_CHARS, search_text, similar_papers
+from papersim.web.app import create_app, served_model
+from papersim.web.models import ModelStore, Registry
+from papersim.web.pages import abstract_start, rank_moves, registry_page, tracking_ui
+
+
+@pytest.fixture(scope="module")
+def site(web_site):
+    """The app over the web workspace's index, the registry read from the session's store."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
+            mp.setenv(key, web_site.env[key])
+        cfg = retrain_config(web_site.root / "params.yaml")
+        registry = Registry(cfg.model_name, web_site.root)
+        served = served_model(None, web_site.root / "artifacts/index", registry, web_site.root)
+        store = ModelStore(served, registry, web_site.root / "artifacts/index")
+        with TestClient(create_app(store, cfg), raise_server_exceptions=False) as client:
+            client.store, client.cfg = store, cfg
+            yield client
+
+
+def as_json(site, url: str, status: int = 200) -> dict:
+    answer = site.get(url, headers={"Accept": "application/json"})
+    assert answer.status_code == status, answer.text[:500]
+    assert answer.headers["content-type"].startswith("application/json")
+    return answer.json()
+
+
+def test_search_answers_the_same_hits_as_search_text_with_their_details(site):
+    page = as_json(site, "/?q=supersonic+wing+flutter&k=5")
+    expected = search_text(site.store.served.index, "supersonic wing flutter", 5, "served")
+    assert [h["paper_id"] for h in page["hits"]] == expected["paper_id"].tolist()
+    assert [h["rank"] for h in page["hits"]] == [1, 2, 3, 4, 5] and page["mode"] == "served"
+    first = page["hits"][0]
+    assert set(first) == {"rank", "paper_id", "title", "url", "abstract_start", "source", "groups", "score"}
+    assert first["url"] == "/paper/" + first["paper_id"] and first["abstract_start"] and first["source"]
+    assert math.isclose(first["score"], expected["score"].iloc[0], abs_tol=1e-4)
+    assert site.get("/?q=supersonic+wing+flutter&k=5&format=json").json() == page  # ?format=json: the same answer
+    html = site.get("/?q=supersonic+wing+flutter&k=5")
+    assert html.headers["content-type"].startswith("text/html") and first["title"] in html.text
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_every_mode_is_search_texts_mode(site, mode):
+    page = as_json(site, f"/?q=laminar+heat+transfer&k=4&mode={mode}")
+    expected = search_text(site.store.served.index, "laminar heat transfer", 4, mode)
+    assert [h["paper_id"] for h in page["hits"]] == expected["paper_id"].tolist() and page["mode"] == mode
+
+
+def test_an_empty_answer_says_why(site):
+    page = as_json(site, "/?q=zzzyx+qqqwv&mode=bm25")
+    assert page["hits"] == [] and "no paper shares a word with the query" in page["empty_reason"]
+    assert "No papers found: no paper shares a word" in site.get("/?q=zzzyx+qqqwv&mode=bm25").text
+    assert as_json(site, "/")["searched"] is False  # no query: the box alone
+
+
+def test_paper_page_shows_the_whole_paper_and_its_similar_papers(site):
+    page = as_json(site, "/paper/long?k=4")
+    assert page["paper"]["abstract"] == site.store.served.paper("long")["abstract"]
+    assert len(page["paper"]["abstract"]) > 600 and page["paper"]["source"] == "arxiv"
+    expected = similar_papers(site.store.served.index, "long", 4)
+    assert [h["paper_id"] for h in page["similar"]] == expected["paper_id"].tolist()
+    assert "long" not in [h["paper_id"] for h in page["similar"]]
+    p1 = as_json(site, "/paper/p1")
+    assert p1["paper"]["groups"] == ["page1"] and len(p1["similar"]) == 10
+    listed = next(h for h in as_json(site, "/?q=heat+transfer+laminar+boundary+layers&k=30")["hits"]
+                  if h["paper_id"] == "long")
+    assert listed["abstract_start"].endswith(" …") and len(listed["abstract_start"]) <= 302
+    assert page["paper"]["abstract"].startswith(listed["abstract_start"][:-2])
+
+
+def test_abstract_start_cuts_at_a_word():
+    assert abstract_start("short") == "short" and abstract_start(None) is None
+    text = "word " * 100
+    cut = abstract_start(text, 300)
+    assert cut.endswith(" …") and len(cut) <= 302 and not cut[:-2].endswith(" ") and cut[:-2].endswith("word")
+
+
+def test_paper_text_is_escaped_in_every_page(site):
+    for url in ("/?q=wing+flutter+supersonic&k=30", "/paper/xss-script", "/paper/xss-link",
+                "/compare?q=wing+flutter+supersonic&k=30"):
+        html = site.get(url).text
+        assert "<script" not in html and "<img" not in html and 'href="javascript' not in html, url
+        assert "&lt;script&gt;" in html or "&lt;a href=" in html, url
+    assert site.get("/").headers["content-security-policy"].startswith("default-src 'none'")
+
+
+BAD = [
+    ("/paper/no-such-paper", 404, "unknown paper id 'no-such-paper'"),
+    ("/?q=flutter&k=0", 400, "k must be between 1 and 100, got 0"),
+    ("/?q=flutter&k=101", 400, "k must be between 1 and 100, got 101"),
+    ("/?q=flutter&k=ten", 400, "k must be an integer between 1 and 100"),
+    ("/?q=flutter&mode=fuzzy", 400, "unknown mode 'fuzzy'"),
+    ("/?q=" + "x" * (MAX_QUERY_CHARS + 1), 400, f"query too long ({MAX_QUERY_CHARS + 1} characters, at most"),
+    ("/paper/p1?k=500", 400, "k must be between 1 and 100"),
+    ("/compare?a=nine&b=champion", 400, "unknown version 'nine'"),
+    ("/compare?a=champion&b=99", 400, "has no version 99"),
+    ("/compare?paper=no-such-paper", 404, "unknown paper id 'no-such-paper'"),
+    ("/compare?q=flutter&paper=p1", 400, "either a query (q) or a paper (paper), not both"),
+    ("/no/such/page", 404, "no page at '/no/such/page'"),
+]
+
+
+@pytest.mark.parametrize("url, status, message", BAD, ids=[f"{s}-{u[:30]}" for u, s, _ in BAD])
+def test_bad_input_is_a_page_naming_the_rule(site, url, status, message):
+    body = as_json(site, url, status)
+    assert body["status"] == status and message in body["error"]
+    html = site.get(url)
+    assert html.status_code == status and html.headers["content-type"].startswith("text/html")
+    assert f"{status} " in html.text and message.replace("'", "&#39;") in html.text
+    assert as_json(site, "/?q=flutter&k=1")["hits"]  # and the next request is answered
+
+
+def test_pages_only_read(site, web_site):
+    before = [(v["version"], sorted(v["aliases"]), v["tags"]) for v in tracking.model_versions(web_site.model_name)]
+    for url in ("/", "/compare", "/registry", "/paper/p1"):
+        answer = site.post(url, data={"a": "2"})
+        assert answer.status_code == 405 and "papersim registry promote" in answer.text
+    as_json(site, "/compare?q=flutter")
+    as_json(site, "/registry")
+    after = [(v["version"], sorted(v["aliases"]), v["tags"]) for v in tracking.model_versions(web_site.model_name)]
+    assert after == before
+
+
+def test_rank_moves_marks_both_moves_and_overlap():
+    a_marks, b_marks, overlap = rank_moves(["p1", "p2", "p3", "p4"], ["p3", "p1", "p9", "p2"])
+    assert [m["in_both"] for m in a_marks] == [True, True, True, False]
+    assert [m["other_rank"] for m in a_marks] == [2, 4, 1, None]
+    assert [(m["move"], m["by"]) for m in b_marks] == [("up", 2), ("down", 1), ("new", None), ("down", 2)]
+    assert overlap == 3 / 4  # lists shorter than 10: the share of the longer list
+    assert rank_moves([f"p{i}" for i in range(20)], [f"p{i}" for i in range(5, 25)])[2] == 0.5
+    assert rank_moves([], [])[2] is None
+
+
+def test_compare_puts_champion_and_challenger_side_by_side(site, web_site):
+    page = as_json(site, "/compare?q=supersonic+wing+flutter&k=5")
+    assert (page["a"], page["b"]) == ("champion", "challenger")
+    a, b = page["versions"]
+    assert (a["version"], a["aliases"], a["gate"]) == (web_site.versions[0], ["champion"], "champion")
+    assert (b["version"], b["aliases"], b["gate"]) == (web_site.versions[1], ["challenger"], "challenger")
+    assert "first model" in a["gate_reason"] and "below" in b["gate_reason"] and a["primary"] == 0.67
+    assert {"set": "cranfield", "metric": "served/ndcg@10", "value": 0.42} in b["metrics"]
+    left, right = page["columns"]
+    assert len(left["hits"]) == len(right["hits"]) == 5
+    a_ids, b_ids = (search_text(site.store.get(ref).index, "supersonic wing flutter", 10, "served")["paper_id"].tolist()
+                    for ref in ("champion", "challenger"))
+    assert [h["paper_id"] for h in left["hits"]] == a_ids[:5] and [h["paper_id"] for h in right["hits"]] == b_ids[:5]
+    assert page["overlap@10"] == round(len(set(a_ids) & set(b_ids)) / 10, 4)
+    for hit in right["hits"]:
+        assert hit["in_both"] == (hit["paper_id"] in a_ids)
+        if hit["in_both"]:
+            assert hit["other_rank"] == a_ids.index(hit["paper_id"]) + 1
+    assert {h["move"] for h in right["hits"]} - {"up", "down", "same", "new"} == set()
+    html = site.get("/compare?q=supersonic+wing+flutter&k=5").text
+    assert html.count('class="hit both"') == sum(h["in_both"] for h in left["hits"] + right["hits"])
+
+
+def test_compare_a_paper_and_the_workspace(site, web_site):
+    page = as_json(site, "/compare?paper=p2&a=2&b=workspace&k=3")
+    assert page["paper"]["paper_id"] == "p2" and page["versions"][1]["gate"] == "not registered"
+    assert page["versions"][1]["metrics"]  # the workspace's own reports/evaluate.json
+    assert [h["paper_id"] for h in page["columns"][1]["hits"]] == \
+        similar_papers(site.store.served.index, "p2", 3)["paper_id"].tolist()
+    assert as_json(site, "/compare")["columns"] == []  # no query yet: the form and the versions
+
+
+def test_registry_page_lists_versions_and_the_drift_history(site, web_site):
+    page = as_json(site, "/registry")
+    assert [(v["version"], v["aliases"], v["gate"]) for v in page["versions"]] == [
+        (web_site.versions[1], ["challenger"], "challenger"), (web_site.versions[0], ["champion"], "champion")]
+    assert page["versions"][0]["primary"] == 0.67 and page["versions"][0]["run_url"] is None
+    assert "&lt;b&gt;below&lt;/b&gt;" in site.get("/registry").text
+    if page["drift_plot"] is None:
+        assert site.get("/registry/drift.png").status_code == 404
+        with tracking.flow_run("retrain", {}, {}) as run:
+            run.log_metrics({"drift.changed_share": 0.1, "drift.mmd2": 0.002, "drift.p_value": 0.3})
+        page = as_json(site, "/registry")
+    assert page["drift_plot"] == "/registry/drift.png" and page["drift_history"][-1]["mmd2"] == 0.002
+    png = site.get("/registry/drift.png")
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert '<img class="drift" src="/registry/drift.png"' in site.get("/registry").text
+
+
+def test_registry_links_to_the_tracking_server_without_its_password(site, web_site):
+    assert tracking_ui("http://user:secret@mlflow.internal:5000/") == "http://mlflow.internal:5000"
+    assert tracking_ui("sqlite:///mlruns/mlflow.db") is None
+    page = registry_page(site.store.registry, site.cfg, "http://mlflow.internal:5000")
+    v = page["versions"][0]
+    assert v["run_url"] == f"http://mlflow.internal:5000/#/runs/{v['run_id']}"
+    assert v["version_url"].endswith(f"/#/models/{quote(web_site.model_name)}/versions/{v['version']}")
+
+
+def test_web_command_listens_on_this_machine_by_default():
+    args = build_parser().parse_args(["web"])
+    assert (args.host, args.port, args.model) == ("127.0.0.1", 8000, None)
+    assert build_parser().parse_args(["web", "--model", "champion", "--port", "8123"]).model == "champion"
