@@ -35,6 +35,18 @@ def test_text_and_paper_requests_answer_top_k(service):
     assert out[out["request"] == 2]["title"].str.contains("graph").all()
 
 
+def test_paper_rows_are_the_fused_similar_ranking_of_the_cli(service):
+    from papersim.retrieval.search import similar_papers
+
+    assert service.index.similar is not None  # the workspace chose how papers are answered
+    out = service.predict(pd.DataFrame([{"paper_id": "p0", "k": 5}, {"paper_id": "p1", "k": 3}]))
+    for request, pid, k in ((0, "p0", 5), (1, "p1", 3)):
+        mine = out[out["request"] == request]
+        alone = similar_papers(service.index, pid, k)
+        assert mine["paper_id"].tolist() == alone["paper_id"].tolist()
+        assert mine["score"].tolist() == pytest.approx(alone["score"].tolist())
+
+
 def test_a_batch_is_encoded_once_and_answers_as_each_row_alone(service):
     rows = [{"query": q, "k": k, "mode": m} for q, k, m in [
         ("supersonic wing flutter", 3, "served"), ("graph networks", 5, "dense"), ("boundary layers", 4, "bm25"),

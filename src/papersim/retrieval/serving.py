@@ -1,8 +1,9 @@
 """The registered model's behaviour: a DataFrame of requests in, the top-k similar papers out.
 
 Each request row has either `query` (free text, the served fusion by default) or `paper_id` (papers
-similar to an indexed one), an optional `k` (1-100, default 10) and an optional `mode` for text
-queries (served: the index's own fusion, the default; dense, bm25, hybrid). The answer has one row
+similar to an indexed one, as papersim.retrieval.similar answers them), an optional `k` (1-100,
+default 10) and an optional `mode` for text queries (served: the index's own fusion, the default;
+dense, bm25, hybrid). The answer has one row
 per hit: `request` (the request's row number), `rank`, `paper_id`, `title`, `score`. A bad request
 raises PapersimError naming the row and the rule, which the MLflow wrapper turns into an HTTP 400.
 """
@@ -22,7 +23,7 @@ from papersim.retrieval.search import (
     check_request,
     load_search_index,
     search_texts,
-    similar_papers,
+    similar_rows,
 )
 
 DEFAULT_K = 10
@@ -98,12 +99,14 @@ class SearchService:
                 raise PapersimError(f"request row {row}: {exc}") from None
         answers = dict(zip(texts, search_texts(self.index, [items[r]["query"] for r in texts],
                                                [items[r]["k"] for r in texts], [items[r]["mode"] for r in texts])))
-        for row, item in enumerate(items):
-            if "paper_id" in item:
-                try:
-                    answers[row] = similar_papers(self.index, item["paper_id"], item["k"])
-                except PapersimError as exc:
-                    raise PapersimError(f"request row {row}: {exc}") from None
+        papers = [row for row, item in enumerate(items) if "paper_id" in item]
+        row_of = self.index.row_of
+        for row in papers:
+            if items[row]["paper_id"] not in row_of:
+                raise PapersimError(f"request row {row}: unknown paper id {items[row]['paper_id']!r}: not in the "
+                                    f"index ({len(row_of)} papers)")
+        answers.update(zip(papers, similar_rows(self.index, [row_of[items[r]["paper_id"]] for r in papers],
+                                                [items[r]["k"] for r in papers])))
         tables = [answers[row].assign(request=row) for row in range(len(items))]
         found = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=OUTPUT_COLUMNS)
         return found[OUTPUT_COLUMNS].astype({"request": "int64", "rank": "int64", "score": "float64"})
