@@ -1,6 +1,6 @@
 """Prefect flow `retrain`: the DVC stages, a drift check, a champion gate and the model registry.
 
-    python -m flows.retrain [--set train.max_steps=60 ...] [--force] [--root .]
+    python -m flows.retrain [--profile profiles/quality.yaml] [--set train.max_steps=60 ...] [--force] [--root .]
 
 1. `dvc repro ingest` (DVC skips it when the raw data did not change), then `check_drift`: the corpus
    against the champion's. Nothing changed, no drift, same params: the run ends here, reason logged.
@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as prefect_flow_run
 
 from papersim.atomic import dump_json
-from papersim.config import check_params, parse_override, read_params
+from papersim.config import check_params, parse_override, read_params, read_profile
 from papersim.env import apply_offline_defaults, dvc_executable
 from papersim.errors import PapersimError
 from papersim.lifecycle import registry, tracking, versions
@@ -225,13 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="repository root (dvc.yaml, params.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a params.yaml value for this run (YAML value; repeatable)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
+                        help="a YAML file of params overrides ({section: {key: value}}), e.g. profiles/quality.yaml; "
+                             "--set values apply after it")
     parser.add_argument("--force", action="store_true", help="retrain even if nothing changed")
     parser.add_argument("--lock-timeout-s", type=float, default=None,
                         help="wait this long for a running retrain (default: retrain.lock_timeout_s)")
     args = parser.parse_args(argv)
     offline_prefect()
     try:
-        overrides = dict(parse_override(item) for item in args.overrides)
+        overrides = {**(read_profile(args.profile) if args.profile else {}),
+                     **dict(parse_override(item) for item in args.overrides)}
         outcome = retrain(root=args.root, overrides=overrides, force=args.force, lock_timeout_s=args.lock_timeout_s)
     except (PapersimError, StageFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)

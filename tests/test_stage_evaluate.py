@@ -22,7 +22,7 @@ def args(ws, *extra):
 def test_reports_every_system_on_every_set_and_logs_them(workspace, tracking, capsys):
     assert main(args(workspace)) == 0
     report = json.loads((workspace / "reports/evaluate.json").read_text())
-    assert set(report) == {"mini", "test_split"}
+    assert set(report) == {"mini", "test_split", "similar"}
     assert {"bm25", "base", "trained", "hybrid", "base_hybrid", "served"} < set(report["mini"])
     assert "champion" not in report["mini"]
     versus = report["test_split"]["served_vs"]["bm25"]
@@ -38,6 +38,16 @@ def test_reports_every_system_on_every_set_and_logs_them(workspace, tracking, ca
     assert "- served vs bm25: ndcg@10" in table and "served: the trained encoder, convex (alpha=0.5" in table
     assert (workspace / "reports/recall_at_k.png").read_bytes()[:4] == b"\x89PNG"
     assert "| hybrid |" in capsys.readouterr().out
+    # The similar task: the six test papers (every fourth, all on page0) ask for their five page-mates.
+    similar = report["similar"]
+    assert similar["facts"] == {"papers": 6, "groups": 1, "relevant_per_paper": 5.0} and similar["n_queries"] == 6
+    assert {"bm25", "mlt", "base", "trained", "hybrid", "base_hybrid", "served"} <= set(similar)
+    assert set(similar["served_vs"]["bm25"]) == {"precision@10_diff", "ci_low", "ci_high", "p_value"}
+    assert {"precision@10_ci95", "ndcg@10_ci95", "recall@100_ci95", "mrr@10_ci95"} <= set(similar)
+    # Each paper shares its topic's words with its page-mates only: more-like-this finds all five first.
+    assert similar["mlt"]["precision@10"] == pytest.approx(0.5) and similar["mlt"]["recall@10"] == 1.0
+    assert "### similar (6 queries, 0 skipped: no relevant document; 6 held-out papers" in table
+    assert "- served vs bm25: precision@10" in table
     run = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])[0]
     assert run.info.run_name == "evaluate"
     assert run.data.metrics["mini.hybrid.ndcg_at_10"] == report["mini"]["hybrid"]["ndcg@10"]

@@ -78,6 +78,20 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise PapersimError(f"override {item!r}: value is not valid YAML: {exc}") from None
 
 
+def read_profile(path: str | Path) -> dict[str, Any]:
+    """A profile file ({section: {key: value}}, YAML) as overrides {'section.key': value}."""
+    path = Path(path)
+    if not path.is_file():
+        raise PapersimError(f"{path}: no such profile file (e.g. profiles/quality.yaml)")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise PapersimError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+        raise PapersimError(f"{path}: a profile maps sections to {{key: value}}, e.g. train: {{max_steps: 300}}")
+    return {f"{section}.{key}": value for section, values in doc.items() for key, value in values.items()}
+
+
 def override_params(text: str, overrides: dict[str, Any], where: str = "params.yaml") -> str:
     """params.yaml's text with `section.key` values replaced; comments and order are kept.
 

@@ -197,9 +197,9 @@ def similar_rows(si: SearchIndex, rows: list[int], ks: list[int]) -> list[pd.Dat
     scores, found = si.similar_index.search(_reconstruct(si.similar_index, rows), min(depth, si.similar_index.ntotal))
     dense = [([int(r) for r in row if r >= 0], [float(x) for r, x in zip(row, score) if r >= 0])
              for row, score in zip(found, scores)]
-    abstracts = si.papers["abstract"].to_numpy()
-    titles = si.ids["title"].to_numpy()
-    texts = [passage_text(titles[r], abstracts[r]) for r in rows]
+    # One element at a time: a whole Arrow-backed column taken as an array is copied on every call.
+    titles, abstracts = si.ids["title"], si.papers["abstract"]
+    texts = [passage_text(titles.iat[r], abstracts.iat[r]) for r in rows]
     answers = answer_similar(si.bm25, texts, dense, exclude, cfg)
     return [_table(si, hits[0][:k], hits[1][:k]) for hits, k in zip(answers, ks)]
 
