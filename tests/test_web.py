@@ -205,3 +205,31 @@ def test_web_command_listens_on_this_machine_by_default():
     args = build_parser().parse_args(["web"])
     assert (args.host, args.port, args.model) == ("127.0.0.1", 8000, None)
     assert build_parser().parse_args(["web", "--model", "champion", "--port", "8123"]).model == "champion"
+
+
+def test_the_champion_serves_every_page(web_site):
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
+            mp.setenv(key, web_site.env[key])
+        cfg = retrain_config(web_site.root / "params.yaml")
+        registry = Registry(cfg.model_name, web_site.root)
+        served = served_model("champion", web_site.root / "nowhere", registry, web_site.root)  # --index ignored
+        assert served.version == web_site.versions[0] and served.label.endswith(f"v{web_site.versions[0]}")
+        with TestClient(create_app(ModelStore(served, registry, web_site.root / "artifacts/index"), cfg)) as client:
+            for url in ("/?q=flutter", "/paper/p3", "/compare?paper=p3", "/registry"):
+                answer = client.get(url)
+                assert answer.status_code == 200 and f"serving {served.label}" in answer.text, url
+            page = client.get("/compare?q=flutter&a=champion&b=workspace&format=json").json()
+            assert [v["version"] for v in page["versions"]] == [web_site.versions[0], None]
+
+
+def test_web_command_errors_are_one_line(web_site, tmp_path, monkeypatch, capsys):
+    from papersim.cli import main as cli
+
+    monkeypatch.chdir(web_site.root)
+    for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
+        monkeypatch.setenv(key, web_site.env[key])
+    assert cli(["web", "--model", "7"]) == 1
+    assert f"model '{web_site.model_name}' has no version 7" in capsys.readouterr().err
+    assert cli(["web", "--index", str(tmp_path / "no-index")]) == 1
+    assert "no-index" in capsys.readouterr().err

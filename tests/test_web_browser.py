@@ -193,7 +193,7 @@ if os.environ.get("PAPERSIM_SCREENSHOTS"):  # only when asked: it needs the main
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
             page = context.new_page()
-            page.goto(url + "/?q=transonic+flow+over+swept+wings&k=1")
+            page.goto(url + "/?q=siamese+networks+learn+a+similarity+metric&k=1")
             page.locator("li.hit a.title").first.click()
             page.wait_for_selector("section.similar li.hit")
             page.screenshot(path=str(folder / "web_paper.png"), full_page=False)
