@@ -127,6 +127,7 @@ def test_pages_only_read(site, web_site):
     for url in ("/", "/compare", "/registry", "/paper/p1"):
         answer = site.post(url, data={"a": "2"})
         assert answer.status_code == 405 and "papersim registry promote" in answer.text
+        assert set(answer.headers["allow"].split(", ")) == {"GET", "HEAD"}
     as_json(site, "/compare?q=flutter")
     as_json(site, "/registry")
     after = [(v["version"], sorted(v["aliases"]), v["tags"]) for v in tracking.model_versions(web_site.model_name)]

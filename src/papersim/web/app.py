@@ -124,7 +124,9 @@ def create_app(store: ModelStore, cfg: RetrainConfig, ui: str | None = None) -> 
         message = {404: f"no page at {request.url.path[:200]!r}: the pages are /, /paper/<id>, /compare and "
                         "/registry", 405: "these pages only read (GET): nothing here changes the registry; "
                                           "promote with `papersim registry promote`"}
-        return error(request, exc.status_code, message.get(exc.status_code, str(exc.detail)))
+        answer = error(request, exc.status_code, message.get(exc.status_code, str(exc.detail)))
+        answer.headers.update(exc.headers or {})  # 405: Allow: GET, HEAD
+        return answer
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         log.exception("%s %s failed", request.method, request.url.path)
