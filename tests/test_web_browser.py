@@ -197,8 +197,8 @@ if os.environ.get("PAPERSIM_SCREENSHOTS"):  # only when asked: it needs the main
             page.locator("li.hit a.title").first.click()
             page.wait_for_selector("section.similar li.hit")
             page.screenshot(path=str(folder / "web_paper.png"), full_page=False)
-            page.goto(url + "/compare?q=contrastive+learning+of+sentence+embeddings&k=8")
-            page.wait_for_selector("section.version")
+            answer = page.goto(url + "/compare?q=contrastive+learning+of+sentence+embeddings&k=8")
+            assert answer.status == 200, page.locator("main").inner_text()  # e.g. no registered version yet
             page.screenshot(path=str(folder / "web_compare.png"), full_page=True)
             context.close()
         finally:

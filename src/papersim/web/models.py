@@ -28,11 +28,6 @@ class Model:
     def __init__(self, ref: str, label: str, index: SearchIndex, version: str | None = None,
                  report: dict | None = None) -> None:
         self.ref, self.label, self.index, self.version, self.report = ref, label, index, version, report
-        # Python strings, not pandas' Arrow ones: similar_papers takes whole text columns by position on every
-        # call, and an Arrow column is copied each time (52 ms a paper page at 100k papers; object columns: 0)
-        index.ids = index.ids.astype({"title": object})
-        if getattr(index, "papers", None) is not None:
-            index.papers = index.papers.astype({"abstract": object})
         self.row_of = dict(zip(index.ids["paper_id"].tolist(), range(len(index.ids))))
         self.titles = index.ids["title"].tolist()
         papers = getattr(index, "papers", None)  # papers.parquet: None for a folder built without it
