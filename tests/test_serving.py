@@ -207,3 +207,146 @@ def test_the_registered_model_is_self_contained_and_registers_without_warnings(b
     assert proc.returncode == 0, proc.stderr[-3000:]
     hits = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(hits) == 3 and "flutter" in hits[0]["title"].lower()
+
+
+# Loads a model with only the distributions its requirements.txt brings importable (the listed ones and
+# what they require, followed through the installed metadata): the modules and metadata of any other
+# distribution are hidden, so an optional import (transformers trying accelerate) falls back as it would
+# in a fresh environment, and a needed one fails the load. Prints what was imported, by distribution.
+IMPORTS_PROBE = r"""
+import importlib.machinery, json, os, re, sys, sysconfig
+sys.path.append(sys.argv[1])  # site-packages without its .pth files: papersim's editable install is not on the path
+from importlib import metadata
+from packaging.requirements import Requirement
+
+def canon(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+folder = sys.argv[2]
+listed = [line.strip() for line in open(os.path.join(folder, "requirements.txt")) if line.strip()]
+allowed, todo = {}, [Requirement(line) for line in listed]
+while todo:
+    req = todo.pop()
+    name, extras = canon(req.name), set(req.extras)
+    if name in allowed and extras <= allowed[name]:
+        continue
+    allowed.setdefault(name, set()).update(extras)
+    try:
+        needs = metadata.distribution(req.name).requires or []
+    except metadata.PackageNotFoundError:
+        continue  # not installed here, so not importable either
+    for spec in map(Requirement, needs):
+        if spec.marker is None or any(spec.marker.evaluate({"extra": e}) for e in {""} | allowed[name]):
+            todo.append(spec)
+
+site = os.path.normpath(sys.argv[1])
+owner = {}  # file -> distribution, for every installed file
+for dist in metadata.distributions():
+    for file in dist.files or []:
+        owner[os.path.normpath(str(dist.locate_file(file)))] = canon(dist.metadata["Name"])
+refused = set()
+
+class Refusing:  # the path finder, blind to files of distributions outside the requirements
+    def find_spec(self, name, path=None, target=None):
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        dist = owner.get(os.path.normpath(spec.origin)) if spec is not None and spec.origin else None
+        if dist is not None and dist not in allowed:
+            refused.add(dist)
+            return None  # as if it were not installed
+        return spec
+
+    def invalidate_caches(self):
+        importlib.machinery.PathFinder.invalidate_caches()
+
+    def find_distributions(self, *args, **kwargs):
+        return metadata.MetadataPathFinder.find_distributions(*args, **kwargs)
+
+def hiding(module):  # packages also test each other's presence by metadata (sentence-transformers: datasets)
+    discover = module.Distribution.discover
+    module.Distribution.discover = classmethod(
+        lambda cls, **kwargs: (d for d in discover(**kwargs) if canon(d.metadata["Name"] or "") in allowed))
+
+hiding(metadata)
+if "importlib-metadata" in allowed:  # the backport (opentelemetry's) finds distributions on its own
+    import importlib_metadata
+    hiding(importlib_metadata)
+sys.meta_path = [Refusing() if finder is importlib.machinery.PathFinder else finder for finder in sys.meta_path]
+import mlflow.pyfunc
+import pandas as pd
+model = mlflow.pyfunc.load_model(folder)
+answer = model.predict(pd.DataFrame([{"query": "supersonic wing flutter", "k": 3.0}, {"paper_id": "p1", "k": 2.0}]))
+imported, unowned = set(), set()
+for module in list(sys.modules.values()):
+    path = os.path.normpath(getattr(module, "__file__", None) or "/")
+    if path.startswith(site + os.sep):
+        (imported.add(owner[path]) if path in owner else unowned.add(path))
+print(json.dumps({"listed": listed, "allowed": sorted(allowed), "imported": sorted(imported),
+                  "unowned": sorted(unowned), "refused": sorted(refused), "requests": answer["request"].tolist(),
+                  "papersim": sys.modules["papersim"].__file__}))
+"""
+
+
+@pytest.mark.slow
+def test_every_module_the_model_imports_comes_from_its_requirements(built, tracking, tmp_path):
+    import sysconfig
+
+    name = f"imports-{os.getpid()}"
+    version = tracking_api.register_search_model(
+        _run_id(), name, {"encoder": built / "models/encoder", "index": built / "artifacts/index"}, {}, tmp_path)
+    folder = tracking_api.download_model(name, version, tmp_path / "dl")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = subprocess.run([sys.executable, "-S", "-c", IMPORTS_PROBE, sysconfig.get_paths()["purelib"], str(folder)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["requests"] == [0, 0, 0, 1, 1]  # a query and a paper id answered with nothing else importable
+    assert seen["papersim"].startswith(str(folder))  # the model's own copy of papersim, not this checkout
+    assert {"openvino", "psutil"} <= {line.split("==")[0].lower() for line in seen["listed"]}
+    assert "openvino" in seen["imported"]  # queries are encoded on the serving backend, not a fallback
+    assert seen["unowned"] == []  # every imported file belongs to an installed distribution
+    assert set(seen["imported"]) <= set(seen["allowed"]), sorted(set(seen["imported"]) - set(seen["allowed"]))
+
+
+ANSWER = """
+import json, sys
+import mlflow.pyfunc
+import pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+answer = model.predict(pd.DataFrame([{"query": "supersonic wing flutter", "k": 3.0}, {"paper_id": "p1", "k": 2.0}]))
+print(json.dumps(answer.to_dict(orient="records")))
+"""
+
+
+@pytest.mark.slow
+def test_a_fresh_environment_from_the_logged_requirements_loads_the_champion_and_answers(built, tmp_path, monkeypatch):
+    """The slowest test (~2-4 min, ~2.5 GB while it runs): a virtual environment of the model's
+    requirements.txt alone, installed by pip from the package sources setup.sh uses (pip's own
+    configuration), loads models:/papersim@champion and answers a query and a paper id."""
+    import shutil
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # a store of its own: `papersim`
+    monkeypatch.setenv("PAPERSIM_EXPERIMENT", "fresh-env")
+    monkeypatch.delenv("PAPERSIM_PARENT_RUN_ID", raising=False)
+    version = tracking_api.register_search_model(
+        _run_id(), "papersim", {"encoder": built / "models/encoder", "index": built / "artifacts/index"}, {},
+        tmp_path / "register")
+    registry.promote("papersim", version)
+    requirements = tracking_api.download_model("papersim", version, tmp_path / "dl") / "requirements.txt"
+    fresh = tmp_path / "fresh-env"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(fresh)], check=True, capture_output=True, timeout=120)
+        pip = subprocess.run([str(fresh / "bin/python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                              "-r", str(requirements)], env=env, capture_output=True, text=True, timeout=1200)
+        assert pip.returncode == 0, pip.stderr[-3000:]
+        proc = subprocess.run([str(fresh / "bin/python"), "-c", ANSWER, "models:/papersim@champion"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)  # ~2.5 GB: not left in pytest's kept temp folders
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [r["request"] for r in rows] == [0, 0, 0, 1, 1]
+    assert "flutter" in rows[0]["title"].lower() and rows[3]["paper_id"] != "p1"
+    expected = SearchService.load(built / "models/encoder", built / "artifacts/index").predict(
+        pd.DataFrame([{"query": "supersonic wing flutter", "k": 3.0}, {"paper_id": "p1", "k": 2.0}]))
+    assert [r["paper_id"] for r in rows] == expected["paper_id"].tolist()  # the same answer as here

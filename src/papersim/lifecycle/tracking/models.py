@@ -28,8 +28,11 @@ def _search_signature():
 
 
 INPUT_EXAMPLE = {"query": ["similar papers on graph neural networks"], "k": [5.0]}
-REQUIREMENTS = ("mlflow", "sentence-transformers", "torch", "faiss-cpu", "bm25s", "PyStemmer", "pandas", "numpy",
-                "pyarrow", "PyYAML")  # what papersim's serving path imports (papersim itself is in code/)
+# What the model's code imports when it loads and answers (papersim itself travels in code/): a fresh
+# environment built from these alone loads it (tests/test_serving.py builds one). openvino: queries are
+# encoded with it on CPUs (backend "auto"); psutil: papersim.lifecycle.processes imports it.
+REQUIREMENTS = ("mlflow", "sentence-transformers", "torch", "openvino", "faiss-cpu", "bm25s", "PyStemmer", "pandas",
+                "numpy", "pyarrow", "PyYAML", "psutil")
 
 
 def register_search_model(run_id: str, model_name: str, artifacts: Mapping[str, str | Path],
