@@ -8,7 +8,7 @@ import pandas as pd
 
 from papersim.atomic import atomic_outputs, dump_json
 from papersim.data.papers import read_papers
-from papersim.encoders.cache import encode_cached
+from papersim.encoders.cache import converted_cache, encode_cached
 from papersim.encoders.encode import load_text_encoder
 from papersim.encoders.engine import EncodingEngine, with_engine
 from papersim.retrieval.index import (BuildIndexConfig, bm25_index, build_index, build_similar_index, paper_details,
@@ -31,7 +31,8 @@ def execute(stage: Stage) -> str:
     serving = read_serving(args.serving)
     with stage.run({"papers": args.papers}) as run:
         folder = serving.encoder_folder(str(args.model))
-        encoder = with_engine(load_text_encoder(folder, cfg.backend, cfg.max_seq_length, cfg.batch_size), folder,
+        encoder = with_engine(load_text_encoder(folder, cfg.backend, cfg.max_seq_length, cfg.batch_size,
+                                                converted_cache(args.embedding_cache)), folder,
                               cfg.max_seq_length, EncodingEngine.of(cfg))
         queries = encode_cached(encoder, recall_queries(papers, split, cfg.recall_queries), args.embedding_cache)
         encoded = []  # what the papers' encoding had to run (the rest came from the cache)
@@ -48,9 +49,9 @@ def execute(stage: Stage) -> str:
             facts["similar"] = serving.similar.to_dict()
             other = serving.similar_folder(str(args.model))
             if other != folder:  # papers are answered from another encoder's vectors: an index of their own
-                similar_encoder = with_engine(load_text_encoder(other, cfg.backend, cfg.max_seq_length,
-                                                                cfg.batch_size), other, cfg.max_seq_length,
-                                              EncodingEngine.of(cfg))
+                similar_encoder = with_engine(load_text_encoder(other, cfg.backend, cfg.max_seq_length, cfg.batch_size,
+                                                                converted_cache(args.embedding_cache)),
+                                              other, cfg.max_seq_length, EncodingEngine.of(cfg))
                 vectors = encode_cached(similar_encoder, passages(papers, built.ids), args.embedding_cache,
                                         progress=True)
                 encoded.append(vectors.n_encoded)

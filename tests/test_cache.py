@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from papersim.encoders.cache import encode_cached
-from papersim.encoders.encode import load_text_encoder
+from papersim.encoders.cache import cached_embedder, encode_cached
+from papersim.encoders.encode import conversion_key, load_text_encoder
 
 
 def test_second_call_encodes_nothing_and_returns_the_same_vectors(tiny_encoder, tmp_path):
@@ -58,3 +58,13 @@ def test_a_cleared_cache_is_filled_again(tiny_encoder, tmp_path):
     encode_cached(tiny_encoder, ["a text", "another"], tmp_path)
     shutil.rmtree(tmp_path / tiny_encoder.key)
     assert encode_cached(tiny_encoder, ["a text", "another"], tmp_path).n_encoded == 2
+
+
+def test_the_openvino_conversion_is_kept_beside_the_vectors(tiny_model_dir, tmp_path):
+    embed = cached_embedder(str(tiny_model_dir), "openvino", 32, 4, tmp_path / "cache")
+    vectors = embed(["wing flutter", "boundary layers"])  # (2, 32)
+    converted = tmp_path / "cache/openvino" / conversion_key(embed.encoder.fingerprint)
+    assert (converted / "model.xml").is_file() and embed.encoder.converted_cache == tmp_path / "cache/openvino"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([embed.encoder.key, "openvino"])
+    again = cached_embedder(str(tiny_model_dir), "openvino", 32, 4, tmp_path / "cache")
+    np.testing.assert_allclose(again(["wing flutter", "boundary layers"]), vectors, atol=1e-6)

@@ -1,4 +1,5 @@
-"""Encoder backends on the tiny model: same vectors from torch and OpenVINO, keys that follow the weights."""
+"""Encoder backends on the tiny model: same vectors from torch and OpenVINO, keys that follow the weights,
+OpenVINO conversions made once and read back, a quiet conversion."""
 
 import os
 import shutil
@@ -8,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from papersim.encoders.encode import load_text_encoder, model_fingerprint
+from papersim.encoders import encode
+from papersim.encoders.encode import conversion_key, load_text_encoder, model_fingerprint
 from papersim.errors import PapersimError
 
 TEXTS = ["wing flutter at supersonic speed", "contrastive learning of paper embeddings",
@@ -92,3 +94,56 @@ def test_concurrent_calls_from_a_server_pool_give_the_sequential_vectors(tiny_mo
     with ThreadPoolExecutor(8) as pool:
         concurrent = np.vstack(list(pool.map(lambda t: encoder.encode([t]), texts)))
     np.testing.assert_allclose(concurrent, sequential, atol=1e-6)
+
+
+def test_a_conversion_is_made_once_per_fingerprint_and_read_back_with_the_same_vectors(tiny_model_dir, tmp_path,
+                                                                                       monkeypatch):
+    cache = tmp_path / "openvino"
+    in_memory = load_text_encoder(str(tiny_model_dir), "openvino", max_seq_length=64).encode(TEXTS)
+    first = load_text_encoder(str(tiny_model_dir), "openvino", max_seq_length=64, converted_cache=cache)
+    folder = cache / conversion_key(first.fingerprint)
+    assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml"]
+    assert [p.name for p in cache.iterdir()] == [folder.name]  # no temporary sibling left behind
+
+    def no_conversion(*args):
+        raise AssertionError("converted again although the cache holds this model")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(encode, "_convert", no_conversion)
+        again = load_text_encoder(str(tiny_model_dir), "openvino", max_seq_length=32, converted_cache=cache)
+        np.testing.assert_allclose(again.encode(TEXTS[:2]), first.encode(TEXTS[:2]), atol=1e-6)
+    np.testing.assert_allclose(first.encode(TEXTS), in_memory, atol=1e-6)  # saved as converted (fp32, no fp16)
+
+    other = tmp_path / "other-weights"  # other weights: another key, converted, not read from the first
+    shutil.copytree(tiny_model_dir, other)
+    data = bytearray((other / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (other / "model.safetensors").write_bytes(bytes(data))
+    assert load_text_encoder(str(other), "openvino", converted_cache=cache).fingerprint != first.fingerprint
+    assert len(list(cache.iterdir())) == 2
+
+    (folder / "model.xml").write_text("<not a model")  # damaged: converted again and replaced
+    np.testing.assert_allclose(load_text_encoder(str(tiny_model_dir), "openvino", max_seq_length=64,
+                                                 converted_cache=cache).encode(TEXTS), in_memory, atol=1e-6)
+    assert (folder / "model.xml").read_text().startswith("<?xml")
+
+
+# A fresh interpreter, as a stage: transformers prints its notices once per process.
+QUIET_PROBE = """
+import logging, sys, warnings
+from papersim.encoders.encode import load_text_encoder
+
+load_text_encoder(sys.argv[1], "openvino", max_seq_length=16).encode(["wing flutter"])
+warnings.warn("papersim: a warning of our own")
+logging.getLogger("transformers.modeling_utils").warning("another transformers notice")
+"""
+
+
+def test_conversion_prints_no_tracer_or_loss_type_notices_and_other_warnings_still_show(tiny_model_dir):
+    result = subprocess.run([sys.executable, "-c", QUIET_PROBE, str(tiny_model_dir)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    for noise in ("TracerWarning", "loss_type", "ForCausalLMLoss", "is_gradient_checkpointing"):
+        assert noise not in result.stderr, result.stderr
+    assert "papersim: a warning of our own" in result.stderr  # the filters end with the trace
+    assert "another transformers notice" in result.stderr

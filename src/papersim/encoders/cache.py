@@ -1,7 +1,8 @@
 """An embedding cache keyed by (encoder key, text hash), so no stage encodes a text twice.
 
 Layout: `<cache>/<encoder key>/part-*.parquet`, columns `text_hash` (string) and `embedding`
-(fixed-size list of float32), at most PART_ROWS rows each in row groups of GROUP_ROWS. New
+(fixed-size list of float32), at most PART_ROWS rows each in row groups of GROUP_ROWS; beside them
+`<cache>/openvino/<conversion key>/model.{xml,bin}`, each encoder's OpenVINO conversion (made once). New
 vectors go to new part files written atomically, so a crash mid-write loses at most that batch
 and never corrupts what was cached before. The cache is a side store, not a pipeline output:
 deleting it only costs encoding time.
@@ -27,6 +28,11 @@ from papersim.encoders.engine import EncodingEngine, with_engine
 
 PART_ROWS = 65_536  # vectors per part file: 96 MiB at dim 384
 GROUP_ROWS = 4_096  # vectors per row group: the unit a lookup reads (6 MiB at dim 384)
+
+
+def converted_cache(cache: Path | None) -> Path | None:
+    """Where the stages keep OpenVINO conversions: in the embedding cache, which is as disposable."""
+    return None if cache is None else Path(cache) / "openvino"
 
 
 def text_hash(text: str) -> str:
@@ -144,5 +150,5 @@ def cached_embedder(folder: str, backend: str, max_seq_length: int, batch_size: 
                     engine: EncodingEngine = EncodingEngine()) -> CachedEmbedder:
     """Load the encoder at `folder` ("" = the packaged base model) behind the embedding cache; what
     is not cached is encoded where `engine` says (this process or Ray actors)."""
-    encoder = load_text_encoder(folder, backend, max_seq_length, batch_size)
+    encoder = load_text_encoder(folder, backend, max_seq_length, batch_size, converted_cache(cache))
     return CachedEmbedder(with_engine(encoder, folder, max_seq_length, EncodingEngine.of(engine)), cache)

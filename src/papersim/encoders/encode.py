@@ -1,21 +1,28 @@
 """Turning texts into L2-normalised embeddings, with a choice of inference backend.
 
 `torch` runs the sentence-transformers model as trained (CUDA when present, fp32 on a CPU).
-`openvino` converts the same weights in memory to OpenVINO, which runs matmuls in bf16 on
+`openvino` converts the same weights to OpenVINO, which runs matmuls in bf16 on
 CPUs with AVX512-BF16/AMX and in fp32 elsewhere: about 2x the docs/s of torch on 2 CPU
 cores with cosine >= 0.9999 to the fp32 vectors (benchmarks/encode.py). `auto` picks
-openvino on a CPU and torch on a GPU.
+openvino on a CPU and torch on a GPU. Given a folder (`converted_cache`; the stages pass
+`<embedding cache>/openvino`), a model is converted once per weights fingerprint and read
+back from there by every later load, in any process.
 """
 
 import hashlib
 import json
+import logging
 import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from papersim.atomic import atomic_outputs
 from papersim.encoders.load import base_model_path, load_encoder
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
@@ -54,6 +61,7 @@ class Encoder:
     dim: int
     encode_batch: Callable[[list[str]], np.ndarray]  # one batch of texts -> (batch, dim) unit vectors
     batch_size: int
+    converted_cache: Path | None = None  # where OpenVINO conversions are kept (None: converted in memory)
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """(len(texts), dim) unit vectors; longest texts first so batches pad little."""
@@ -108,19 +116,91 @@ def _block_openvino_telemetry() -> None:
     sys.modules.setdefault("openvino_telemetry", None)
 
 
-def _openvino_batch(model, max_seq_length: int) -> Callable[[list[str]], np.ndarray]:
-    _block_openvino_telemetry()
+CONVERSION_FORMAT = 1  # part of a converted model's key: bump when the conversion changes
+
+
+def conversion_key(fingerprint: str) -> str:
+    """Names one converted model: the weights, and the converter and tracer versions that made it."""
+    from importlib.metadata import version
+
+    parts = [CONVERSION_FORMAT, fingerprint, version("openvino"), version("torch"), version("transformers")]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments: str) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(fragment in record.getMessage() for fragment in self.fragments)
+
+
+@contextmanager
+def _quiet_tracing() -> Iterator[None]:
+    """Silence, for the trace only and by message, what tracing a sentence encoder makes torch and
+    transformers print: nothing in it concerns a papersim user or is theirs to act on.
+
+    - TracerWarning "Converting a tensor to a Python boolean...": transformers' mask and attention
+      code branches on shapes (`padding_length > 0`, `is_causal = q_length > 1 and ...`); an encoder
+      takes the same branch for every input (no causal mask), so the traced graph is right for all.
+    - FutureWarning "`is_gradient_checkpointing` is deprecated" and the log line "`loss_type=None` was
+      set in the config ... `ForCausalLMLoss`": the tracer reads every property of the module, and
+      these two properties complain when read; an encoder neither checkpoints nor computes a loss here.
+    Other warnings, papersim's own among them, still show; the filters end with the block.
+    """
+    notice = _DropMessages("`loss_type=", "Using the default loss: `ForCausalLMLoss`")
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addFilter(notice)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean might cause the trace")
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+            yield
+    finally:
+        logger.removeFilter(notice)
+
+
+def _convert(model, max_seq_length: int):
+    """The transformer of `model` as an OpenVINO model (dynamic batch and sequence length)."""
     import openvino as ov
     import torch
 
-    tokenizer = model.tokenizer
     transformer = model[0].auto_model.eval()
-    example = tokenizer(["an example"], padding=True, truncation=True, max_length=max_seq_length, return_tensors="pt")
-    with torch.no_grad():
+    example = model.tokenizer(["an example"], padding=True, truncation=True, max_length=max_seq_length,
+                              return_tensors="pt")
+    with torch.no_grad(), _quiet_tracing():
         # Traced here rather than by ov.convert_model, which re-runs the trace to check it (~5 s a model).
         traced = torch.jit.trace(transformer, example_kwarg_inputs=dict(example), check_trace=False, strict=False)
-        converted = ov.convert_model(traced)
-    compiled = ov.Core().compile_model(converted, "CPU")
+        return ov.convert_model(traced)
+
+
+def _openvino_model(model, max_seq_length: int, fingerprint: str, converted_cache: Path | None):
+    """The converted model: read from `converted_cache`/<conversion key> when converted before, else
+    converted now and (with a cache) saved there atomically, so a killed save leaves nothing half-written."""
+    import openvino as ov
+
+    if converted_cache is None:
+        return _convert(model, max_seq_length)
+    folder = Path(converted_cache) / conversion_key(fingerprint)
+    if (folder / "model.xml").is_file() and (folder / "model.bin").is_file():
+        try:
+            return ov.Core().read_model(str(folder / "model.xml"))
+        except RuntimeError:
+            pass  # damaged files (a disk error): convert again and replace them
+    converted = _convert(model, max_seq_length)
+    with atomic_outputs(folder) as (tmp,):
+        ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)  # fp32 as converted: same vectors
+    return converted
+
+
+def _openvino_batch(model, max_seq_length: int, fingerprint: str,
+                    converted_cache: Path | None = None) -> Callable[[list[str]], np.ndarray]:
+    _block_openvino_telemetry()
+    import openvino as ov
+
+    tokenizer = model.tokenizer
+    compiled = ov.Core().compile_model(_openvino_model(model, max_seq_length, fingerprint, converted_cache), "CPU")
     # A traced graph's inputs are named after forward()'s arguments, sometimes with a suffix ("attention_mask.1").
     names = [port.any_name.split(".")[0] for port in compiled.inputs]
 
@@ -138,8 +218,10 @@ def _openvino_batch(model, max_seq_length: int) -> Callable[[list[str]], np.ndar
     return encode_batch
 
 
-def load_text_encoder(path: str, backend: str = "auto", max_seq_length: int = 128, batch_size: int = 32) -> Encoder:
-    """An Encoder for the model at `path` ("" = packaged base model) on the chosen backend."""
+def load_text_encoder(path: str, backend: str = "auto", max_seq_length: int = 128, batch_size: int = 32,
+                      converted_cache: Path | None = None) -> Encoder:
+    """An Encoder for the model at `path` ("" = packaged base model) on the chosen backend; OpenVINO
+    conversions are kept in (and read from) `converted_cache` when given."""
     if backend not in BACKENDS:
         raise PapersimError(f"unknown encoder backend {backend!r}: use one of {', '.join(BACKENDS)}")
     apply_offline_defaults()
@@ -151,9 +233,9 @@ def load_text_encoder(path: str, backend: str = "auto", max_seq_length: int = 12
         if not _is_mean_pooling(model):
             raise PapersimError(f"{model_folder(path)}: the openvino backend supports mean-pooling models only; "
                                 "use backend: torch")
-        encode_batch = _openvino_batch(model, max_seq_length)
+        encode_batch = _openvino_batch(model, max_seq_length, fingerprint, converted_cache)
     else:
         encode_batch = _torch_batch(model)
     key = hashlib.sha256(json.dumps([fingerprint, backend, max_seq_length]).encode()).hexdigest()[:24]
     return Encoder(key=key, fingerprint=fingerprint, backend=backend, dim=model.get_embedding_dimension(),
-                   encode_batch=encode_batch, batch_size=batch_size)
+                   encode_batch=encode_batch, batch_size=batch_size, converted_cache=converted_cache)

@@ -11,6 +11,7 @@ started from this virtual environment, or a runtime_env that installs it).
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -44,8 +45,9 @@ class EncodingEngine:
 class _EncodeActor:
     """One Ray actor: the encoder loaded once, then batches of {row, text} -> {row, embedding}."""
 
-    def __init__(self, folder: str, backend: str, max_seq_length: int, batch_size: int) -> None:
-        self.encoder = load_text_encoder(folder, backend, max_seq_length, batch_size)
+    def __init__(self, folder: str, backend: str, max_seq_length: int, batch_size: int,
+                 converted_cache: Path | None = None) -> None:
+        self.encoder = load_text_encoder(folder, backend, max_seq_length, batch_size, converted_cache)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"row": batch["row"], "embedding": self.encoder.encode(batch["text"].tolist())}  # (batch, dim)
@@ -73,7 +75,8 @@ class RayEncoder(Encoder):
         data = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)],
                                    override_num_blocks=n_blocks)
         encoded = data.map_batches(
-            _EncodeActor, fn_constructor_args=(self.folder, self.backend, self.max_seq_length, self.batch_size),
+            _EncodeActor, fn_constructor_args=(self.folder, self.backend, self.max_seq_length, self.batch_size,
+                                 self.converted_cache),
             batch_size=self.batch_size * 4, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.settings.ray_actors),
             num_gpus=1 if gpu else 0, num_cpus=0 if gpu else self.settings.ray_cpus_per_actor)
