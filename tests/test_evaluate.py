@@ -13,8 +13,7 @@ from tests.conftest import held_out_corpus, write_beir
 def test_all_systems_scored_on_the_same_queries_and_unjudged_ones_skipped(tmp_path, tiny_encoder):
     s = load_beir_set(write_beir(tmp_path / "mini"))
     cfg = EvaluateConfig(beir_sets=[], systems=["bm25", "base", "trained", "hybrid"], recall_ks=[1, 10])
-    embed = tiny_encoder.encode
-    result = evaluate_set(s, {"base": embed, "trained": embed}, cfg)
+    result = evaluate_set(s, {"base": tiny_encoder.encode, "trained": _beir_oracle}, cfg)
     assert list(result.scores) == ["bm25", "base", "trained", "hybrid"]
     assert (result.n_queries, result.n_skipped) == (2, 1)  # query 3 judges its only doc 0
     # BM25 ranks d3 (rel 1, the shorter passage) above d1 (rel 2) for query 1 and d2 first for query 2:
@@ -23,10 +22,33 @@ def test_all_systems_scored_on_the_same_queries_and_unjudged_ones_skipped(tmp_pa
     assert bm25["ndcg@10"] == pytest.approx(((1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3)) + 1) / 2)
     assert (bm25["recall@1"], bm25["recall@10"], bm25["mrr@10"]) == (0.75, 1.0, 1.0)
     assert result.curves["bm25"] == {1: 0.75, 10: 1.0}
-    assert result.scores["base"] == result.scores["trained"]  # same model, same numbers
+    # Each system is scored with its own encoder: the oracle ranks ideally (d1, d3 for query 1; d2 for query 2),
+    # and `base` has the numbers of the tiny encoder scored alone.
+    trained = result.scores["trained"]
+    assert (trained["ndcg@10"], trained["recall@1"], trained["mrr@10"]) == (pytest.approx(1.0), 0.75, 1.0)
+    alone = evaluate_set(s, {"trained": tiny_encoder.encode}, EvaluateConfig(beir_sets=[], systems=["trained"],
+                                                                            recall_ks=[1, 10]))
+    assert result.scores["base"] == alone.scores["trained"] != trained
     assert set(result.curves["hybrid"]) == {1, 10}
     assert result.scores["hybrid"]["recall@10"] == 1.0  # all four documents ranked: each within the top 10
     assert result.content_hash == s.content_hash != ""  # the gate compares sets by it
+
+
+def _beir_oracle(texts):
+    """An encoder that knows BEIR_DOCS' judgments: query 1 (flutter) finds d1 (wing), then d3 (panel); query 2
+    (boundary layers) finds d2; the sentence-embeddings document d4 is near neither."""
+    import numpy as np
+
+    def vector(text: str) -> list[float]:
+        if "panel" in text:
+            return [0.8, 0.6, 0.0]
+        if "flutter" in text:
+            return [1.0, 0.0, 0.0]
+        if "boundary" in text:
+            return [0.0, 1.0, 0.0]
+        return [0.0, 0.0, 1.0]
+
+    return np.array([vector(text) for text in texts], dtype=np.float32)
 
 
 def test_served_fuses_bm25_with_the_served_encoder_and_is_compared_query_by_query(tmp_path, tiny_encoder):

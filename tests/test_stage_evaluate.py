@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from papersim.evaluation.significance import mean_interval, paired_difference
 from stages.evaluate import main
 
 
@@ -25,11 +26,20 @@ def test_reports_every_system_on_every_set_and_logs_them(workspace, tracking, ca
     assert set(report) == {"mini", "test_split", "similar"}
     assert {"bm25", "base", "trained", "hybrid", "base_hybrid", "served"} < set(report["mini"])
     assert "champion" not in report["mini"]
-    versus = report["test_split"]["served_vs"]["bm25"]
-    assert versus["ci_low"] <= versus["ndcg@10_diff"] <= versus["ci_high"] and 0 <= versus["p_value"] <= 1
     per_query = pd.read_parquet(workspace / "reports/evaluate_per_query.parquet")
     served = per_query[(per_query["set"] == "test_split") & (per_query["system"] == "served")]
     assert len(served) == 6 and served["ndcg@10"].mean() == pytest.approx(report["test_split"]["served"]["ndcg@10"])
+    # The comparison is served minus bm25 on the same queries, paired by query id: recomputed here from the
+    # per-query scores (paired_difference's own numbers are checked on known cases in test_significance).
+    bm25 = per_query[(per_query["set"] == "test_split") & (per_query["system"] == "bm25")]
+    pairs = served.merge(bm25, on="query_id", suffixes=("_served", "_bm25"))
+    expected = paired_difference(pairs["ndcg@10_served"].to_numpy(), pairs["ndcg@10_bm25"].to_numpy())
+    versus = report["test_split"]["served_vs"]["bm25"]
+    assert len(pairs) == 6 and pairs["ndcg@10_served"].ne(pairs["ndcg@10_bm25"]).any()  # not a trivial tie
+    assert (versus["ndcg@10_diff"], versus["ci_low"], versus["ci_high"], versus["p_value"]) == pytest.approx(
+        (expected.mean, expected.low, expected.high, expected.p_value))
+    assert report["test_split"]["ndcg@10_ci95"]["served"] == pytest.approx(dict(zip(
+        ("low", "high"), mean_interval(served["ndcg@10"].to_numpy()))))
     assert report["mini"]["n_queries"] == 2 and report["test_split"]["n_queries"] == 6
     assert "colisted_precision@10" in report["test_split"]["hybrid"]
     assert report["test_split"]["bm25"]["recall@100"] == 1.0  # each title shares its words with its abstract
@@ -54,10 +64,19 @@ def test_reports_every_system_on_every_set_and_logs_them(workspace, tracking, ca
     assert "eval_set.mini.content_hash" in run.data.tags
 
 
-def test_champion_is_scored_when_given(workspace, tracking):
-    assert main(args(workspace, "--champion-model", str(workspace / "models/encoder"))) == 0
+def test_the_champion_is_scored_with_its_own_encoder(workspace, tracking):
+    from papersim.encoders.load import save_tiny_encoder
+
+    champion = save_tiny_encoder(workspace / "champion", seed=1)  # other weights than the trained encoder's
+    assert main(args(workspace, "--champion-model", str(champion))) == 0
     report = json.loads((workspace / "reports/evaluate.json").read_text())
-    assert report["mini"]["champion"] == report["mini"]["trained"]  # same weights, same numbers
+    # The same encoder scored as `trained` in a second run gives the champion's numbers, and they are not trained's.
+    assert main(args(workspace, "--model", str(champion), "--report", str(workspace / "champion.json"))) == 0
+    as_trained = json.loads((workspace / "champion.json").read_text())
+    for name in ("mini", "test_split"):
+        assert report[name]["champion"] == as_trained[name]["trained"]
+    assert [report[n]["champion"] for n in ("mini", "test_split")] != \
+        [report[n]["trained"] for n in ("mini", "test_split")]
 
 
 def test_bad_judgments_name_file_and_line_and_keep_the_last_reports(workspace, tracking, capsys):

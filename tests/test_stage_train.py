@@ -54,14 +54,21 @@ def stage_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def test_one_run_with_params_step_metrics_reports_and_the_model(project, tracking, stage_argv):
+TINY = dict(max_seq_length=32, batch_size=4, num_negatives=2, max_steps=6, eval_steps=3, save_steps=3, logging_steps=1)
+
+
+def test_one_run_with_params_step_metrics_reports_and_the_model(project, tracking, stage_argv, tiny_model_dir):
+    # Learning rate 0: the trained weights are the base's, so the serving choice is known: a tie keeps the base.
+    write_params(project, base_model=str(tiny_model_dir), learning_rate=0.0, **TINY)
     assert main(stage_argv("train")) == 0
     report = json.loads((project / "reports/train.json").read_text())
     assert report["steps"] == 6 and (project / "reports/train_loss.png").read_bytes()[:4] == b"\x89PNG"
     assert SentenceTransformer(str(project / "models/encoder")).encode(["x"]).shape == (1, 32)
     assert not (project / "models/checkpoints").exists()  # finished: nothing to resume
     serving = json.loads((project / "models/serving.json").read_text())
-    assert report["serving"] == serving and serving["encoder"] in ("trained", "base")
+    assert report["serving"] == serving and serving["encoder"] == "base"
+    assert serving["evidence"]["trained/ndcg@10"] == serving["evidence"]["base/ndcg@10"]
+    assert "(+0.0000; <= min_gain 0.0): the base encoder serves" in serving["reason"]
     assert serving["evidence"]["pseudo_queries"] == 8 and serving["fusion"]["method"] == "convex"
 
     client = MlflowClient()
@@ -73,6 +80,14 @@ def test_one_run_with_params_step_metrics_reports_and_the_model(project, trackin
     assert reports == {"reports/train.json", "reports/train_loss.csv", "reports/train_loss.png"}
     logged = mlflow.sentence_transformers.load_model(f"runs:/{run.info.run_id}/model")
     assert logged.encode(["x"]).shape == (1, 32)
+
+
+def test_the_trained_encoder_serves_when_it_gains_more_than_min_gain(project, tracking, stage_argv, tiny_model_dir):
+    # The same tie as above (learning rate 0) against a min_gain below it: now the rule picks the trained encoder.
+    write_params(project, base_model=str(tiny_model_dir), learning_rate=0.0, select_min_gain=-0.01, **TINY)
+    assert main(stage_argv("train")) == 0
+    serving = json.loads((project / "models/serving.json").read_text())
+    assert serving["encoder"] == "trained" and "> min_gain -0.01): the trained encoder serves" in serving["reason"]
 
 
 @pytest.mark.slow
