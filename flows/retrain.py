@@ -116,8 +116,9 @@ def check_drift(root: Path, params: dict, cfg: policy.RetrainConfig, champion: d
 
 @task(name="rescore_champion", retries=1, retry_delay_seconds=10, timeout_seconds=STAGE_TIMEOUT_S,
       cache_policy=NO_CACHE)
-def rescore_champion(root: Path, env: dict[str, str], version: versions.Version) -> dict:
-    """The evaluate stage on the champion's served system, its outputs in a scratch folder, not reports/."""
+def rescore_champion(root: Path, env: dict[str, str], version: versions.Version) -> tuple[dict, pd.DataFrame]:
+    """The evaluate stage on the champion's served system, its outputs in a scratch folder, not reports/:
+    (its report, its per-query scores)."""
     (root / "cache").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root / "cache") as tmp:
         out = Path(tmp)
@@ -129,20 +130,22 @@ def rescore_champion(root: Path, env: dict[str, str], version: versions.Version)
         tags = {**json.loads(env.get(tracking.RUN_TAGS_ENV, "{}")), "papersim.role": "champion_rescore"}
         run_process([sys.executable, *cmd[1:]], root, {**env, tracking.RUN_TAGS_ENV: json.dumps(tags)},
                     STAGE_TIMEOUT_S, "re-scoring the champion")
-        return json.loads((out / "evaluate.json").read_text(encoding="utf-8"))
+        report = json.loads((out / "evaluate.json").read_text(encoding="utf-8"))
+        return report, pd.read_parquet(out / "per_query.parquet")
 
 
 @task(name="gate", cache_policy=NO_CACHE)
 def gate_task(root: Path, env: dict[str, str], cfg: policy.RetrainConfig, champion: dict | None) -> dict:
     """The candidate (reports/evaluate.json) against the champion on the same evaluation sets."""
     candidate = json.loads((root / "reports/evaluate.json").read_text(encoding="utf-8"))
-    champion_report, rescored = None, False
+    candidate_queries = pd.read_parquet(root / "reports" / versions.PER_QUERY)
+    champion_report, champion_queries, rescored = None, None, False
     if champion is not None:
         version = versions.fetch(cfg.model_name, champion["version"], root)
-        champion_report = version.report()
-        if policy.needs_rescore(candidate, champion_report, cfg):
-            champion_report, rescored = rescore_champion(root, env, version), True
-    decision = policy.gate(candidate, champion_report, cfg)
+        champion_report, champion_queries = version.report(), version.per_query()
+        if policy.needs_rescore(candidate, champion_report, cfg, champion_queries is not None):
+            (champion_report, champion_queries), rescored = rescore_champion(root, env, version), True
+    decision = policy.gate(candidate, champion_report, cfg, candidate_queries, champion_queries)
     get_run_logger().info("gate: %s (%s)%s", "promote" if decision.promote else "challenger", decision.reason,
                           "; the champion was re-scored on the current sets" if rescored else "")
     return {**asdict(decision), "rescored": rescored, "metrics": policy.gate_metrics(decision)}

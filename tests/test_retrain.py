@@ -1,11 +1,14 @@
 """The retraining flow's decisions: retrain or skip, promote or keep the champion."""
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from papersim.errors import PapersimError
 from papersim.lifecycle.drift import CorpusChange, EmbeddingDrift
 from papersim.lifecycle.retrain import (
     RetrainConfig,
+    needs_rescore,
     eval_set_hashes,
     gate,
     params_fingerprint,
@@ -13,8 +16,10 @@ from papersim.lifecycle.retrain import (
     retrain_needed,
 )
 
+# The mean rule: report means only (the significant rule, the default, pairs per-query scores: SIG below).
 CFG = RetrainConfig(gate_sets=["a", "b"], primary_metric="served/ndcg@10", min_delta=0.005,
-                    guard_metrics=["served/recall@100", "trained/ndcg@10"], max_regression=0.01)
+                    guard_metrics=["served/recall@100", "trained/ndcg@10"], max_regression=0.01, gate_rule="mean")
+SIG = RetrainConfig(gate_sets=["a", "b"], primary_metric="served/ndcg@10", guard_metrics=["served/recall@100"])
 
 
 def report(ndcg_a: float, ndcg_b: float, recall: float = 0.9, trained: float = 0.5, baseline: float = 0.1) -> dict:
@@ -114,17 +119,73 @@ def test_a_champion_better_at_similar_papers_is_kept_even_when_search_improves()
 
 
 def test_a_champion_scored_before_the_similar_task_is_rescored():
-    from papersim.lifecycle.retrain import needs_rescore
-
     candidate = with_similar(report(0.4, 0.4), served=0.3)
     assert needs_rescore(candidate, report(0.4, 0.4), CFG)  # no similar block
     assert not needs_rescore(candidate, with_similar(report(0.4, 0.4), served=0.2), CFG)
     assert needs_rescore(candidate, with_similar(report(0.4, 0.4), served=0.2, content_hash="other"), CFG)
 
 
+def scored(a: np.ndarray, b: np.ndarray) -> tuple[dict, pd.DataFrame]:
+    """(report, per-query table) of a system whose served nDCG@10 per query is `a` on set a, `b` on set b:
+    the report's means are the tables' (as evaluate writes both)."""
+    frame = pd.concat([pd.DataFrame({"set": name, "system": "served", "query_id": [f"q{i}" for i in range(len(v))],
+                                     "ndcg@10": v}) for name, v in (("a", a), ("b", b))], ignore_index=True)
+    return report(float(np.mean(a)), float(np.mean(b)), baseline=0.0), frame
+
+
+CHAMPION_A = np.linspace(0.2, 0.8, 40)  # 40 queries a set
+CHAMPION_B = np.linspace(0.3, 0.7, 30)
+
+
+def test_a_gain_within_noise_keeps_the_champion_and_the_reason_gives_the_interval():
+    champion = scored(CHAMPION_A, CHAMPION_B)
+    jitter = np.random.default_rng(0).normal(0, 0.15, size=70)  # a large per-query spread around a +0.01 gain
+    candidate = scored(CHAMPION_A + 0.01 + jitter[:40] - jitter[:40].mean(),
+                       CHAMPION_B + 0.01 + jitter[40:] - jitter[40:].mean())
+    decision = gate(candidate[0], champion[0], SIG, candidate[1], champion[1])
+    low, high = decision.interval
+    assert not decision.promote and low < 0 < 0.01 < high
+    assert decision.reason == (f"served/ndcg@10 {decision.primary:.4f} vs champion {decision.champion_primary:.4f} "
+                               f"(+0.0100, 95% CI {low:+.4f} to {high:+.4f}): not significantly better (the interval "
+                               "reaches 0): the champion stays")
+    mean_rule = RetrainConfig(gate_sets=["a", "b"], primary_metric="served/ndcg@10", gate_rule="mean")
+    assert gate(candidate[0], champion[0], mean_rule).promote  # what churned the champion before
+
+
+def test_a_gain_on_every_query_promotes_with_its_interval():
+    champion = scored(CHAMPION_A, CHAMPION_B)
+    candidate = scored(CHAMPION_A + 0.03, CHAMPION_B + 0.03)  # the same gain on every query: no spread at all
+    decision = gate(candidate[0], champion[0], SIG, candidate[1], champion[1])
+    assert decision.promote and decision.interval == pytest.approx([0.03, 0.03])
+    assert "+0.0300, 95% CI +0.0300 to +0.0300) >= min_delta 0.0, significantly better" in decision.reason
+    assert decision.paired["b/served/ndcg@10"]["diff"] == pytest.approx(0.03)
+
+
+def test_a_gate_set_significantly_worse_keeps_the_champion_although_the_mean_gains():
+    champion = scored(CHAMPION_A, CHAMPION_B)
+    candidate = scored(CHAMPION_A + 0.2, CHAMPION_B - 0.05)  # mean over the sets +0.075, b worse on every query
+    decision = gate(candidate[0], champion[0], SIG, candidate[1], champion[1])
+    assert not decision.promote and decision.interval[0] > 0
+    assert "significantly worse on b/served/ndcg@10 -0.0500 (95% CI -0.0500 to -0.0500)" in decision.reason
+    assert "a/served" not in decision.reason.split("significantly worse on")[1]
+
+
+def test_the_significant_rule_needs_both_per_query_tables_and_rescoring_supplies_the_champions():
+    champion = scored(CHAMPION_A, CHAMPION_B)
+    with pytest.raises(PapersimError, match="gate_rule: mean"):
+        gate(champion[0], champion[0], SIG, champion[1], None)
+    assert needs_rescore(champion[0], champion[0], SIG, champion_has_queries=False)
+    assert not needs_rescore(champion[0], champion[0], SIG, champion_has_queries=True)
+    assert not needs_rescore(champion[0], champion[0], CFG, champion_has_queries=False)  # the mean rule reads means
+    fewer = champion[1][champion[1]["query_id"] != "q3"]  # a champion scored on other queries
+    with pytest.raises(PapersimError, match="different queries"):
+        gate(champion[0], champion[0], SIG, champion[1], fewer)
+
+
 @pytest.mark.parametrize("values, message", [
     ({"primary_metric": "ndcg@10"}, "system/metric"),
     ({"min_delta": -1}, ">= 0"),
+    ({"gate_rule": "median"}, "gate_rule must be one of significant, mean"),
     ({"drift_p_value": 0}, "drift_p_value"),
     ({"schedule_cron": "weekly"}, "five fields"),
 ])

@@ -336,8 +336,8 @@ def test_a_fresh_environment_from_the_logged_requirements_loads_the_champion_and
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     try:
         subprocess.run([sys.executable, "-m", "venv", str(fresh)], check=True, capture_output=True, timeout=120)
-        pip = subprocess.run([str(fresh / "bin/python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                              "-r", str(requirements)], env=env, capture_output=True, text=True, timeout=1200)
+        pip = subprocess.run([str(fresh / "bin/python"), "-m", "pip", "install", "--quiet",
+                              "--disable-pip-version-check", "-r", str(requirements)], env=env, capture_output=True, text=True, timeout=1200)
         assert pip.returncode == 0, pip.stderr[-3000:]
         proc = subprocess.run([str(fresh / "bin/python"), "-c", ANSWER, "models:/papersim@champion"], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=300)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from papersim.evaluation.significance import paired_difference
+from papersim.evaluation.significance import mean_of_means_interval, paired_difference
 
 
 def test_six_queries_all_better_give_the_exact_sign_flip_p_value():
@@ -36,3 +36,16 @@ def test_identical_systems_and_mismatched_inputs():
     assert (same.mean, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="equal 1-d shapes"):
         paired_difference(np.ones(3), np.ones(4))
+
+
+def test_the_mean_of_set_means_weighs_sets_not_queries_and_resamples_within_each_set():
+    # One query of +1 on set a, 99 of 0 on set b: the mean over sets is 0.5 (pooled queries would give 0.01),
+    # and with no spread inside a set every resample gives exactly that.
+    assert mean_of_means_interval([np.ones(1), np.zeros(99)]) == (0.5, 0.5, 0.5)
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.1, 0.2, size=50), rng.normal(-0.1, 0.2, size=200)
+    mean, low, high = mean_of_means_interval([a, b])
+    assert mean == pytest.approx((a.mean() + b.mean()) / 2) and low < mean < high
+    # The half-width follows the two sets' standard errors: sqrt(se_a^2 + se_b^2) / 2 * 1.96.
+    half = 1.96 * np.sqrt(a.var() / 50 + b.var() / 200) / 2
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)

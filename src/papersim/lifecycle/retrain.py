@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from papersim.errors import PapersimError
+from papersim.evaluation.significance import PairedDifference, mean_of_means_interval, paired_difference
 from papersim.lifecycle.drift import CorpusChange, EmbeddingDrift
 
 PIPELINE_SECTIONS = ("ingest", "mine_pairs", "train", "evaluate", "build_index")  # what a model is built from
+GATE_RULES = ("significant", "mean")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,10 @@ class RetrainConfig:
     gate_sets: list[str] = field(default_factory=list)  # evaluate.json sets the gate reads; [] = every set
     primary_metric: str = "served/ndcg@10"    # system/metric, averaged over gate_sets
     min_delta: float = 0.0                    # promote when primary(candidate) - primary(champion) >= this
+    # significant: ... and the 95% bootstrap interval of that gain (queries paired with the champion's) lies
+    # above 0, and no gate set is significantly worse: a weekly retrain does not swap champions on noise.
+    # mean: any mean gain >= min_delta promotes (the rule before; churns the champion on noise)
+    gate_rule: str = "significant"
     guard_metrics: list[str] = field(default_factory=list)  # system/metric per set: none may drop more than
     max_regression: float = 0.01              # ... this (absolute), or the candidate stays challenger
     floor_baselines: list[str] = field(default_factory=lambda: ["bm25", "base", "base_hybrid"])  # no papersim
@@ -42,6 +48,8 @@ class RetrainConfig:
         for name in (self.primary_metric, *self.guard_metrics, self.similar_metric):
             if name.count("/") != 1:
                 raise PapersimError(f"metric {name!r}: write it as system/metric, e.g. hybrid/ndcg@10")
+        if self.gate_rule not in GATE_RULES:
+            raise PapersimError(f"gate_rule must be one of {', '.join(GATE_RULES)}, got {self.gate_rule!r}")
         if self.min_delta < 0 or self.max_regression < 0 or self.floor_tolerance < 0:
             raise PapersimError("min_delta, max_regression and floor_tolerance must be >= 0")
         if not 0 <= self.min_changed_share < 1:
@@ -105,6 +113,8 @@ class GateDecision:
     champion_primary: float | None
     deltas: dict[str, float]       # "set/system/metric" -> candidate - champion
     floor: dict[str, float] = field(default_factory=dict)  # "set/baseline" -> primary - that best baseline
+    interval: list[float] | None = None  # 95% interval of primary - champion's (gate_rule significant)
+    paired: dict[str, dict[str, float]] = field(default_factory=dict)  # "set/system/metric" -> diff, ci, p
 
 
 def _value(report: Mapping[str, Any], set_name: str, metric: str, who: str) -> float:
@@ -155,11 +165,37 @@ def baseline_floor(candidate: Mapping[str, Any], cfg: RetrainConfig) -> tuple[di
     return margins, failures
 
 
-def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: RetrainConfig) -> GateDecision:
-    """Promote iff the candidate beats the best baseline (floor), its primary metric improves on the
-    champion's by >= min_delta and no guard metric drops by > max_regression.
+def paired_scores(candidate_queries, champion_queries, set_name: str, metric: str) -> tuple[Any, Any]:
+    """(candidate, champion) per-query values of `metric` (system/metric) on one set, paired by query id,
+    from evaluate_per_query.parquet tables (columns set, system, query_id, one per metric)."""
+    system, name = metric.split("/")
+    picked = []
+    for frame, who in ((candidate_queries, "candidate"), (champion_queries, "champion")):
+        rows = frame[(frame["set"] == set_name) & (frame["system"] == system)] if name in frame else frame[:0]
+        if rows.empty:
+            raise PapersimError(f"the {who}'s per-query scores have no {set_name}/{metric}: re-run its evaluate "
+                                "stage, or set retrain.gate_rule: mean")
+        picked.append(rows[["query_id", name]])
+    both = picked[0].merge(picked[1], on="query_id", suffixes=("_candidate", "_champion"))
+    if not len(both) == len(picked[0]) == len(picked[1]):
+        raise PapersimError(f"{set_name}: the candidate and the champion were scored on different queries "
+                            f"({len(picked[0])} and {len(picked[1])}, {len(both)} shared): re-score the champion")
+    return both[f"{name}_candidate"].to_numpy(), both[f"{name}_champion"].to_numpy()
 
-    Both reports must come from the same evaluation sets (the flow checks their content hashes).
+
+def _paired_summary(d: PairedDifference) -> dict[str, float]:
+    return {"diff": d.mean, "ci_low": d.low, "ci_high": d.high, "p_value": d.p_value, "n": d.n}
+
+
+def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: RetrainConfig,
+         candidate_queries=None, champion_queries=None) -> GateDecision:
+    """Promote iff the candidate beats the best baseline (floor), its primary metric improves on the
+    champion's by >= min_delta (gate_rule significant: and the gain's 95% interval, its queries paired
+    with the champion's, lies above 0, and no gate set is significantly worse) and no guard metric
+    drops by > max_regression.
+
+    Both reports must come from the same evaluation sets (the flow checks their content hashes);
+    `*_queries` are their evaluate_per_query.parquet tables (needed by gate_rule significant).
     """
     primary = primary_value(candidate, cfg)
     floor, below = baseline_floor(candidate, cfg)
@@ -176,29 +212,58 @@ def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: 
     improvement = primary - champion_primary
     regressions = {k: d for k, d in deltas.items()
                    if k.split("/", 1)[1] in cfg.guard_metrics and d < -cfg.max_regression}
-    summary = f"{cfg.primary_metric} {primary:.4f} vs champion {champion_primary:.4f} ({improvement:+.4f})"
+    summary = f"{cfg.primary_metric} {primary:.4f} vs champion {champion_primary:.4f} ({improvement:+.4f}"
+    checks = [(s, cfg.primary_metric) for s in sets]
     if similar_gated(candidate, cfg):
         key = f"{cfg.similar_set}/{cfg.similar_metric}"
         deltas[key] = (_value(candidate, cfg.similar_set, cfg.similar_metric, "candidate")
                        - _value(champion, cfg.similar_set, cfg.similar_metric, "champion"))
-        summary += f"; {key} {deltas[key]:+.4f}"
-        if math.isnan(deltas[key]) or deltas[key] < cfg.min_delta:
-            return GateDecision(False, f"{summary}: the similar task below min_delta {cfg.min_delta}", primary,
-                                champion_primary, deltas, floor)
-    if math.isnan(improvement) or improvement < cfg.min_delta:
-        return GateDecision(False, f"{summary}: below min_delta {cfg.min_delta}", primary, champion_primary, deltas,
-                            floor)
+        checks.append((cfg.similar_set, cfg.similar_metric))
+
+    def decided(promote: bool, reason: str, interval=None, paired=None) -> GateDecision:
+        return GateDecision(promote, reason, primary, champion_primary, deltas, floor, interval, paired or {})
+
+    if cfg.gate_rule == "mean":
+        summary += ")" + (f"; {key} {deltas[key]:+.4f}" if similar_gated(candidate, cfg) else "")
+        if similar_gated(candidate, cfg) and (math.isnan(deltas[key]) or deltas[key] < cfg.min_delta):
+            return decided(False, f"{summary}: the similar task below min_delta {cfg.min_delta}")
+        if math.isnan(improvement) or improvement < cfg.min_delta:
+            return decided(False, f"{summary}: below min_delta {cfg.min_delta}")
+    else:
+        if candidate_queries is None or champion_queries is None:
+            raise PapersimError("gate_rule significant pairs the candidate's per-query scores with the champion's: "
+                                "give both evaluate_per_query tables (or set retrain.gate_rule: mean)")
+        scores = {f"{s}/{m}": paired_scores(candidate_queries, champion_queries, s, m) for s, m in checks}
+        compared = {k: paired_difference(a, b) for k, (a, b) in scores.items()}
+        _, low, high = mean_of_means_interval([a - b for k, (a, b) in scores.items() if k.split("/")[0] in sets])
+        paired, interval = {k: _paired_summary(d) for k, d in compared.items()}, [low, high]
+        summary += f", 95% CI {low:+.4f} to {high:+.4f})"
+        worse = [f"{k} {d.mean:+.4f} (95% CI {d.low:+.4f} to {d.high:+.4f})" for k, d in compared.items()
+                 if d.high < 0]
+        if worse:
+            return decided(False, f"{summary}: significantly worse on {'; '.join(worse)}", interval, paired)
+        if math.isnan(improvement) or improvement < cfg.min_delta:
+            return decided(False, f"{summary}: below min_delta {cfg.min_delta}", interval, paired)
+        if not low > 0:
+            return decided(False, f"{summary}: not significantly better (the interval reaches 0): the champion "
+                                  "stays", interval, paired)
     if regressions:
         worst = ", ".join(f"{k} {d:+.4f}" for k, d in sorted(regressions.items(), key=lambda kv: kv[1]))
-        return GateDecision(False, f"{summary}, but regressions beyond {cfg.max_regression}: {worst}",
-                            primary, champion_primary, deltas, floor)
-    return GateDecision(True, f"{summary} >= min_delta {cfg.min_delta}, no guard metric drops more than "
-                              f"{cfg.max_regression}, beats every baseline", primary, champion_primary, deltas, floor)
+        return decided(False, f"{summary}, but regressions beyond {cfg.max_regression}: {worst}",
+                       *((interval, paired) if cfg.gate_rule == "significant" else ()))
+    better = "significantly better, no gate set significantly worse, " if cfg.gate_rule == "significant" else ""
+    return decided(True, f"{summary} >= min_delta {cfg.min_delta}, {better}no guard metric drops more than "
+                         f"{cfg.max_regression}, beats every baseline",
+                   *((interval, paired) if cfg.gate_rule == "significant" else ()))
 
 
-def needs_rescore(candidate: Mapping[str, Any], champion: Mapping[str, Any], cfg: RetrainConfig) -> bool:
-    """The champion's report cannot be compared: a gate set changed (content hash) or it predates the
-    primary metric's system (e.g. `served`). The evaluate stage then re-scores the champion."""
+def needs_rescore(candidate: Mapping[str, Any], champion: Mapping[str, Any], cfg: RetrainConfig,
+                  champion_has_queries: bool = True) -> bool:
+    """The champion's report cannot be compared: a gate set changed (content hash), it predates the
+    primary metric's system (e.g. `served`), or gate_rule significant needs per-query scores the version
+    was registered without. The evaluate stage then re-scores the champion."""
+    if cfg.gate_rule == "significant" and not champion_has_queries:
+        return True
     want, have = eval_set_hashes(candidate), eval_set_hashes(champion)
     checks = [(s, cfg.primary_metric.split("/")[0]) for s in gate_sets(candidate, cfg)]
     if similar_gated(candidate, cfg):
@@ -211,6 +276,8 @@ def gate_metrics(decision: GateDecision) -> dict[str, float]:
     """The gate's numbers as flow-run metrics (MLflow metric names take no slashes here: dots)."""
     return {"gate.primary": decision.primary,
             **({"gate.champion_primary": decision.champion_primary} if decision.champion_primary is not None else {}),
+            **({"gate.ci_low": decision.interval[0], "gate.ci_high": decision.interval[1]}
+               if decision.interval else {}),
             **{f"gate.delta.{k.replace('/', '.')}": v for k, v in decision.deltas.items()},
             **{f"gate.floor.{k.replace('/', '.')}": v for k, v in decision.floor.items()}}
 

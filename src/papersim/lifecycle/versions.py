@@ -29,6 +29,7 @@ from papersim.retrieval.index import indexed_papers
 from papersim.training.selection import Serving
 
 REGISTRY_CACHE = "cache/registry"  # local copies of registered versions (a side store, like cache/embeddings)
+PER_QUERY = "evaluate_per_query.parquet"  # the gate pairs the candidate's queries with these (gate_rule significant)
 REPORTS = ("evaluate.json", "eval.json")  # versions registered before the report took the stage's name hold eval.json
 
 
@@ -58,6 +59,12 @@ class Version:
             if path.is_file():
                 return json.loads(path.read_text(encoding="utf-8"))
         raise PapersimError(f"{self.folder}: the registered version holds no evaluate report ({' or '.join(REPORTS)})")
+
+    def per_query(self) -> pd.DataFrame | None:
+        """The evaluate stage's per-query scores the version was registered with (None: registered before
+        versions held them; the champion gate then re-scores it)."""
+        path = self.folder / "artifacts" / PER_QUERY
+        return pd.read_parquet(path) if path.is_file() else None
 
     def drift_against(self, current: pd.DataFrame, cfg: RetrainConfig) -> tuple[CorpusChange, EmbeddingDrift | None]:
         """The current corpus against the version's: content change, and embedding drift of the same
@@ -97,12 +104,14 @@ class Candidate:
     report: Path
     params: Path
     lock: Path
+    per_query: Path | None = None  # evaluate_per_query.parquet (None: a version without it)
 
     @classmethod
     def in_workspace(cls, root: Path) -> "Candidate":
         root = Path(root)
         return cls(root, root / "data/processed/papers.parquet", root / "models/serving.json", root / "models/encoder",
-                   root / "artifacts/index", root / "reports/evaluate.json", root / "params.yaml", root / "dvc.lock")
+                   root / "artifacts/index", root / "reports/evaluate.json", root / "params.yaml", root / "dvc.lock",
+                   root / "reports" / PER_QUERY)
 
 
 def register(candidate: Candidate, cfg: RetrainConfig, decision: dict, params_fingerprint: str, run_id: str,
@@ -149,8 +158,9 @@ def stage_version(staging: Path, papers: pd.DataFrame, encoder: Path, candidate:
     if encoder.name != "encoder":  # MLflow names a directory artifact after its folder: the base model's is not
         shutil.copytree(encoder, staging / "encoder")
         encoder = staging / "encoder"
+    per_query = {"per_query": candidate.per_query} if candidate.per_query and candidate.per_query.is_file() else {}
     return {"encoder": encoder, "index": candidate.index, "evaluate": candidate.report,
-            "params": staging / "params.yaml", "lock": staging / "dvc.lock", "drift": staging / "drift"}
+            "params": staging / "params.yaml", "lock": staging / "dvc.lock", "drift": staging / "drift", **per_query}
 
 
 def version_tags(serving: Serving, decision: dict, params_fingerprint: str, cfg: RetrainConfig, papers: int,
