@@ -12,8 +12,10 @@
 
 One MLflow parent run per flow run; every stage run nests under it (PAPERSIM_PARENT_RUN_ID).
 A lock serialises runs. A run with overrides runs in a scratch worktree (papersim.lifecycle.workspace):
-params.yaml is never edited. A watchdog kills what the flow started if the flow dies (SIGKILL
-included); the next run removes a killed run's scratch workspace and marks its MLflow runs KILLED.
+params.yaml is never edited. A watchdog (papersim.lifecycle.processes), started by the command before
+Prefect and kept until the process exits, kills what the run started if it dies (SIGKILL included);
+the next run removes a killed run's scratch workspace and half-committed outputs, marks its MLflow
+runs KILLED and finishes a registration it interrupted.
 The decisions live in papersim.lifecycle; this module is wiring: tasks, order, retry policies.
 """
 
@@ -195,6 +197,9 @@ def _run(base: Path, work: Path, overrides: dict[str, Any], force: bool, logger)
     ended = tracking.end_orphaned_runs()
     if ended:
         logger.warning("marked %d MLflow runs of killed processes KILLED: %s", len(ended), ", ".join(ended))
+    finished = registry.finish_interrupted(cfg.model_name)
+    if finished:
+        logger.warning(finished)
     flow_run_id = str(prefect_flow_run.id)
     tags = {"prefect.flow_run_id": flow_run_id, "mlflow.source.git.commit": git_commit(base)}
     logged = {"overrides": json.dumps(overrides), "force": force, **asdict(cfg)}
@@ -235,11 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-timeout-s", type=float, default=None,
                         help="wait this long for a running retrain (default: retrain.lock_timeout_s)")
     args = parser.parse_args(argv)
-    offline_prefect()
     try:
-        overrides = {**(read_profile(args.profile) if args.profile else {}),
-                     **dict(parse_override(item) for item in args.overrides)}
-        outcome = retrain(root=args.root, overrides=overrides, force=args.force, lock_timeout_s=args.lock_timeout_s)
+        # Before anything is started (Prefect's temporary server starts with the flow's first call) and
+        # until this process exits (Prefect stops that server at exit): no moment of the run is unwatched.
+        with watchdog(until_exit=True):
+            offline_prefect()
+            overrides = {**(read_profile(args.profile) if args.profile else {}),
+                         **dict(parse_override(item) for item in args.overrides)}
+            outcome = retrain(root=args.root, overrides=overrides, force=args.force,
+                              lock_timeout_s=args.lock_timeout_s)
     except (PapersimError, StageFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -105,3 +105,79 @@ def test_leaving_the_block_stands_the_watchdog_down(tmp_path):
     finally:
         for p in [group] + [c.pid for c in psutil.Process(group).children(recursive=True)]:
             psutil.Process(p).kill()
+
+
+# A child that starts a grandchild in a session of its own and exits at once: the grandchild is reparented
+# to init before the watchdog's first look (0.5 s), and the flow is killed right then.
+ORPHANING_FLOW = """
+import subprocess, sys, time
+from papersim.lifecycle.processes import watchdog
+with watchdog(until_exit=sys.argv[1] == "until_exit"):
+    middle = subprocess.run([sys.executable, "-c", "import subprocess, sys; print(subprocess.Popen([sys.executable, "
+                             "'-c', 'import time; time.sleep(120)'], start_new_session=True, "
+                             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)"],
+                            capture_output=True, text=True)
+    print(middle.stdout.strip(), flush=True)
+    if sys.argv[1] == "sleep":
+        time.sleep(120)
+"""
+
+
+def test_a_grandchild_orphaned_between_two_looks_dies_with_the_killed_flow(tmp_path):
+    import subprocess
+
+    flow = subprocess.Popen([sys.executable, "-c", ORPHANING_FLOW, "sleep"], stdout=subprocess.PIPE, text=True)
+    orphan = int(flow.stdout.readline())
+    assert psutil.Process(orphan).ppid() == 1 or psutil.Process(orphan).ppid() != flow.pid  # not the flow's
+    flow.kill()
+    flow.wait()
+    deadline = time.monotonic() + 5
+    while not _gone([orphan]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone([orphan])
+
+
+def test_until_exit_keeps_the_watchdog_after_the_block_and_clears_what_the_process_left(tmp_path):
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", ORPHANING_FLOW, "until_exit"], capture_output=True, text=True,
+                          timeout=60)
+    orphan = int(done.stdout.split()[0])  # the process exited normally, leaving its grandchild behind
+    deadline = time.monotonic() + 5
+    while not _gone([orphan]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone([orphan])
+
+
+def test_a_watchdog_that_cannot_start_stops_the_run_with_the_reason(tmp_path, monkeypatch):
+    import os
+
+    from papersim.lifecycle.processes import RUN_ENV, WatchdogUnavailable, watchdog
+
+    (tmp_path / "psutil.py").write_text("raise ImportError('a broken psutil for this test')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the watchdog's interpreter imports this one
+    with pytest.raises(WatchdogUnavailable, match=r"(?s)did not start, so nothing was started.*broken psutil"):
+        with watchdog():
+            raise AssertionError("the block ran without a watchdog")
+    assert RUN_ENV not in os.environ
+
+
+def test_a_dead_watchdog_stops_the_run_before_the_next_stage(tmp_path):
+    from papersim.lifecycle.processes import WatchdogUnavailable, watchdog
+
+    with watchdog() as dog:
+        dog.process.kill()
+        dog.process.wait()
+        with pytest.raises(WatchdogUnavailable, match="stopping before dvc repro x"):
+            run_process([sys.executable, "-c", "print('ran')"], tmp_path, ENV, 30, "dvc repro x")
+
+
+def test_stages_carry_the_run_marker_and_the_marker_ends_with_the_block(tmp_path):
+    import os
+
+    from papersim.lifecycle.processes import RUN_ENV, watchdog
+
+    with watchdog() as dog:
+        out = run_process([sys.executable, "-c", f"import os; print(os.environ['{RUN_ENV}'])"], tmp_path, ENV, 30, "x")
+        assert out.strip() == dog.run_id == os.environ[RUN_ENV]
+    assert RUN_ENV not in os.environ and dog.process.returncode == 0  # stood down, nothing killed

@@ -68,3 +68,17 @@ def test_registry_cli(versions, tmp_path, monkeypatch, capsys):
 def test_empty_registry_lists_nothing(tracking):
     assert "no registered versions yet" in registry.table("never-registered")
     assert tracking_api.model_version("never-registered", alias="champion") is None
+
+
+def test_a_registration_a_kill_interrupted_is_finished_with_one_history_entry(versions):
+    from mlflow.tracking import MlflowClient
+
+    name = versions
+    registry.promote(name, "1")
+    assert registry.finish_interrupted(name) is None  # v3 has no alias, but the run that registered it finished
+    MlflowClient().set_terminated(tracking_api.model_version(name, version="3")["run_id"], "KILLED")
+    # Killed inside promote: the history already names v1, the alias has not moved yet.
+    tracking_api.set_champion_history(name, ["1"])
+    assert "v3 is now the champion (was v1)" in registry.finish_interrupted(name)
+    assert aliases(name) == {"champion": "3"} and tracking_api.champion_history(name) == ["1"]
+    assert registry.finish_interrupted(name) is None  # nothing left to finish

@@ -2,21 +2,36 @@
 
 Every stage writes through this module, so a crash or a rejected input never leaves a
 half-written file and never destroys the previous good output.
+
+Several outputs are one set: before the first of them moves into place, a journal next to the
+first output lists every move, and it is removed only after the last. A process killed between
+two moves leaves the journal; whoever touches the set next (the same stage writing it again,
+or `sweep`, which the retraining flow runs before any stage) finishes the moves, so a reader sees
+the old set or the new one, never a mix. Temporary siblings of a process that died before its
+journal existed are removed, the previous outputs untouched.
 """
 
 import json
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+_SIBLING = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
+_JOURNAL = re.compile(r"^\.(?P<name>.+)\.commit\.json$")
 
 
 def _temp_sibling(path: Path, tag: str) -> Path:
     # Same directory, so os.replace is a rename on one filesystem (atomic on POSIX).
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _journal(first: Path) -> Path:
+    return first.with_name(f".{first.name}.commit.json")
 
 
 def _remove(path: Path) -> None:
@@ -26,16 +41,87 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _commit(tmp: Path, dest: Path) -> None:
-    if tmp.is_dir() and dest.is_dir():
-        # Directories cannot be swapped with one rename: move the old one aside first,
-        # so the window without a valid `dest` is two renames long and never half-written.
-        old = _temp_sibling(dest, "old")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
+def _move(tmp: Path, dest: Path, old: Path) -> None:
+    """tmp -> dest; an existing directory at dest goes to `old` first (one rename cannot swap folders)."""
+    if not (tmp.exists() or tmp.is_symlink()):
+        return  # moved already (a commit finished by recovery)
+    if dest.is_dir() and not dest.is_symlink():
+        if old.exists():
+            _remove(dest)
+        else:
+            os.replace(dest, old)
+    os.replace(tmp, dest)
+
+
+def _commit(moves: list[tuple[Path, Path, Path]], journal: Path) -> None:
+    """Move every (tmp, dest, old) in order, under a journal that lets a later call finish a killed commit."""
+    record = journal.with_name(journal.name + f".tmp-{os.getpid()}")
+    base = journal.parent
+    record.write_text(json.dumps({"pid": os.getpid(), "moves": [[os.path.relpath(p, base) for p in move]
+                                                               for move in moves]}), encoding="utf-8")
+    os.replace(record, journal)  # from here the set is committed: a kill is finished by recover()
+    for tmp, dest, old in moves:
+        _move(tmp, dest, old)
+    for _, _, old in moves:
         _remove(old)
-    else:
-        os.replace(tmp, dest)
+    journal.unlink(missing_ok=True)
+
+
+def recover(journal: Path) -> list[Path]:
+    """Finish the commit `journal` records (a process was killed during it). Returns the outputs."""
+    base = journal.parent
+    moves = [tuple(base / p for p in move) for move in json.loads(journal.read_text(encoding="utf-8"))["moves"]]
+    for tmp, dest, old in moves:
+        _move(tmp, dest, old)
+    for _, _, old in moves:
+        _remove(old)
+    journal.unlink(missing_ok=True)
+    return [dest for _, dest, _ in moves]
+
+
+def _interrupted(journal: Path) -> bool:
+    """A journal whose writer is gone (a live writer is still committing)."""
+    try:
+        return not _alive(int(json.loads(journal.read_text(encoding="utf-8"))["pid"]))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(folders: Iterable[Path]) -> list[str]:
+    """Finish interrupted commits and remove temporary siblings left by dead processes in `folders`
+    (recursively). Returns what was done, one line each."""
+    done = []
+    for folder in folders:
+        if not Path(folder).is_dir():
+            continue
+        for parent, dirs, files in os.walk(folder):
+            here = Path(parent)
+            for name in sorted(files):
+                if _JOURNAL.match(name) and (here / name).is_file() and _interrupted(here / name):
+                    dests = recover(here / name)
+                    done.append(f"finished an interrupted commit of {', '.join(map(str, dests))}")
+            for name in sorted(dirs + files):
+                found = _SIBLING.match(name)
+                if found and not _alive(int(found["pid"])) and (here / name).exists():
+                    dest = here / found["name"]
+                    if found["tag"] == "old" and not dest.exists():
+                        os.replace(here / name, dest)  # only the previous output is left: it stays the output
+                        done.append(f"restored {dest} from an interrupted commit")
+                    else:
+                        _remove(here / name)
+                        done.append(f"removed {here / name}, left by a killed process")
+            dirs[:] = [d for d in dirs if not _SIBLING.match(d)]
+    return done
 
 
 @contextmanager
@@ -44,20 +130,22 @@ def atomic_outputs(*paths: str | Path) -> Iterator[list[Path]]:
 
     The caller creates whatever it likes at each temporary path (a file or a directory).
     Outputs are committed only after the whole block succeeded, so either all are replaced
-    or none is.
+    or none is; a commit a kill interrupted is finished first.
     """
     dests = [Path(p) for p in paths]
     tmps = []
     for dest in dests:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmps.append(_temp_sibling(dest, "tmp"))
+    journal = _journal(dests[0])
+    if journal.is_file() and _interrupted(journal):
+        recover(journal)
     try:
         yield tmps
         missing = [str(d) for t, d in zip(tmps, dests) if not (t.exists() or t.is_symlink())]
         if missing:
             raise RuntimeError(f"stage finished without writing {', '.join(missing)}")
-        for tmp, dest in zip(tmps, dests):
-            _commit(tmp, dest)
+        _commit([(tmp, dest, _temp_sibling(dest, "old")) for tmp, dest in zip(tmps, dests)], journal)
     finally:
         for tmp in tmps:
             _remove(tmp)

@@ -22,22 +22,42 @@ def _version(model_name: str, version: str) -> dict:
 
 
 def promote(model_name: str, version: str) -> str:
-    """Make `version` the champion; the previous champion goes onto the rollback history."""
+    """Make `version` the champion; the previous champion goes onto the rollback history.
+
+    The history is written before the alias moves, and an entry already there is not added twice, so
+    a promotion a kill interrupted is finished by promoting again (finish_interrupted)."""
     target = _version(model_name, version)
     current = tracking.model_version(model_name, alias=CHAMPION)
     if current is not None and current["version"] == target["version"]:
         return f"{model_name} v{target['version']} is already the champion"
     history = tracking.champion_history(model_name)
-    if current is not None:
+    if current is not None and history[-1:] != [current["version"]]:
         history.append(current["version"])
+        tracking.set_champion_history(model_name, history)
     tracking.set_alias(model_name, CHAMPION, target["version"])
-    tracking.set_champion_history(model_name, history)
     if CHALLENGER in target["aliases"]:
         tracking.delete_alias(model_name, CHALLENGER)
     tracking.set_version_tags(model_name, target["version"],
                               {"papersim.promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     was = f" (was v{current['version']})" if current else ""
     return f"{model_name} v{target['version']} is now the champion{was}"
+
+
+def finish_interrupted(model_name: str) -> str | None:
+    """The newest version without an alias, registered by a flow run that did not finish (killed between
+    registering the version and setting its alias): give it the alias its gate decided (its
+    `papersim.gate` tag), so the registry is as fully updated as the run meant. Returns what was done."""
+    found = tracking.model_versions(model_name)
+    newest = found[0] if found else None
+    if newest is None or newest["aliases"] or "papersim.gate" not in newest["tags"]:
+        return None
+    if tracking.run_status(newest["run_id"]) in ("RUNNING", "FINISHED"):
+        return None  # a live run is registering it, or a finished one left it so on purpose
+    if newest["tags"]["papersim.gate"] == CHAMPION:
+        return f"finished the registration of v{newest['version']} a killed run left without its alias: " \
+               + promote(model_name, newest["version"])
+    return f"finished the registration of v{newest['version']} a killed run left without its alias: " \
+           + mark_challenger(model_name, newest["version"])
 
 
 def mark_challenger(model_name: str, version: str) -> str:

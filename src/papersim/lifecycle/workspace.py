@@ -22,12 +22,14 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from papersim.atomic import sweep
 from papersim.config import override_params
 from papersim.errors import PapersimError
 
 LOCK = ".papersim/retrain.lock"
 OWNER = ".papersim/retrain.owner.json"
 RUNS = ".papersim/runs"  # scratch workspaces of runs with overrides (one at a time: the lock)
+OUTPUT_FOLDERS = ("data", "models", "artifacts", "reports", "cache")  # where stages and caches write atomically
 SHARED = ("cache",)  # side stores the scratch workspace shares with the repository (embeddings, registry copies)
 
 
@@ -68,7 +70,10 @@ def _dvc(root: Path, dvc: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def remove_leftovers(root: Path, log: Callable[[str], None] = print) -> list[Path]:
-    """Remove scratch workspaces left by killed runs (call under the lock). Returns those removed."""
+    """Remove scratch workspaces left by killed runs and finish the output commits they interrupted
+    (papersim.atomic.sweep of the outputs' folders; call under the lock). Returns the workspaces removed."""
+    for line in sweep(root / name for name in OUTPUT_FOLDERS):
+        log(line)
     runs = root / RUNS
     found = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
     for folder in found:

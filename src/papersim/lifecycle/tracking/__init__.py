@@ -34,6 +34,7 @@ from papersim.lifecycle.tracking.runs import (
                                                 flow_metric_history,
                                                 flow_run,
                                                 numeric_metrics,
+                                                run_status,
                                                 stage_run,
                                                 tracking_uri,
 )
@@ -42,4 +43,5 @@ __all__ = ["HISTORY_TAG", "MODEL_ARTIFACT_PATH", "champion_history", "delete_ali
            "model_versions", "register_search_model", "set_alias", "set_champion_history", "set_version_tags",
            "EXPERIMENT", "FLOW_TAG", "MAX_TAG_CHARS", "PARENT_RUN_ENV", "RUN_TAGS_ENV", "check_store",
            "end_orphaned_runs", "FlowRun", "StageRun",
-           "flatten", "flow_metric_history", "flow_run", "numeric_metrics", "stage_run", "tracking_uri"]
+           "flatten", "flow_metric_history", "flow_run", "numeric_metrics", "run_status", "stage_run",
+           "tracking_uri"]

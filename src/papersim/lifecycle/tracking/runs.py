@@ -261,6 +261,16 @@ def flow_metric_history(name: str, keys: list[str]) -> list[dict[str, Any]]:
              **{k: r.data.metrics.get(k, math.nan) for k in keys}} for r in runs]
 
 
+def run_status(run_id: str) -> str | None:
+    """RUNNING, FINISHED, FAILED or KILLED; None for an unknown run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client().get_run(run_id).info.status
+    except MlflowException:
+        return None
+
+
 def end_orphaned_runs() -> list[str]:
     """Runs left RUNNING by a process of this host that is gone (a killed flow or stage), marked
     KILLED with the reason as their `error` tag. Returns their ids."""
