@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from papersim.config import build_config, check_params, load_section
+from papersim.config import build_config, check_params, load_section, override_params
 from papersim.data.ingest import IngestConfig
 from papersim.errors import PapersimError
 from tests.conftest import REPO
@@ -77,3 +77,19 @@ def test_overrides_keep_comments_and_reject_unknown_keys():
 
 def test_the_shipped_params_file_is_valid():
     assert check_params(REPO / "params.yaml") == ["ingest", "mine_pairs", "train", "evaluate", "build_index", "retrain"]
+
+
+def test_a_profile_file_is_a_set_of_overrides_and_a_bad_one_says_what_it_should_be(tmp_path):
+    from papersim.config import read_profile
+
+    profile = tmp_path / "quality.yaml"
+    profile.write_text("train:\n  max_steps: 300\n  loss: colisting\nmine_pairs:\n  max_colisted_per_paper: 10\n")
+    assert read_profile(profile) == {"train.max_steps": 300, "train.loss": "colisting",
+                                     "mine_pairs.max_colisted_per_paper": 10}
+    (tmp_path / "bad.yaml").write_text("train: 300\n")
+    with pytest.raises(PapersimError, match="maps sections to"):
+        read_profile(tmp_path / "bad.yaml")
+    with pytest.raises(PapersimError, match="no such profile file"):
+        read_profile(tmp_path / "missing.yaml")
+    shipped = REPO / "profiles/quality.yaml"  # every key of the shipped profile is a real params.yaml key
+    override_params((REPO / "params.yaml").read_text(), read_profile(shipped))

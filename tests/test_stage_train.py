@@ -38,6 +38,8 @@ def write_corpus(root: Path, n: int = 40, real: bool = False) -> None:
     if real:
         papers = pd.read_json(REPO / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl", lines=True).head(n)
         papers = papers.rename(columns={"id": "paper_id"})[["paper_id", "title", "abstract"]]
+        papers = papers.assign(source="arxiv", groups=[[] for _ in range(n)],  # papers.parquet's columns; no
+                               content_hash=[f"{i:032x}" for i in range(n)])  # listing: no similar-task queries
     (root / "data/processed").mkdir(parents=True, exist_ok=True)
     papers.to_parquet(root / "data/processed/papers.parquet", index=False)
     split = ["val" if i % 5 == 0 else "test" if i % 5 == 1 else "train" for i in range(n)]
