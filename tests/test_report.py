@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from papersim.evaluation.evaluate import SetResult
 from papersim.evaluation.report import (
@@ -49,6 +50,21 @@ def test_comparison_lines_give_the_difference_its_interval_and_a_verdict():
          "no significant difference)"),
         "- served vs hybrid: ndcg@10 +0.3750 (95% CI +0.2500 to +0.5000; paired randomisation p = 0.5000; better)",
     ]
+
+
+def test_what_training_adds_is_trained_minus_base_paired_and_absent_without_either():
+    per_query = {"base": {"precision@10": np.array([0.1, 0.2, 0.3])},
+                 "trained": {"precision@10": np.array([0.3, 0.4, 0.5])}}  # +0.2 on every query
+    scores = {s: {m: float(v.mean()) for m, v in metrics.items()} for s, metrics in per_query.items()}
+    gained = SetResult(scores=scores, curves={}, n_queries=3, n_skipped=0, per_query=per_query,
+                       compared_metric="precision@10")
+    gain = eval_report({"similar": gained})["similar"]["trained_vs_base"]
+    assert [gain["precision@10_diff"], gain["ci_low"], gain["ci_high"]] == pytest.approx([0.2, 0.2, 0.2])
+    assert gain["p_value"] == 0.25  # 2 of the 8 sign flips are as extreme: all + and all -
+    assert comparison_lines(gained)[-1].startswith("- trained vs base (what training adds): precision@10 +0.2000 "
+                                                   "(95% CI +0.2000 to +0.2000;")
+    assert comparison_lines(gained)[-1].endswith("; better)")
+    assert "trained_vs_base" not in eval_report({"mini": result()})["mini"]  # no base or trained there
 
 
 def test_markdown_table_bolds_the_best_value_of_each_metric_and_ends_with_the_notes():

@@ -108,6 +108,13 @@ class SetResult:
         return {system: paired_difference(served, values[metric])
                 for system, values in self.per_query.items() if system != "served"}
 
+    def training_gain(self, metric: str | None = None) -> PairedDifference | None:
+        """What training adds: trained minus base on `metric`, query by query (None without both)."""
+        metric = metric or self.compared_metric
+        if not {"trained", "base"} <= set(self.per_query):
+            return None
+        return paired_difference(self.per_query["trained"][metric], self.per_query["base"][metric])
+
 
 def encoder_folders(cfg: EvaluateConfig, trained: str, served: str, champion: str | None,
                     served_similar: str | None = None) -> tuple[dict[str, str], list[str]]:

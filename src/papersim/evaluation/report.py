@@ -6,6 +6,7 @@ from typing import Mapping
 import pandas as pd
 
 from papersim.evaluation.evaluate import SetResult
+from papersim.evaluation.significance import PairedDifference
 
 
 def eval_report(results: Mapping[str, SetResult]) -> dict:
@@ -13,25 +14,36 @@ def eval_report(results: Mapping[str, SetResult]) -> dict:
     high}}, n_queries, n_skipped_queries, content_hash, sample (a capped set only)}}."""
     report = {}
     for name, r in results.items():
-        versus = {system: {f"{r.compared_metric}_diff": d.mean, "ci_low": d.low, "ci_high": d.high,
-                           "p_value": d.p_value} for system, d in r.served_versus().items()}
+        versus = {system: difference(d, r.compared_metric) for system, d in r.served_versus().items()}
+        gain = r.training_gain()
         intervals = {f"{metric}_ci95": {system: {"low": low, "high": high} for system, (low, high) in per.items()}
                      for metric, per in r.intervals().items()}
-        report[name] = {**r.scores, **({"served_vs": versus} if versus else {}), **intervals,
+        report[name] = {**r.scores, **({"served_vs": versus} if versus else {}),
+                        **({"trained_vs_base": difference(gain, r.compared_metric)} if gain else {}), **intervals,
                         "n_queries": r.n_queries, "n_skipped_queries": r.n_skipped, "content_hash": r.content_hash,
                         **({"sample": r.sample} if r.sample else {}), **({"facts": r.facts} if r.facts else {})}
     return report
 
 
+def difference(d: PairedDifference, metric: str) -> dict:
+    """evaluate.json's form of a paired comparison."""
+    return {f"{metric}_diff": d.mean, "ci_low": d.low, "ci_high": d.high, "p_value": d.p_value}
+
+
+def comparison_line(label: str, d: PairedDifference, metric: str) -> str:
+    verdict = "better" if d.low > 0 else "worse" if d.high < 0 else "no significant difference"
+    return (f"- {label}: {metric} {d.mean:+.4f} (95% CI {d.low:+.4f} to {d.high:+.4f}; "
+            f"paired randomisation p = {d.p_value:.4f}; {verdict})")
+
+
 def comparison_lines(result: SetResult) -> list[str]:
     """One line per system: served's mean difference on the set's compared metric, its 95% CI and the
-    randomisation p-value."""
-    lines = []
-    for system, d in result.served_versus().items():
-        verdict = "better" if d.low > 0 else "worse" if d.high < 0 else "no significant difference"
-        lines.append(f"- served vs {system}: {result.compared_metric} {d.mean:+.4f} (95% CI {d.low:+.4f} to "
-                     f"{d.high:+.4f}; "
-                     f"paired randomisation p = {d.p_value:.4f}; {verdict})")
+    randomisation p-value; then what training adds (trained against base)."""
+    lines = [comparison_line(f"served vs {system}", d, result.compared_metric)
+             for system, d in result.served_versus().items()]
+    gain = result.training_gain()
+    if gain is not None:
+        lines.append(comparison_line("trained vs base (what training adds)", gain, result.compared_metric))
     return lines
 
 
