@@ -170,6 +170,33 @@ def test_a_gate_set_significantly_worse_keeps_the_champion_although_the_mean_gai
     assert "a/served" not in decision.reason.split("significantly worse on")[1]
 
 
+def with_similar_queries(scored_pair: tuple[dict, pd.DataFrame], served: np.ndarray) -> tuple[dict, pd.DataFrame]:
+    """A scored system with the similar task too: served precision@10 per held-out paper `served`."""
+    report_, frame = scored_pair
+    papers = pd.DataFrame({"set": "similar", "system": "served", "query_id": [f"p{i}" for i in range(len(served))],
+                           "precision@10": served})
+    return with_similar(report_, float(served.mean()), best_baseline=0.0), pd.concat([frame, papers], ignore_index=True)
+
+
+SIMILAR = np.linspace(0.1, 0.5, 35)  # the champion's precision@10 on 35 held-out papers
+
+
+def test_a_candidate_significantly_better_at_similar_papers_and_level_at_search_is_promoted():
+    champion = with_similar_queries(scored(CHAMPION_A, CHAMPION_B), SIMILAR)
+    candidate = with_similar_queries(scored(CHAMPION_A, CHAMPION_B), SIMILAR + 0.1)  # search equal, +0.1 a paper
+    decision = gate(candidate[0], champion[0], SIG, candidate[1], champion[1])
+    assert decision.promote and "significantly better at similar papers" in decision.reason
+    assert "similar/served/precision@10 +0.1000 (95% CI +0.1000 to +0.1000)" in decision.reason
+    noisy = SIMILAR + 0.01 + np.random.default_rng(1).normal(0, 0.2, 35)  # within noise on similar papers too
+    candidate = with_similar_queries(scored(CHAMPION_A, CHAMPION_B), noisy)
+    decision = gate(candidate[0], champion[0], SIG, candidate[1], champion[1])
+    assert not decision.promote and "(the interval reaches 0 on both tasks): the champion stays" in decision.reason
+    # better at search, significantly worse at similar papers: kept
+    candidate = with_similar_queries(scored(CHAMPION_A + 0.03, CHAMPION_B + 0.03), SIMILAR - 0.05)
+    decision = gate(candidate[0], champion[0], SIG, candidate[1], champion[1])
+    assert not decision.promote and "significantly worse on similar/served/precision@10 -0.0500" in decision.reason
+
+
 def test_the_significant_rule_needs_both_per_query_tables_and_rescoring_supplies_the_champions():
     champion = scored(CHAMPION_A, CHAMPION_B)
     with pytest.raises(PapersimError, match="gate_rule: mean"):

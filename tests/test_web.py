@@ -1,5 +1,6 @@
 """The web pages over HTTP, in process (Starlette's TestClient): the JSON every page answers, bad input, read-only."""
 
+import contextlib
 import math
 from urllib.parse import quote
 
@@ -15,19 +16,27 @@ from papersim.web.models import ModelStore, Registry
 from papersim.web.pages import abstract_start, rank_moves, registry_page, tracking_ui
 
 
-@pytest.fixture(scope="module")
-def site(web_site):
-    """The app over the web workspace's index, the registry read from the session's store."""
+@contextlib.contextmanager
+def web_client(web_site, model: str | None, index: str, **client_args):
+    """A TestClient of the app serving `model` (None: the index folder `index`), the registry read from
+    the session's store; the client carries its store and config."""
     with pytest.MonkeyPatch.context() as mp:
         for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
             mp.setenv(key, web_site.env[key])
         cfg = retrain_config(web_site.root / "params.yaml")
         registry = Registry(cfg.model_name, web_site.root)
-        served = served_model(None, web_site.root / "artifacts/index", registry, web_site.root)
+        served = served_model(model, web_site.root / index, registry, web_site.root)
         store = ModelStore(served, registry, web_site.root / "artifacts/index")
-        with TestClient(create_app(store, cfg), raise_server_exceptions=False) as client:
+        with TestClient(create_app(store, cfg), **client_args) as client:
             client.store, client.cfg = store, cfg
             yield client
+
+
+@pytest.fixture(scope="module")
+def site(web_site):
+    """The app over the web workspace's index, the registry read from the session's store."""
+    with web_client(web_site, None, "artifacts/index", raise_server_exceptions=False) as client:
+        yield client
 
 
 def as_json(site, url: str, status: int = 200) -> dict:
@@ -209,19 +218,14 @@ def test_web_command_listens_on_this_machine_by_default():
 
 
 def test_the_champion_serves_every_page(web_site):
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
-            mp.setenv(key, web_site.env[key])
-        cfg = retrain_config(web_site.root / "params.yaml")
-        registry = Registry(cfg.model_name, web_site.root)
-        served = served_model("champion", web_site.root / "nowhere", registry, web_site.root)  # --index ignored
+    with web_client(web_site, "champion", "nowhere") as client:  # --index is ignored for a version
+        served = client.store.served
         assert served.version == web_site.versions[0] and served.label.endswith(f"v{web_site.versions[0]}")
-        with TestClient(create_app(ModelStore(served, registry, web_site.root / "artifacts/index"), cfg)) as client:
-            for url in ("/?q=flutter", "/paper/p3", "/compare?paper=p3", "/registry"):
-                answer = client.get(url)
-                assert answer.status_code == 200 and f"serving {served.label}" in answer.text, url
-            page = client.get("/compare?q=flutter&a=champion&b=workspace&format=json").json()
-            assert [v["version"] for v in page["versions"]] == [web_site.versions[0], None]
+        for url in ("/?q=flutter", "/paper/p3", "/compare?paper=p3", "/registry"):
+            answer = client.get(url)
+            assert answer.status_code == 200 and f"serving {served.label}" in answer.text, url
+        page = client.get("/compare?q=flutter&a=champion&b=workspace&format=json").json()
+        assert [v["version"] for v in page["versions"]] == [web_site.versions[0], None]
 
 
 def test_web_command_errors_are_one_line(web_site, tmp_path, monkeypatch, capsys):

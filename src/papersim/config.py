@@ -21,15 +21,20 @@ STAGE_CONFIGS = {
 }
 
 
+def _read_yaml(path: Path, missing: str) -> Any:
+    """A YAML file's document ({} when empty); a missing or malformed file is a user error."""
+    if not path.is_file():
+        raise PapersimError(f"{path}: {missing}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise PapersimError(f"{path}: not valid YAML: {exc}") from None
+
+
 def read_params(path: str | Path) -> dict[str, Any]:
     """Read the whole params file; a missing or malformed file is a user error."""
     path = Path(path)
-    if not path.is_file():
-        raise PapersimError(f"{path}: params file not found")
-    try:
-        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise PapersimError(f"{path}: not valid YAML: {exc}") from None
+    params = _read_yaml(path, "params file not found")
     if not isinstance(params, dict):
         raise PapersimError(f"{path}: expected a mapping of stage sections at the top level")
     return params
@@ -81,12 +86,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 def read_profile(path: str | Path) -> dict[str, Any]:
     """A profile file ({section: {key: value}}, YAML) as overrides {'section.key': value}."""
     path = Path(path)
-    if not path.is_file():
-        raise PapersimError(f"{path}: no such profile file (e.g. profiles/quality.yaml)")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise PapersimError(f"{path}: not valid YAML: {exc}") from None
+    doc = _read_yaml(path, "no such profile file (e.g. profiles/quality.yaml)")
     if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
         raise PapersimError(f"{path}: a profile maps sections to {{key: value}}, e.g. train: {{max_steps: 300}}")
     return {f"{section}.{key}": value for section, values in doc.items() for key, value in values.items()}

@@ -206,12 +206,17 @@ def kill_leftovers(seen: dict[int, float]) -> list[int]:
                 targets[child.pid] = child
         except psutil.NoSuchProcess:
             pass
-    for process in targets.values():
+    kill_all(targets.values())
+    return sorted(targets)
+
+
+def kill_all(processes) -> None:
+    """SIGKILL each process; one already gone is fine."""
+    for process in processes:
         try:
             process.kill()
         except psutil.NoSuchProcess:
             pass
-    return sorted(targets)
 
 
 def marked(run_id: str, exclude: set[int] = frozenset()) -> list[psutil.Process]:
@@ -248,11 +253,7 @@ def kill_run(run_id: str, seen: dict[int, float], groups: dict[int, float], excl
                         targets[process.pid] = process
                 except (ProcessLookupError, psutil.NoSuchProcess):
                     pass
-        for process in targets.values():
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
+        kill_all(targets.values())
         killed |= set(targets)
         if not targets:
             break

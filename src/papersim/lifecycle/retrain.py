@@ -191,8 +191,9 @@ def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: 
          candidate_queries=None, champion_queries=None) -> GateDecision:
     """Promote iff the candidate beats the best baseline (floor), its primary metric improves on the
     champion's by >= min_delta (gate_rule significant: and the gain's 95% interval, its queries paired
-    with the champion's, lies above 0, and no gate set is significantly worse) and no guard metric
-    drops by > max_regression.
+    with the champion's, lies above 0, or the similar task's metric gains >= min_delta with its interval
+    above 0; and no gate set, the similar task's included, is significantly worse) and no guard metric
+    drops by > max_regression. gate_rule mean: both tasks must gain >= min_delta.
 
     Both reports must come from the same evaluation sets (the flow checks their content hashes);
     `*_queries` are their evaluate_per_query.parquet tables (needed by gate_rule significant).
@@ -238,20 +239,29 @@ def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: 
         _, low, high = mean_of_means_interval([a - b for k, (a, b) in scores.items() if k.split("/")[0] in sets])
         paired, interval = {k: _paired_summary(d) for k, d in compared.items()}, [low, high]
         summary += f", 95% CI {low:+.4f} to {high:+.4f})"
+        similar = compared.get(key) if similar_gated(candidate, cfg) else None
+        if similar is not None:
+            summary += f"; {key} {similar.mean:+.4f} (95% CI {similar.low:+.4f} to {similar.high:+.4f})"
         worse = [f"{k} {d.mean:+.4f} (95% CI {d.low:+.4f} to {d.high:+.4f})" for k, d in compared.items()
                  if d.high < 0]
         if worse:
             return decided(False, f"{summary}: significantly worse on {'; '.join(worse)}", interval, paired)
-        if math.isnan(improvement) or improvement < cfg.min_delta:
-            return decided(False, f"{summary}: below min_delta {cfg.min_delta}", interval, paired)
-        if not low > 0:
-            return decided(False, f"{summary}: not significantly better (the interval reaches 0): the champion "
-                                  "stays", interval, paired)
+        # Either task may earn the promotion: papers similar to this one is the product's own task, and a
+        # candidate that is significantly better there, and no worse at search, should not wait for search.
+        search_gain = not math.isnan(improvement) and improvement >= cfg.min_delta
+        similar_better = similar is not None and similar.mean >= cfg.min_delta and similar.low > 0
+        if not (similar_better or (search_gain and low > 0)):
+            if not search_gain and similar is None:
+                return decided(False, f"{summary}: below min_delta {cfg.min_delta}", interval, paired)
+            return decided(False, f"{summary}: not significantly better (the interval reaches 0"
+                                  f"{' on both tasks' if similar is not None else ''}): the champion stays",
+                           interval, paired)
+        better = "significantly better at search" if search_gain and low > 0 else "significantly better at similar papers"
     if regressions:
         worst = ", ".join(f"{k} {d:+.4f}" for k, d in sorted(regressions.items(), key=lambda kv: kv[1]))
         return decided(False, f"{summary}, but regressions beyond {cfg.max_regression}: {worst}",
                        *((interval, paired) if cfg.gate_rule == "significant" else ()))
-    better = "significantly better, no gate set significantly worse, " if cfg.gate_rule == "significant" else ""
+    better = f"{better}, no gate set significantly worse, " if cfg.gate_rule == "significant" else ""
     return decided(True, f"{summary} >= min_delta {cfg.min_delta}, {better}no guard metric drops more than "
                          f"{cfg.max_regression}, beats every baseline",
                    *((interval, paired) if cfg.gate_rule == "significant" else ()))
