@@ -78,6 +78,7 @@ class Web:
     """`papersim web` on 127.0.0.1 in its own process group, started in `root` (its index and params)."""
 
     def __init__(self, root: Path, env: dict[str, str], log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
         self.port, self.log = free_port(), log.open("w")
         self.proc = subprocess.Popen([str(Path(sys.executable).with_name("papersim")), "web", "--port", str(self.port)],
                                      cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT,

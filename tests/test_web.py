@@ -13,7 +13,7 @@ from papersim.lifecycle.retrain import retrain_config
 from papersim.retrieval.search import MAX_QUERY_CHARS, search_text, similar_papers
 from papersim.web.app import create_app, served_model
 from papersim.web.models import ModelStore, Registry
-from papersim.web.pages import abstract_start, rank_moves, registry_page, tracking_ui
+from papersim.web.pages import abstract_start, rank_moves, registry_page, report_metrics, tracking_ui
 
 
 @contextlib.contextmanager
@@ -151,6 +151,18 @@ def test_rank_moves_marks_both_moves_and_overlap():
     assert overlap == 3 / 4  # lists shorter than 10: the share of the longer list
     assert rank_moves([f"p{i}" for i in range(20)], [f"p{i}" for i in range(5, 25)])[2] == 0.5
     assert rank_moves([], [])[2] is None
+
+
+def test_a_versions_metrics_are_the_gates_the_similar_task_included():
+    from papersim.lifecycle.retrain import RetrainConfig
+
+    report = {"a": {"served": {"ndcg@10": 0.5, "mrr@10": 0.6}}, "similar": {"served": {"precision@10": 0.3}}}
+    cfg = RetrainConfig(gate_sets=[], guard_metrics=["served/mrr@10"])
+    assert report_metrics(report, cfg) == [
+        {"set": "a", "metric": "served/ndcg@10", "value": 0.5}, {"set": "a", "metric": "served/mrr@10", "value": 0.6},
+        {"set": "similar", "metric": "served/precision@10", "value": 0.3}]
+    del report["similar"]  # a corpus without listings: the search sets alone
+    assert [m["set"] for m in report_metrics(report, cfg)] == ["a", "a"]
 
 
 def test_compare_puts_champion_and_challenger_side_by_side(site, web_site):

@@ -197,7 +197,8 @@ if os.environ.get("PAPERSIM_SCREENSHOTS"):  # only when asked: it needs the main
             page.locator("li.hit a.title").first.click()
             page.wait_for_selector("section.similar li.hit")
             page.screenshot(path=str(folder / "web_paper.png"), full_page=False)
-            answer = page.goto(url + "/compare?q=contrastive+learning+of+sentence+embeddings&k=8")
+            paper_id = page.url.rsplit("/paper/", 1)[1]  # its similar papers: where versions differ most
+            answer = page.goto(url + f"/compare?paper={paper_id}&k=8")
             assert answer.status == 200, page.locator("main").inner_text()  # e.g. no registered version yet
             page.screenshot(path=str(folder / "web_compare.png"), full_page=True)
             context.close()

@@ -139,16 +139,20 @@ def default_refs(registry: Registry) -> tuple[str, str]:
 
 
 def report_metrics(report: dict | None, cfg: RetrainConfig) -> list[dict]:
-    """The gate's metrics (primary, then guards) on each gate set of an evaluate report."""
+    """The gate's metrics (primary, then guards) on each gate set of an evaluate report, then the
+    similar task's metric when the report scored it."""
     if not report:
         return []
-    sets = cfg.gate_sets or [name for name, value in report.items() if isinstance(value, dict)]
+    sets = cfg.gate_sets or [name for name, value in report.items()
+                             if isinstance(value, dict) and name != cfg.similar_set]
+    checks = [(name, metric) for name in sets for metric in dict.fromkeys([cfg.primary_metric, *cfg.guard_metrics])]
+    if cfg.similar_set and isinstance(report.get(cfg.similar_set), dict):
+        checks.append((cfg.similar_set, cfg.similar_metric))
     out = []
-    for name in sets:
-        for metric in dict.fromkeys([cfg.primary_metric, *cfg.guard_metrics]):
-            system, measure = metric.split("/")
-            value = report.get(name, {}).get(system, {}).get(measure) if isinstance(report.get(name), dict) else None
-            out.append({"set": name, "metric": metric, "value": _number(value)})
+    for name, metric in checks:
+        system, measure = metric.split("/")
+        value = report.get(name, {}).get(system, {}).get(measure) if isinstance(report.get(name), dict) else None
+        out.append({"set": name, "metric": metric, "value": _number(value)})
     return out
 
 
