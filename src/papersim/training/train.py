@@ -210,7 +210,7 @@ def train_encoder(
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers  # its home since 6.x
     from transformers import EarlyStoppingCallback
 
     resume = last_checkpoint(checkpoints, fingerprint)
@@ -237,6 +237,7 @@ def train_encoder(
         # default, which torchrun's DDP set-up on CPUs relies on.
         use_cpu=not cuda and use_bf16(cfg.precision, cuda),
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # a text twice in a batch would be its own negative
+        dataloader_pin_memory=cuda,  # pinned memory only speeds copies to a GPU (and warns without one)
         eval_strategy="steps" if validate else "no",
         eval_steps=cfg.eval_steps,
         save_strategy="steps",
