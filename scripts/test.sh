@@ -11,6 +11,4 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 source scripts/offline.sh
 export PATH="$PWD/.venv/bin:$PATH"
-# Two workers, a test file each at a time (a file's fixtures and order stay together): the suite
-# waits on subprocesses and servers as much as it computes, so 2 cores run it in half the time.
-exec python -m pytest -n "${PAPERSIM_TEST_WORKERS:-2}" --dist loadfile "$@"
+exec python -m pytest "$@"
