@@ -199,7 +199,9 @@ def test_sigkill_in_every_phase_loses_nothing_and_the_next_run_recovers(repo, st
     experiment = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
     runs = MlflowClient().search_runs([experiment], max_results=1000)
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
-    assert sum(r.info.status == "KILLED" for r in runs) >= len(FAULTS) - 1  # the first died before its run began
+    # every run killed holding the lock (all but the first, which died before its run began, and perhaps the
+    # last, which may have finished first) has its MLflow run marked KILLED by the run after it
+    assert sum(r.info.status == "KILLED" for r in runs) >= sum(held for *_, held in outputs) >= len(FAULTS) - 2
     final = registry_state()
     assert all(v in final["versions"] for v in outputs[-1][2]["versions"])
     assert tracking_api.model_versions(NAME)[0]["aliases"]  # the newest version has its alias
