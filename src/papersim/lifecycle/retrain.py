@@ -249,14 +249,15 @@ def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: 
         # Either task may earn the promotion: papers similar to this one is the product's own task, and a
         # candidate that is significantly better there, and no worse at search, should not wait for search.
         search_gain = not math.isnan(improvement) and improvement >= cfg.min_delta
+        search_better = search_gain and low > 0
         similar_better = similar is not None and similar.mean >= cfg.min_delta and similar.low > 0
-        if not (similar_better or (search_gain and low > 0)):
+        if not (similar_better or search_better):
             if not search_gain and similar is None:
                 return decided(False, f"{summary}: below min_delta {cfg.min_delta}", interval, paired)
             return decided(False, f"{summary}: not significantly better (the interval reaches 0"
                                   f"{' on both tasks' if similar is not None else ''}): the champion stays",
                            interval, paired)
-        better = "significantly better at search" if search_gain and low > 0 else "significantly better at similar papers"
+        better = f"significantly better at {'search' if search_better else 'similar papers'}"
     if regressions:
         worst = ", ".join(f"{k} {d:+.4f}" for k, d in sorted(regressions.items(), key=lambda kv: kv[1]))
         return decided(False, f"{summary}, but regressions beyond {cfg.max_regression}: {worst}",
