@@ -17,7 +17,11 @@ stamp=".venv/.papersim-installed"
 extras="${1:-dev}"
 want="$( (cat pyproject.toml constraints.txt; echo "$extras") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$extras]"
+  # pip brings torch (the CPU build where pip's sources hold one) and uv; uv installs the rest of the
+  # pinned tree, byte-compiled on every core: 1.1 minutes here where pip alone took 2.9 (README, timings).
+  torch_pin="$(grep -E '^torch==' constraints.txt)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt "$torch_pin" uv
+  .venv/bin/uv pip install --quiet --python .venv/bin/python --compile-bytecode -c constraints.txt -e ".[$extras]"
   echo "$want" > "$stamp"
 fi
 
