@@ -287,8 +287,8 @@ def flow_repo(root: Path, tiny_model_dir: Path, update=None) -> Path:
         params["mine_pairs"].update(model=str(tiny_model_dir), val_fraction=0.2, test_fraction=0.2, num_negatives=1)
         params["train"].update(base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, max_steps=3,
                                eval_steps=3, save_steps=3, logging_steps=1)
-        params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32, backend="torch")
-        params["build_index"].update(max_seq_length=32, backend="torch", recall_queries=5)
+        params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32)  # openvino as shipped: the conversions train made are read back
+        params["build_index"].update(max_seq_length=32, recall_queries=5)
         params["retrain"].update(drift_sample_size=10, drift_permutations=50)
         if update is not None:
             update(params)

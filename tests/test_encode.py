@@ -1,6 +1,7 @@
 """Encoder backends on the tiny model: same vectors from torch and OpenVINO, keys that follow the weights,
 OpenVINO conversions made once and read back, a quiet conversion."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -126,6 +127,32 @@ def test_a_conversion_is_made_once_per_fingerprint_and_read_back_with_the_same_v
     np.testing.assert_allclose(load_text_encoder(str(tiny_model_dir), "openvino", max_seq_length=64,
                                                  converted_cache=cache).encode(TEXTS), in_memory, atol=1e-6)
     assert (folder / "model.xml").read_text().startswith("<?xml")
+
+
+CACHED_LOAD = """
+import json, sys
+from papersim.encoders.encode import load_text_encoder
+encoder = load_text_encoder(sys.argv[1], sys.argv[2], max_seq_length=64, converted_cache=sys.argv[3])
+loaded = "sentence_transformers" in sys.modules
+vectors = encoder.encode(json.loads(sys.argv[4]))
+print(json.dumps({"before": loaded, "after": "sentence_transformers" in sys.modules, "key": encoder.key,
+                  "dim": encoder.dim, "backend": encoder.backend, "vectors": vectors.tolist()}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["openvino", "auto"])
+def test_a_cached_conversion_loads_without_sentence_transformers_and_encodes_the_same(tiny_model_dir, tmp_path,
+                                                                                       backend):
+    cache = tmp_path / "openvino"
+    full = load_text_encoder(str(tiny_model_dir), "openvino", max_seq_length=64, converted_cache=cache)
+    expected = full.encode(TEXTS)  # converted now, with the model loaded
+    proc = subprocess.run([sys.executable, "-c", CACHED_LOAD, str(tiny_model_dir), backend, str(cache),
+                           json.dumps(TEXTS)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["before"] is False and seen["after"] is False  # the conversion and the tokenizer were enough
+    assert (seen["key"], seen["dim"], seen["backend"]) == (full.key, full.dim, "openvino")  # the same cache entries
+    np.testing.assert_allclose(np.array(seen["vectors"]), expected, atol=1e-6)
 
 
 # A fresh interpreter, as a stage: transformers prints its notices once per process.

@@ -6,7 +6,9 @@ CPUs with AVX512-BF16/AMX and in fp32 elsewhere: about 2x the docs/s of torch on
 cores with cosine >= 0.9999 to the fp32 vectors (benchmarks/encode.py). `auto` picks
 openvino on a CPU and torch on a GPU. Given a folder (`converted_cache`; the stages pass
 `<embedding cache>/openvino`), a model is converted once per weights fingerprint and read
-back from there by every later load, in any process.
+back from there by every later load, in any process. Such a load needs neither torch's model nor
+sentence-transformers (~8 s to import and load on 2 cores): the converted model and the tokenizer
+are read on the first batch, so a stage whose vectors are all in the embedding cache loads nothing.
 """
 
 import hashlib
@@ -197,10 +199,15 @@ def _openvino_model(model, max_seq_length: int, fingerprint: str, converted_cach
 def _openvino_batch(model, max_seq_length: int, fingerprint: str,
                     converted_cache: Path | None = None) -> Callable[[list[str]], np.ndarray]:
     _block_openvino_telemetry()
+    return _compiled_batch(_openvino_model(model, max_seq_length, fingerprint, converted_cache), model.tokenizer,
+                           max_seq_length)
+
+
+def _compiled_batch(converted, tokenizer, max_seq_length: int) -> Callable[[list[str]], np.ndarray]:
+    """One batch of texts -> mean-pooled unit vectors, on the OpenVINO model `converted`."""
     import openvino as ov
 
-    tokenizer = model.tokenizer
-    compiled = ov.Core().compile_model(_openvino_model(model, max_seq_length, fingerprint, converted_cache), "CPU")
+    compiled = ov.Core().compile_model(converted, "CPU")
     # A traced graph's inputs are named after forward()'s arguments, sometimes with a suffix ("attention_mask.1").
     names = [port.any_name.split(".")[0] for port in compiled.inputs]
 
@@ -218,6 +225,52 @@ def _openvino_batch(model, max_seq_length: int, fingerprint: str,
     return encode_batch
 
 
+class _OnFirstBatch:
+    """A batch encoder built by `build()` when the first batch arrives (once, whichever thread asks)."""
+
+    def __init__(self, build: Callable[[], Callable[[list[str]], np.ndarray]]) -> None:
+        self._build, self._encode, self._lock = build, None, threading.Lock()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if self._encode is None:
+            with self._lock:
+                if self._encode is None:
+                    self._encode = self._build()
+        return self._encode(texts)
+
+
+def _converted_encoder(path: str, fingerprint: str, max_seq_length: int, batch_size: int,
+                       converted_cache: Path) -> "Encoder | None":
+    """The OpenVINO encoder of an earlier conversion in `converted_cache` (only mean-pooling models are
+    converted), its tokenizer and compiled model loaded on the first batch; None without one."""
+    _block_openvino_telemetry()
+    import openvino as ov
+
+    folder = Path(converted_cache) / conversion_key(fingerprint)
+    if not ((folder / "model.xml").is_file() and (folder / "model.bin").is_file()):
+        return None
+    try:
+        converted = ov.Core().read_model(str(folder / "model.xml"))
+    except RuntimeError:
+        return None  # damaged files: the full load converts again and replaces them
+    dim = converted.outputs[0].get_partial_shape()[2]
+    if not dim.is_static:
+        return None
+
+    def build() -> Callable[[list[str]], np.ndarray]:
+        from transformers import AutoTokenizer  # the tokenizer sentence-transformers loads from the same folder
+
+        return _compiled_batch(converted, AutoTokenizer.from_pretrained(str(model_folder(path))), max_seq_length)
+
+    return Encoder(key=encoder_key(fingerprint, "openvino", max_seq_length), fingerprint=fingerprint,
+                   backend="openvino", dim=dim.get_length(), encode_batch=_OnFirstBatch(build),
+                   batch_size=batch_size, converted_cache=converted_cache)
+
+
+def encoder_key(fingerprint: str, backend: str, max_seq_length: int) -> str:
+    return hashlib.sha256(json.dumps([fingerprint, backend, max_seq_length]).encode()).hexdigest()[:24]
+
+
 def load_text_encoder(path: str, backend: str = "auto", max_seq_length: int = 128, batch_size: int = 32,
                       converted_cache: Path | None = None) -> Encoder:
     """An Encoder for the model at `path` ("" = packaged base model) on the chosen backend; OpenVINO
@@ -226,6 +279,10 @@ def load_text_encoder(path: str, backend: str = "auto", max_seq_length: int = 12
         raise PapersimError(f"unknown encoder backend {backend!r}: use one of {', '.join(BACKENDS)}")
     apply_offline_defaults()
     fingerprint = model_fingerprint(path)
+    if converted_cache is not None and (backend == "openvino" or backend == "auto" and not _cuda_available()):
+        converted = _converted_encoder(path, fingerprint, max_seq_length, batch_size, converted_cache)
+        if converted is not None:
+            return converted
     model = load_encoder(path, max_seq_length)
     if backend == "auto":
         backend = "torch" if _cuda_available() or not _is_mean_pooling(model) else "openvino"
@@ -236,6 +293,6 @@ def load_text_encoder(path: str, backend: str = "auto", max_seq_length: int = 12
         encode_batch = _openvino_batch(model, max_seq_length, fingerprint, converted_cache)
     else:
         encode_batch = _torch_batch(model)
-    key = hashlib.sha256(json.dumps([fingerprint, backend, max_seq_length]).encode()).hexdigest()[:24]
+    key = encoder_key(fingerprint, backend, max_seq_length)
     return Encoder(key=key, fingerprint=fingerprint, backend=backend, dim=model.get_embedding_dimension(),
                    encode_batch=encode_batch, batch_size=batch_size, converted_cache=converted_cache)
