@@ -287,7 +287,8 @@ def flow_repo(root: Path, tiny_model_dir: Path, update=None) -> Path:
         params["mine_pairs"].update(model=str(tiny_model_dir), val_fraction=0.2, test_fraction=0.2, num_negatives=1)
         params["train"].update(base_model=str(tiny_model_dir), max_seq_length=32, batch_size=4, max_steps=3,
                                eval_steps=3, save_steps=3, logging_steps=1)
-        params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32)  # openvino as shipped: the conversions train made are read back
+        # evaluate and build_index on OpenVINO as shipped: they read back the conversions train made
+        params["evaluate"].update(base_model=str(tiny_model_dir), max_seq_length=32)
         params["build_index"].update(max_seq_length=32, recall_queries=5)
         params["retrain"].update(drift_sample_size=10, drift_permutations=50)
         if update is not None:
