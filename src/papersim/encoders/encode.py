@@ -177,6 +177,21 @@ def _convert(model, max_seq_length: int):
         return ov.convert_model(traced)
 
 
+def _read_conversion(converted_cache: Path, fingerprint: str):
+    """The OpenVINO model converted earlier from these weights, or None (not converted, or damaged files
+    after a disk error: the caller converts again and replaces them)."""
+    _block_openvino_telemetry()
+    import openvino as ov
+
+    folder = Path(converted_cache) / conversion_key(fingerprint)
+    if not ((folder / "model.xml").is_file() and (folder / "model.bin").is_file()):
+        return None
+    try:
+        return ov.Core().read_model(str(folder / "model.xml"))
+    except RuntimeError:
+        return None
+
+
 def _openvino_model(model, max_seq_length: int, fingerprint: str, converted_cache: Path | None):
     """The converted model: read from `converted_cache`/<conversion key> when converted before, else
     converted now and (with a cache) saved there atomically, so a killed save leaves nothing half-written."""
@@ -184,14 +199,11 @@ def _openvino_model(model, max_seq_length: int, fingerprint: str, converted_cach
 
     if converted_cache is None:
         return _convert(model, max_seq_length)
-    folder = Path(converted_cache) / conversion_key(fingerprint)
-    if (folder / "model.xml").is_file() and (folder / "model.bin").is_file():
-        try:
-            return ov.Core().read_model(str(folder / "model.xml"))
-        except RuntimeError:
-            pass  # damaged files (a disk error): convert again and replace them
+    converted = _read_conversion(converted_cache, fingerprint)
+    if converted is not None:
+        return converted
     converted = _convert(model, max_seq_length)
-    with atomic_outputs(folder) as (tmp,):
+    with atomic_outputs(Path(converted_cache) / conversion_key(fingerprint)) as (tmp,):
         ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)  # fp32 as converted: same vectors
     return converted
 
@@ -243,16 +255,9 @@ def _converted_encoder(path: str, fingerprint: str, max_seq_length: int, batch_s
                        converted_cache: Path) -> "Encoder | None":
     """The OpenVINO encoder of an earlier conversion in `converted_cache` (only mean-pooling models are
     converted), its tokenizer and compiled model loaded on the first batch; None without one."""
-    _block_openvino_telemetry()
-    import openvino as ov
-
-    folder = Path(converted_cache) / conversion_key(fingerprint)
-    if not ((folder / "model.xml").is_file() and (folder / "model.bin").is_file()):
+    converted = _read_conversion(converted_cache, fingerprint)
+    if converted is None:
         return None
-    try:
-        converted = ov.Core().read_model(str(folder / "model.xml"))
-    except RuntimeError:
-        return None  # damaged files: the full load converts again and replaces them
     dim = converted.outputs[0].get_partial_shape()[2]
     if not dim.is_static:
         return None
@@ -268,6 +273,7 @@ def _converted_encoder(path: str, fingerprint: str, max_seq_length: int, batch_s
 
 
 def encoder_key(fingerprint: str, backend: str, max_seq_length: int) -> str:
+    """Names the vectors of one model on one backend at one sequence length (the embedding cache's folder)."""
     return hashlib.sha256(json.dumps([fingerprint, backend, max_seq_length]).encode()).hexdigest()[:24]
 
 
