@@ -46,11 +46,13 @@ def execute(stage: Stage) -> str:
         outputs = (args.model, args.serving, args.report, args.loss_csv, args.plot)
         with atomic_outputs(*outputs) as (out, serving_path, rep, csv, png):
             model.save(str(out))  # the best checkpoint's weights (load_best_model_at_end)
-            candidates = {"trained": str(out), **({"base": cfg.base_model} if cfg.select_encoder else {})}
+            wants_base = cfg.select_encoder or cfg.similar_encoder != "trained"
+            candidates = {"trained": str(out), **({"base": cfg.base_model} if wants_base else {})}
             serving = choose_serving(papers, pd.read_parquet(args.pairs / "split.parquet"),
                                      {name: cached_embedder(folder, cfg.backend, cfg.max_seq_length,
                                                             cfg.encode_batch_size, args.embedding_cache, cfg)
-                                      for name, folder in candidates.items()}, cfg)
+                                      for name, folder in candidates.items()}, cfg,
+                                     train["source"].value_counts().to_dict() if "source" in train else {})
             report["serving"] = serving.to_dict()
             dump_json(serving.to_dict(), serving_path)
             dump_json(report, rep)

@@ -1,12 +1,9 @@
-"""Fusing BM25 and dense rankings: normalisation, convex and reciprocal-rank fusion, choosing alpha."""
-
-import math
+"""Fusing BM25 and dense rankings: normalisation, convex and reciprocal-rank fusion."""
 
 import pytest
 
 from papersim.retrieval.fusion import (
     Fusion,
-    choose_alpha,
     fuse,
     fuse_rankings,
     normalise,
@@ -53,23 +50,13 @@ def test_fusion_rejects_unknown_methods_and_alpha_outside_unit_interval():
     assert Fusion.from_dict(Fusion(alpha=0.7).to_dict()) == Fusion(alpha=0.7)
 
 
-def test_choose_alpha_follows_the_system_that_finds_the_pseudo_queries_documents():
-    # Dense puts each query's own document first, BM25 ranks it third: dense-heavy weights win.
+def test_the_dense_weight_moves_a_document_as_computed_by_hand():
+    # Dense puts each query's own document first, BM25 ranks it third.
     lexical = {f"q{i}": ([f"n{i}", f"m{i}", f"d{i}"], [5.0, 4.0, 3.9]) for i in range(5)}
     dense = {f"q{i}": ([f"d{i}", f"n{i}", f"m{i}"], [0.9, 0.5, 0.4]) for i in range(5)}
-    relevant = {f"q{i}": f"d{i}" for i in range(5)}
-    alpha, table = choose_alpha(lexical, dense, relevant, Fusion())
     # By hand, z-scores (population std): BM25 n 1.409, m -0.604, d -0.805; dense d 1.389, n -0.463, m -0.926.
-    # d overtakes m from alpha 0.080 and n from alpha 0.545: at alpha 0 it is third (nDCG 1/log2 4), up to 0.5
-    # second (1/log2 3), from 0.6 first (1). The best, 0.6 to 1, tie: the one nearest 0.5 is chosen.
-    expected = {0.0: 0.5, **{a / 10: 1 / math.log2(3) for a in range(1, 6)}, **{a / 10: 1.0 for a in range(6, 11)}}
-    assert table == pytest.approx(expected)
-    assert alpha == 0.6
-    swapped, _ = choose_alpha(dense, lexical, relevant, Fusion())  # the same with the roles swapped
-    assert swapped < 0.5
-
-
-def test_choose_alpha_breaks_ties_towards_the_middle():
-    same = {"q": (["d", "e"], [2.0, 1.0])}
-    alpha, table = choose_alpha(same, same, {"q": "d"}, Fusion())
-    assert alpha == 0.5 and set(table.values()) == {1.0}
+    # d overtakes m from alpha 0.080 and n from alpha 0.545: at alpha 0 it is third, up to 0.5 second, from 0.6 first.
+    expected = {0.0: 3, **{a / 10: 2 for a in range(1, 6)}, **{a / 10: 1 for a in range(6, 11)}}
+    for alpha, rank in expected.items():
+        ranked = fuse_rankings(lexical, dense, Fusion(alpha=alpha))
+        assert all(ranked[f"q{i}"].index(f"d{i}") + 1 == rank for i in range(5)), alpha

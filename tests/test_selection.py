@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from papersim.retrieval.fusion import Fusion
-from papersim.training.selection import Serving, pseudo_queries, select_serving, select_similar
+from papersim.training.selection import (FAMILIES, Serving, choose_weight, independent_families, pseudo_queries, select_serving,
+                                         select_similar)
 from tests.conftest import TOPICS
 
 
@@ -64,25 +65,84 @@ def test_each_query_paper_asks_for_the_rest_of_itself_and_the_others_are_distrac
     assert again == pq  # seeded: the same queries every run
 
 
-def test_the_trained_encoder_serves_only_when_it_beats_the_base_on_the_pseudo_queries():
+def test_only_the_families_training_did_not_teach_ask():
+    # Training on one self-retrieval family wins the other too: neither is evidence once either was trained on.
+    assert independent_families({"title_abstract": 95, "self_supervised": 5, "co_listed": 20}, 0.05) == ()
+    assert independent_families({"self_supervised": 300}, 0.05) == ()
+    assert independent_families({"co_listed": 300, "labelled": 20}, 0.05) == ("title", "sentence")
+    assert independent_families({"co_listed": 95, "title_abstract": 3, "self_supervised": 2}, 0.05) == FAMILIES
+    assert independent_families({"co_listed": 94, "title_abstract": 4, "self_supervised": 2}, 0.05) == ()
+    assert independent_families(None, 0.05) == ()  # pairs unknown: nothing can be shown independent
+    papers = corpus()
+    asking = {f"p{i}" for i in range(20)}
+    sentences = pseudo_queries(papers, asking, 13, 500, 20_000, ("sentence",))
+    assert sentences.kinds == {"sentence": 20}
+    titles = pseudo_queries(papers, asking, 13, 500, 20_000, ("title",))
+    assert titles.kinds == {"title": 13}  # every third paper is untitled: it is a distractor only
+    assert set(titles.doc_ids) == set(papers["paper_id"])
+    assert pseudo_queries(papers, asking, 13, 500, 20_000, ()).query_ids == []
+
+
+def test_the_trained_encoder_serves_only_when_it_beats_the_base_beyond_noise():
     pq = pseudo_queries(corpus(), {f"p{i}" for i in range(20)}, 13, 500, 20_000)
     template = Fusion(method="convex", normalisation="zscore")
     kept = select_serving(pq, {"trained": noise, "base": bag_of_words}, template, True, True, 0.0, "english", "")
     assert kept.encoder == "base" and "the base encoder serves" in kept.reason
     assert kept.evidence["base/ndcg@10"] > kept.evidence["trained/ndcg@10"]
-    # An encoder that knows each pseudo-query's paper: it serves, ranks every query's paper first (nDCG 1), and
-    # so does the fusion chosen for it, at a dense weight of at least 0.5 (ties go to the alpha nearest 0.5, and
-    # more dense weight never hurts a perfect dense ranking); BM25 alone is not perfect here.
+    # An encoder that knows each pseudo-query's paper: it serves (its gain's interval is far above 0), ranks every
+    # query's paper first (nDCG 1), and so does the fusion chosen for it, at a dense weight of at least 0.5.
     chosen = select_serving(pq, {"trained": oracle, "base": noise}, template, True, True, 0.0, "english", "")
     assert chosen.encoder == "trained" and chosen.evidence["trained/ndcg@10"] == pytest.approx(1.0)
+    assert chosen.evidence["trained_minus_base"]["ci95"][0] > 0.5 and "(95% CI" in chosen.reason
     assert chosen.evidence["served/ndcg@10"] == pytest.approx(1.0) and chosen.evidence["bm25/ndcg@10"] < 0.99
     assert chosen.fusion.alpha >= 0.5
-    # Made to serve noise (selection off), the fusion leans on the words: a low dense weight, and the served
-    # system is at least BM25 (alpha 0 is BM25's ranking) and far above the noise encoder alone.
-    off = select_serving(pq, {"trained": noise}, template, True, False, 0.0, "english", "")
+    # Made to serve noise (selection off), the fusion leans on the words beyond noise: a low dense weight, and
+    # the served system is at least BM25 (alpha 0 is BM25's ranking) and far above the noise encoder alone.
+    many = pseudo_queries(corpus(120), {f"p{i}" for i in range(80)}, 13, 500, 20_000)  # power for the weight
+    off = select_serving(many, {"trained": noise}, template, True, False, 0.0, "english", "")
     assert off.encoder == "trained" and "select_encoder is off" in off.reason
-    assert off.fusion.alpha <= 0.3
+    assert off.fusion.alpha <= 0.3 and "beat the default beyond noise" in off.reason
     assert off.evidence["served/ndcg@10"] >= off.evidence["bm25/ndcg@10"] > off.evidence["trained/ndcg@10"] + 0.3
+
+
+def test_a_gain_within_noise_keeps_the_base_encoder():
+    """The trained encoder knows one paper better than the base and is the base elsewhere: a real gain on
+    the mean, but one query's worth, so its interval reaches 0 and the base serves."""
+    pq = pseudo_queries(corpus(), {f"p{i}" for i in range(20)}, 13, 500, 20_000)
+    lucky = pq.relevant[pq.query_ids[0]]
+
+    def padded(texts):  # bag_of_words with one more dimension, unused
+        return np.pad(bag_of_words(texts), ((0, 0), (0, 1)))
+
+    def slightly_better(texts):  # as padded, but the lucky paper's texts all point along the extra dimension
+        vectors = padded(texts)
+        for i, text in enumerate(texts):
+            if re.search(r"\d+", text).group() == lucky[1:]:
+                vectors[i] = 0
+                vectors[i, -1] = 1
+        return vectors
+
+    base = select_serving(pq, {"trained": padded, "base": padded}, Fusion(), True, True, 0.0, "english", "")
+    assert base.encoder == "base" and base.evidence["trained_minus_base"]["mean"] == 0
+    noisy = select_serving(pq, {"trained": slightly_better, "base": padded}, Fusion(), True, True, 0.0,
+                           "english", "")
+    gain = noisy.evidence["trained_minus_base"]
+    assert gain["mean"] >= 0 and gain["ci95"][0] <= 0 and noisy.encoder == "base"
+    assert "not above min_gain" in noisy.reason
+
+
+def test_a_weight_leaves_the_default_only_when_it_wins_on_queries_it_was_not_picked_on():
+    rng = np.random.default_rng(0)
+    flat = {a: np.full(40, 0.5) for a in (0.0, 0.5, 1.0)}
+    assert choose_weight(flat, 0.5)[0] == 0.5  # ties: the default
+    clear = {0.0: np.full(40, 0.9), 0.5: np.full(40, 0.5) + rng.normal(0, 0.01, 40), 1.0: np.full(40, 0.2)}
+    alpha, evidence = choose_weight(clear, 0.5)
+    assert alpha == 0.0 and evidence["picked_minus_default_other_half"]["ci95"][0] > 0
+    # Better on the even (picking) half only: on the other half it is no better, so the default stays.
+    lucky = {0.5: np.full(40, 0.5), 0.8: np.tile([0.9, 0.5], 20)}
+    alpha, evidence = choose_weight(lucky, 0.5)
+    assert evidence["picked_on_half"] == 0.8 and alpha == 0.5
+    assert evidence["picked_minus_default_other_half"]["mean"] == 0
 
 
 def test_a_fixed_alpha_or_rrf_is_kept_and_round_trips_through_json():
@@ -90,7 +150,7 @@ def test_a_fixed_alpha_or_rrf_is_kept_and_round_trips_through_json():
     fixed = select_serving(pq, {"trained": bag_of_words, "base": noise}, Fusion(alpha=0.8), False, True, 0.0,
                            "english", "")
     assert fixed.fusion == Fusion(alpha=0.8) and "alpha_ndcg@10" not in fixed.evidence
-    rrf = select_serving(pq, {"trained": bag_of_words, "base": noise}, Fusion(method="rrf"), True, True, 0.0,
+    rrf = select_serving(pq, {"trained": oracle, "base": noise}, Fusion(method="rrf"), True, True, 0.0,
                          "english", "")
     assert rrf.fusion.method == "rrf"
     assert Serving.from_dict(rrf.to_dict()) == rrf
@@ -104,6 +164,12 @@ def test_without_pseudo_queries_the_base_model_serves():
     assert pq.query_ids == []
     serving = select_serving(pq, {"trained": noise, "base": noise}, Fusion(), True, True, 0.0, "english", "")
     assert serving.encoder == "base" and "no validation paper gave a pseudo-query" in serving.reason
+    # Every family taught by training (an untitled corpus trained on inverse cloze): no evidence, the base serves.
+    untaught = pseudo_queries(corpus(), {f"p{i}" for i in range(20)}, 13, 500, 20_000, ())
+    serving = select_serving(untaught, {"trained": oracle, "base": noise}, Fusion(), True, True, 0.0, "english", "",
+                             families=())
+    assert serving.encoder == "base" and serving.fusion == Fusion()
+    assert "no pseudo-query family is independent of training" in serving.reason
 
 
 def test_unknown_encoder_in_a_serving_file_is_an_error():
@@ -125,31 +191,30 @@ def test_the_similar_task_takes_the_encoder_whose_neighbours_share_the_page_and_
     from papersim.training.train import TrainConfig
 
     papers = listed_corpus()
-    task = colisting_set(papers, {f"p{i}" for i in range(12)}, set(papers["paper_id"]), 100, "similar_val")
+    task = colisting_set(papers, {f"p{i}" for i in range(24)}, set(papers["paper_id"]), 100, "similar_val")
     choice = TrainConfig().similar_choice()
-    good = select_similar(task, {"trained": bag_of_words, "base": noise}, choice, "english", "base")
+    good = select_similar(task, {"trained": bag_of_words, "base": noise}, choice, "english")
     assert good.encoder == "trained" and "the trained encoder" in good.reason
     assert good.evidence["trained/precision@10"] > good.evidence["base/precision@10"] + 0.3
     assert good.terms in (25, 50, 100) and set(good.evidence["mlt_precision@10_by_terms"]) == {"25", "50", "100"}
-    assert len(good.evidence["served_precision@10_by_alpha"]) == 11 and "served_precision@10_rrf" in good.evidence
-    bad = select_similar(task, {"trained": noise, "base": bag_of_words}, choice, "english", "trained")
-    assert bad.encoder == "base" and "<= min_gain" in bad.reason
+    assert len(good.evidence["alpha"]["by_weight"]) == 11 and good.evidence["trained_minus_base"]["ci95"][0] > 0
+    bad = select_similar(task, {"trained": noise, "base": bag_of_words}, choice, "english")
+    assert bad.encoder == "base" and "not above min_gain" in bad.reason
     # Made to serve the noise encoder, the fusion leans on the words: a low dense weight, far above noise alone.
     forced = select_similar(task, {"trained": noise}, TrainConfig(similar_encoder="trained").similar_choice(),
-                            "english", "trained")
+                            "english")
     assert forced.encoder == "trained" and forced.fusion.alpha <= 0.3
     assert forced.evidence["served/precision@10"] > forced.evidence["trained/precision@10"] + 0.3
 
 
-def test_without_co_listed_validation_papers_the_similar_task_keeps_the_served_encoder():
+def test_without_co_listed_validation_papers_the_similar_task_serves_the_base_encoder():
     from papersim.training.train import TrainConfig
 
-    similar = select_similar(None, {"trained": noise, "base": bag_of_words}, TrainConfig().similar_choice(),
-                             "english", "trained")
-    assert similar.encoder == "trained" and similar.terms == 50 and similar.fusion.alpha == 0.5
-    assert "nothing to choose on" in similar.reason and similar.evidence == {"papers": 0}
+    similar = select_similar(None, {"trained": noise, "base": bag_of_words}, TrainConfig().similar_choice(), "english")
+    assert similar.encoder == "base" and similar.terms == 50 and similar.fusion.alpha == 0.5
+    assert "nothing to choose on" in similar.reason and similar.evidence == {"papers": 0, "evidence": "none"}
     fixed = select_similar(None, {}, TrainConfig(similar_encoder="base", similar_alpha=0.3).similar_choice(),
-                           "english", "trained")
+                           "english")
     assert fixed.encoder == "base" and fixed.fusion.alpha == 0.3
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from papersim.evaluation.significance import mean_of_means_interval, paired_difference
+from papersim.evaluation.significance import PairedDifference, mean_of_means_interval, paired_difference, verdict
 
 
 def test_six_queries_all_better_give_the_exact_sign_flip_p_value():
@@ -49,3 +49,13 @@ def test_the_mean_of_set_means_weighs_sets_not_queries_and_resamples_within_each
     # The half-width follows the two sets' standard errors: sqrt(se_a^2 + se_b^2) / 2 * 1.96.
     half = 1.96 * np.sqrt(a.var() / 50 + b.var() / 200) / 2
     assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+
+
+def test_a_label_needs_the_printed_interval_to_exclude_0_and_the_test_to_agree():
+    a = np.array([0.5, 0.6, 0.7, 0.4, 0.9, 0.3])
+    assert verdict(paired_difference(a, a - 0.1)) == "better"  # every query: p = 2/64, interval above 0
+    assert verdict(paired_difference(a - 0.1, a)) == "worse"
+    # What evaluate once called "better": +0.0629, an interval from +0.00001 (+0.0000 printed), p 0.09.
+    assert verdict(PairedDifference(0.0629, 0.00001, 0.146, 0.09, 35)) == "no significant difference"
+    assert verdict(PairedDifference(0.0629, 0.012, 0.146, 0.09, 35)) == "no significant difference"
+    assert verdict(PairedDifference(0.0629, 0.012, 0.146, 0.03, 35)) == "better"

@@ -60,7 +60,8 @@ TINY = dict(max_seq_length=32, batch_size=4, num_negatives=2, max_steps=6, eval_
 
 
 def test_one_run_with_params_step_metrics_reports_and_the_model(project, tracking, stage_argv, tiny_model_dir):
-    # Learning rate 0: the trained weights are the base's, so the serving choice is known: a tie keeps the base.
+    # Trained on title -> abstract pairs: no pseudo-query is evidence (a model wins the self-retrieval task it was
+    # trained on), so the base serves search whatever training did, and the report says why.
     write_params(project, base_model=str(tiny_model_dir), learning_rate=0.0, **TINY)
     assert main(stage_argv("train")) == 0
     report = json.loads((project / "reports/train.json").read_text())
@@ -69,9 +70,9 @@ def test_one_run_with_params_step_metrics_reports_and_the_model(project, trackin
     assert not (project / "models/checkpoints").exists()  # finished: nothing to resume
     serving = json.loads((project / "models/serving.json").read_text())
     assert report["serving"] == serving and serving["encoder"] == "base"
-    assert serving["evidence"]["trained/ndcg@10"] == serving["evidence"]["base/ndcg@10"]
-    assert "(+0.0000; <= min_gain 0.0): the base encoder serves" in serving["reason"]
-    assert serving["evidence"]["pseudo_queries"] == 8 and serving["fusion"]["method"] == "convex"
+    assert serving["evidence"]["train_pairs"] == {"title_abstract": 80} and serving["evidence"]["families"] == []
+    assert "no pseudo-query family is independent of training" in serving["reason"]
+    assert serving["evidence"]["pseudo_queries"] == 0 and serving["fusion"] == {**serving["fusion"], "alpha": 0.5}
 
     client = MlflowClient()
     run, = client.search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
@@ -84,12 +85,35 @@ def test_one_run_with_params_step_metrics_reports_and_the_model(project, trackin
     assert logged.encode(["x"]).shape == (1, 32)
 
 
-def test_the_trained_encoder_serves_when_it_gains_more_than_min_gain(project, tracking, stage_argv, tiny_model_dir):
-    # The same tie as above (learning rate 0) against a min_gain below it: now the rule picks the trained encoder.
+def colisted(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs as if mined from listings: the validation papers' pseudo-queries are then evidence."""
+    return pairs.assign(source="co_listed")
+
+
+def test_on_independent_evidence_a_tie_keeps_the_base_and_min_gain_below_it_serves_the_trained(
+        project, tracking, stage_argv, tiny_model_dir):
+    colisted(toy_pairs(80)).to_parquet(project / "data/pairs/train.parquet", index=False)
+    # Learning rate 0: the trained weights are the base's, so the evidence is a known tie: the base serves ...
+    write_params(project, base_model=str(tiny_model_dir), learning_rate=0.0, **TINY)
+    assert main(stage_argv("train")) == 0
+    serving = json.loads((project / "models/serving.json").read_text())
+    assert serving["encoder"] == "base" and serving["evidence"]["families"] == ["title", "sentence"]
+    assert serving["evidence"]["trained/ndcg@10"] == serving["evidence"]["base/ndcg@10"]
+    assert "+0.0000 (95% CI +0.0000 to +0.0000, not above min_gain 0.0): the base encoder serves" in serving["reason"]
+    assert serving["evidence"]["pseudo_queries"] == 8
+    # ... and against a min_gain below the tie, the rule picks the trained encoder.
     write_params(project, base_model=str(tiny_model_dir), learning_rate=0.0, select_min_gain=-0.01, **TINY)
     assert main(stage_argv("train")) == 0
     serving = json.loads((project / "models/serving.json").read_text())
-    assert serving["encoder"] == "trained" and "> min_gain -0.01): the trained encoder serves" in serving["reason"]
+    assert serving["encoder"] == "trained" and "above min_gain -0.01): the trained encoder serves" in serving["reason"]
+
+
+def test_the_similar_task_can_be_fixed_to_base_with_encoder_selection_off(project, tracking, stage_argv,
+                                                                          tiny_model_dir):
+    write_params(project, base_model=str(tiny_model_dir), select_encoder=False, similar_encoder="base", **TINY)
+    assert main(stage_argv("train")) == 0
+    serving = json.loads((project / "models/serving.json").read_text())
+    assert serving["encoder"] == "trained" and serving["similar"]["encoder"] == "base"
 
 
 @pytest.mark.slow
@@ -98,7 +122,7 @@ def test_harmful_training_leaves_the_base_encoder_serving(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data/pairs").mkdir(parents=True)
     write_corpus(tmp_path, 150, real=True)  # 30 validation papers ask for themselves among 120 non-test papers
-    toy_pairs(48).to_parquet(tmp_path / "data/pairs/train.parquet", index=False)
+    colisted(toy_pairs(48)).to_parquet(tmp_path / "data/pairs/train.parquet", index=False)  # evidence: see above
     toy_pairs(8, offset=500).to_parquet(tmp_path / "data/pairs/val.parquet", index=False)
     write_params(tmp_path, base_model="", max_seq_length=32, batch_size=8, num_negatives=0, learning_rate=0.5,
                  warmup_ratio=0.0, max_steps=3, eval_steps=3, save_steps=3, logging_steps=1)

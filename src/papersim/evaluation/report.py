@@ -6,7 +6,7 @@ from typing import Mapping
 import pandas as pd
 
 from papersim.evaluation.evaluate import SetResult
-from papersim.evaluation.significance import PairedDifference
+from papersim.evaluation.significance import PairedDifference, verdict
 
 
 def eval_report(results: Mapping[str, SetResult]) -> dict:
@@ -31,9 +31,8 @@ def difference(d: PairedDifference, metric: str) -> dict:
 
 
 def comparison_line(label: str, d: PairedDifference, metric: str) -> str:
-    verdict = "better" if d.low > 0 else "worse" if d.high < 0 else "no significant difference"
     return (f"- {label}: {metric} {d.mean:+.4f} (95% CI {d.low:+.4f} to {d.high:+.4f}; "
-            f"paired randomisation p = {d.p_value:.4f}; {verdict})")
+            f"paired randomisation p = {d.p_value:.4f}; {verdict(d)})")
 
 
 def comparison_lines(result: SetResult) -> list[str]:

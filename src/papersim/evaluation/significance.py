@@ -43,6 +43,17 @@ def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0, n_resamples: 
     return PairedDifference(mean, float(interval.low), float(interval.high), float(test.pvalue), int(diff.size))
 
 
+def verdict(d: PairedDifference) -> str:
+    """"better" / "worse" only when the 95% interval excludes 0 as printed (4 decimals) and the paired
+    randomisation test agrees (p < 0.05): a percentile interval that starts at +0.00001 with p 0.09 is
+    not evidence of a difference. Otherwise "no significant difference"."""
+    if round(d.low, 4) > 0 and d.p_value < 0.05:
+        return "better"
+    if round(d.high, 4) < 0 and d.p_value < 0.05:
+        return "worse"
+    return "no significant difference"
+
+
 def mean_interval(values: np.ndarray, seed: int = 0, n_resamples: int = N_RESAMPLES) -> tuple[float, float]:
     """95% bootstrap confidence interval (percentile) of the mean of per-query scores (n_queries,)."""
     values = np.asarray(values, dtype=np.float64)

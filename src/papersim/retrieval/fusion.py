@@ -7,17 +7,15 @@
   score: it ranked below everything listed.
 - `rrf`: reciprocal-rank fusion (Cormack et al. 2009), score(d) = sum 1 / (rrf_k + rank(d)).
 
-`choose_alpha` sets alpha per corpus from pseudo-queries (no judgments): the corpus decides how
-much its vocabulary says, BM25 being strong on some collections and weak on others.
+The weight itself is chosen by the train stage (papersim.training.selection.choose_weight).
 Evaluate, `papersim search` and the registered model all rank through `fuse`.
 """
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from papersim.evaluation.metrics import ndcg_at_k
 from papersim.retrieval.passage import Hits
 
 METHODS = ("convex", "rrf")
@@ -101,20 +99,3 @@ def fuse_rankings(lexical: Mapping[str, Hits], dense: Mapping[str, Hits], fusion
     """`fuse` for every query of `dense` (a query absent from `lexical` matched no term)."""
     empty: Hits = ([], [])
     return {qid: fuse(lexical.get(qid, empty), hits, fusion)[0] for qid, hits in dense.items()}
-
-
-def choose_alpha(lexical: Mapping[str, Hits], dense: Mapping[str, Hits], relevant: Mapping[str, Hashable],
-                 fusion: Fusion, grid: Sequence[float] = ALPHA_GRID) -> tuple[float, dict[float, float]]:
-    """The dense weight that ranks each pseudo-query's own document highest (mean nDCG@10).
-
-    Returns (alpha, {alpha: mean nDCG@10}); ties go to the alpha nearest 0.5, the
-    least committed choice. Cost: len(grid) fusions of every query's two top-`depth` lists.
-    """
-    table = {}
-    for alpha in grid:
-        candidate = Fusion(method="convex", alpha=alpha, normalisation=fusion.normalisation, depth=fusion.depth)
-        ranked = fuse_rankings(lexical, dense, candidate)
-        table[alpha] = float(np.mean([ndcg_at_k(ranked[q], {relevant[q]: 1}, 10) for q in dense]))
-    best = max(table.values())
-    alpha = min((a for a, v in table.items() if v >= best - 1e-12), key=lambda a: (abs(a - 0.5), a))
-    return alpha, table

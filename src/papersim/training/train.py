@@ -46,12 +46,15 @@ class TrainConfig(EncodingEngine):
     logging_steps: int = 5
     seed: int = 13
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPUs (where autocast slows training down)
-    # What the candidate serves, chosen after training on validation pseudo-queries (papersim.training.selection):
-    select_encoder: bool = True  # the trained encoder serves only if it beat the base model there
-    select_min_gain: float = 0.0  # ... by more than this dense nDCG@10 (0: any gain; a tie keeps the base)
+    # What the candidate serves, chosen after training on validation pseudo-queries only where the training pairs
+    # did not teach them (papersim.training.selection): a model always wins the task it was trained on.
+    select_encoder: bool = True  # the trained encoder serves only if it beat the base model there beyond noise
+    select_min_gain: float = 0.0  # ... its gain's 95% interval lies above this dense nDCG@10 (0: a gain, not noise)
+    selection_max_trained_share: float = 0.05  # pseudo-queries are evidence when at most this share of the
+    # training pairs are self-retrieval (title -> abstract, inverse cloze): a share that cannot teach the task
     fusion: str = "convex"  # convex (normalised scores, dense weight alpha) | rrf (reciprocal ranks)
-    fusion_alpha: float | str = 0.5  # dense weight; 0.5 beat every baseline on 4/4 corpus shapes, auto (chosen on
-    # the pseudo-queries per corpus) on 1/4: pseudo-queries do not ask like users (README "Quality")
+    fusion_alpha: float | str = "auto"  # dense weight; auto: 0.5 (at least every baseline on 4/4 corpus shapes)
+    # unless another weight beats it beyond noise on the independent pseudo-queries (README "Fusion")
     fusion_normalisation: str = "zscore"  # per-query score scale before the convex sum: zscore | minmax
     fusion_depth: int = 100  # candidates per system, as evaluate.depth: what is served is what is measured
     rrf_k: int = 60  # fusion: rrf only; Cormack et al.'s constant
@@ -62,10 +65,11 @@ class TrainConfig(EncodingEngine):
     encode_batch_size: int = 32
     # How "papers similar to this one" is answered, chosen on validation papers asking for their co-listed
     # papers (papersim.training.selection.select_similar; the test split is never read):
-    similar_encoder: str = "auto"  # auto: trained only if its neighbours beat the base model's there | trained | base
-    similar_min_gain: float = 0.0  # ... by more than this precision@10 (0: any gain; a tie keeps the base)
+    similar_encoder: str = "auto"  # auto: trained only if its neighbours beat base's there beyond noise (none to
+    # compare on: base, which training cannot have harmed) | trained | base
+    similar_min_gain: float = 0.0  # ... its gain's 95% interval above this precision@10
     similar_fusion: str = "convex"  # as `fusion`, for paper-as-query: its own weight (a paper is not a title)
-    similar_alpha: float | str = "auto"  # dense weight, auto: chosen there (ties go to 0.5)
+    similar_alpha: float | str = "auto"  # dense weight, auto: 0.5 unless another beats it there beyond noise
     similar_normalisation: str = "zscore"  # as fusion_normalisation
     similar_depth: int = 100  # candidates per signal, as evaluate.depth
     similar_terms: list[int] = field(default_factory=lambda: [25, 50, 100])  # telling terms tried (Lucene: 25)
@@ -88,6 +92,8 @@ class TrainConfig(EncodingEngine):
                                                 and 0 <= self.fusion_alpha <= 1):
             raise ValueError(f"fusion_alpha must be auto or a number in [0, 1], got {self.fusion_alpha!r}")
         self.serving_fusion()  # raises on an unknown fusion or normalisation
+        if not 0 <= self.selection_max_trained_share <= 1:
+            raise ValueError("selection_max_trained_share must be in [0, 1]")
         if min(self.selection_queries, self.selection_docs, self.encode_batch_size) < 1:
             raise ValueError("selection_queries, selection_docs and encode_batch_size must be positive")
         if self.similar_encoder not in ("auto", "trained", "base"):
