@@ -10,9 +10,11 @@ untitled documents). Per shape, side by side in one run, nDCG@10 of:
     plain fusion a user builds without papersim);
   - fixed convex fusions: alpha 0.5 with z-score or min-max normalised scores (and 0.3 / 0.7 with
     z-scores, to show how sensitive the result is to the weight);
-  - auto: alpha chosen per shape exactly as the train stage does (papersim.selection on the shape's
-    own papers: 10% of them, picked by the seeded split, ask for themselves; no judgment is read),
-    with z-score or min-max normalisation.
+  - auto: alpha chosen per shape on pseudo-queries by the rule the train stage applies to judged queries
+    (papersim.training.selection.choose_weight: picked on half the queries, kept only if it beats 0.5
+    on the other half beyond noise; 10% of the shape's papers, picked by the seeded split, ask for
+    themselves), with z-score or min-max normalisation. The train stage never uses pseudo-queries for
+    the weight: these rows show why.
 The judgments only score the rules; nothing is tuned on them beyond choosing among these rules.
 """
 
@@ -99,8 +101,9 @@ def main() -> None:
         pq = pseudo_queries(papers, asking, 13, 500, 20_000)
         alphas = {}
         for how in ("zscore", "minmax"):
-            chosen = select_serving(pq, {"trained": embed}, Fusion(normalisation=how), True, False, 0.0,
-                                    "english", "")
+            # Passed as if judged, so that choose_weight runs on them: the train stage never does this.
+            chosen = select_serving([pq.to_set()], "judged", {"trained": embed}, Fusion(normalisation=how), True,
+                                    False, 0.0, "english", "")
             alphas[how] = chosen.fusion.alpha
             runs[f"auto {how}"] = fuse_rankings(lexical, dense, chosen.fusion)
         scores = {rule: score_rankings(runs[rule], judged).metrics["ndcg@10"] for rule in rules}

@@ -86,12 +86,12 @@ def test_only_the_families_training_did_not_teach_ask():
 def test_the_trained_encoder_serves_only_when_it_beats_the_base_beyond_noise():
     pq = pseudo_queries(corpus(), {f"p{i}" for i in range(20)}, 13, 500, 20_000)
     template = Fusion(method="convex", normalisation="zscore")
-    kept = select_serving(pq, {"trained": noise, "base": bag_of_words}, template, True, True, 0.0, "english", "")
+    kept = select_serving([pq.to_set()], "pseudo-queries", {"trained": noise, "base": bag_of_words}, template, True, True, 0.0, "english", "")
     assert kept.encoder == "base" and "the base encoder serves" in kept.reason
     assert kept.evidence["base/ndcg@10"] > kept.evidence["trained/ndcg@10"]
     # An encoder that knows each pseudo-query's paper: it serves (its gain's interval is far above 0), ranks every
     # query's paper first (nDCG 1), and so does the fusion chosen for it, at a dense weight of at least 0.5.
-    chosen = select_serving(pq, {"trained": oracle, "base": noise}, template, True, True, 0.0, "english", "")
+    chosen = select_serving([pq.to_set()], "pseudo-queries", {"trained": oracle, "base": noise}, template, True, True, 0.0, "english", "")
     assert chosen.encoder == "trained" and chosen.evidence["trained/ndcg@10"] == pytest.approx(1.0)
     assert chosen.evidence["trained_minus_base"]["ci95"][0] > 0.5 and "(95% CI" in chosen.reason
     assert chosen.evidence["served/ndcg@10"] == pytest.approx(1.0) and chosen.evidence["bm25/ndcg@10"] < 0.99
@@ -99,9 +99,13 @@ def test_the_trained_encoder_serves_only_when_it_beats_the_base_beyond_noise():
     # Made to serve noise (selection off), the fusion leans on the words beyond noise: a low dense weight, and
     # the served system is at least BM25 (alpha 0 is BM25's ranking) and far above the noise encoder alone.
     many = pseudo_queries(corpus(120), {f"p{i}" for i in range(80)}, 13, 500, 20_000)  # power for the weight
-    off = select_serving(many, {"trained": noise}, template, True, False, 0.0, "english", "")
+    off = select_serving([many.to_set()], "judged", {"trained": noise}, template, True, False, 0.0, "english", "")
     assert off.encoder == "trained" and "select_encoder is off" in off.reason
     assert off.fusion.alpha <= 0.3 and "beat the default beyond noise" in off.reason
+    # The same queries as pseudo-queries are no evidence for the weight: the default stays.
+    kept_weight = select_serving([many.to_set()], "pseudo-queries", {"trained": noise}, template, True, False, 0.0,
+                                 "english", "")
+    assert kept_weight.fusion.alpha == 0.5 and "no evidence for the weight" in kept_weight.reason
     assert off.evidence["served/ndcg@10"] >= off.evidence["bm25/ndcg@10"] > off.evidence["trained/ndcg@10"] + 0.3
 
 
@@ -122,9 +126,9 @@ def test_a_gain_within_noise_keeps_the_base_encoder():
                 vectors[i, -1] = 1
         return vectors
 
-    base = select_serving(pq, {"trained": padded, "base": padded}, Fusion(), True, True, 0.0, "english", "")
+    base = select_serving([pq.to_set()], "pseudo-queries", {"trained": padded, "base": padded}, Fusion(), True, True, 0.0, "english", "")
     assert base.encoder == "base" and base.evidence["trained_minus_base"]["mean"] == 0
-    noisy = select_serving(pq, {"trained": slightly_better, "base": padded}, Fusion(), True, True, 0.0,
+    noisy = select_serving([pq.to_set()], "pseudo-queries", {"trained": slightly_better, "base": padded}, Fusion(), True, True, 0.0,
                            "english", "")
     gain = noisy.evidence["trained_minus_base"]
     assert gain["mean"] >= 0 and gain["ci95"][0] <= 0 and noisy.encoder == "base"
@@ -147,10 +151,10 @@ def test_a_weight_leaves_the_default_only_when_it_wins_on_queries_it_was_not_pic
 
 def test_a_fixed_alpha_or_rrf_is_kept_and_round_trips_through_json():
     pq = pseudo_queries(corpus(), {f"p{i}" for i in range(20)}, 13, 500, 20_000)
-    fixed = select_serving(pq, {"trained": bag_of_words, "base": noise}, Fusion(alpha=0.8), False, True, 0.0,
+    fixed = select_serving([pq.to_set()], "pseudo-queries", {"trained": bag_of_words, "base": noise}, Fusion(alpha=0.8), False, True, 0.0,
                            "english", "")
     assert fixed.fusion == Fusion(alpha=0.8) and "alpha_ndcg@10" not in fixed.evidence
-    rrf = select_serving(pq, {"trained": oracle, "base": noise}, Fusion(method="rrf"), True, True, 0.0,
+    rrf = select_serving([pq.to_set()], "pseudo-queries", {"trained": oracle, "base": noise}, Fusion(method="rrf"), True, True, 0.0,
                          "english", "")
     assert rrf.fusion.method == "rrf"
     assert Serving.from_dict(rrf.to_dict()) == rrf
@@ -162,14 +166,14 @@ def test_without_pseudo_queries_the_base_model_serves():
     papers = pd.DataFrame({"paper_id": ["a", "b"], "title": ["", ""], "abstract": ["too short", "also short"]})
     pq = pseudo_queries(papers, {"a"}, 13, 10, 10)
     assert pq.query_ids == []
-    serving = select_serving(pq, {"trained": noise, "base": noise}, Fusion(), True, True, 0.0, "english", "")
-    assert serving.encoder == "base" and "no validation paper gave a pseudo-query" in serving.reason
+    serving = select_serving([pq.to_set()], "pseudo-queries", {"trained": noise, "base": noise}, Fusion(), True, True, 0.0, "english", "")
+    assert serving.encoder == "base" and "no query to choose on in the pseudo-queries" in serving.reason
     # Every family taught by training (an untitled corpus trained on inverse cloze): no evidence, the base serves.
     untaught = pseudo_queries(corpus(), {f"p{i}" for i in range(20)}, 13, 500, 20_000, ())
-    serving = select_serving(untaught, {"trained": oracle, "base": noise}, Fusion(), True, True, 0.0, "english", "",
-                             families=())
+    serving = select_serving([untaught.to_set()], "none", {"trained": oracle, "base": noise}, Fusion(), True, True,
+                             0.0, "english", "")
     assert serving.encoder == "base" and serving.fusion == Fusion()
-    assert "no pseudo-query family is independent of training" in serving.reason
+    assert "no evidence that training did not produce" in serving.reason
 
 
 def test_unknown_encoder_in_a_serving_file_is_an_error():
@@ -226,3 +230,31 @@ def test_serving_with_a_similar_choice_round_trips_and_names_its_folder():
     assert serving.encoder_folder("/trained") == "/base" and serving.similar_folder("/trained") == "/trained"
     assert Serving("trained", "", Fusion(), "r").similar_folder("/t") == "/t"  # chosen before papers were
     assert "papersim.similar" in serving.tags()
+
+
+def test_the_users_judged_queries_are_evidence_for_the_encoder_and_the_weight_whatever_trained(tmp_path):
+    from papersim.training.selection import choose_serving
+    from papersim.training.train import TrainConfig
+    from tests.conftest import write_jsonl
+
+    papers = listed_corpus(60)
+    folder = tmp_path / "my_judged"
+    write_jsonl(folder / "corpus.jsonl", [{"_id": p, "title": t, "text": a} for p, t, a in
+                                          zip(papers["paper_id"], papers["title"], papers["abstract"])])
+    write_jsonl(folder / "queries.jsonl", [{"_id": f"q{i}", "text": f"what was measured in case {i}"}
+                                           for i in range(40)])
+    (folder / "qrels").mkdir()
+    (folder / "qrels/test.tsv").write_text("query-id\tcorpus-id\tscore\n"
+                                           + "".join(f"q{i}\tp{i}\t1\n" for i in range(40)))
+    split = pd.DataFrame({"paper_id": papers["paper_id"], "split": ["val" if i % 5 == 0 else "train"
+                                                                    for i in range(60)]})
+    cfg = TrainConfig(selection_sets=[str(folder)], fusion_alpha="auto", similar_encoder="base")
+    trained_on_titles = {"title_abstract": 500}  # pseudo-queries would be no evidence: the judged set is
+    serving = choose_serving(papers, split, {"trained": oracle, "base": noise}, cfg, trained_on_titles)
+    assert serving.encoder == "trained" and serving.evidence["evidence"] == "judged"
+    assert serving.evidence["sets"] == {"my_judged": 40} and "40 judged (my_judged 40)" in serving.reason
+    assert "alpha" in serving.evidence and "on the judged queries" in serving.reason  # the weight is chosen there
+    worse = choose_serving(papers, split, {"trained": noise, "base": oracle}, cfg, trained_on_titles)
+    assert worse.encoder == "base" and worse.evidence["trained_minus_base"]["ci95"][1] < 0
+    without = choose_serving(papers, split, {"trained": oracle, "base": noise}, TrainConfig(), trained_on_titles)
+    assert without.encoder == "base" and without.evidence["evidence"] == "none"

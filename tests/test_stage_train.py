@@ -70,9 +70,9 @@ def test_one_run_with_params_step_metrics_reports_and_the_model(project, trackin
     assert not (project / "models/checkpoints").exists()  # finished: nothing to resume
     serving = json.loads((project / "models/serving.json").read_text())
     assert report["serving"] == serving and serving["encoder"] == "base"
-    assert serving["evidence"]["train_pairs"] == {"title_abstract": 80} and serving["evidence"]["families"] == []
-    assert "no pseudo-query family is independent of training" in serving["reason"]
-    assert serving["evidence"]["pseudo_queries"] == 0 and serving["fusion"] == {**serving["fusion"], "alpha": 0.5}
+    assert serving["evidence"]["train_pairs"] == {"title_abstract": 80} and serving["evidence"]["evidence"] == "none"
+    assert "no evidence that training did not produce" in serving["reason"]
+    assert serving["evidence"]["independent_families"] == [] and serving["fusion"]["alpha"] == 0.5
 
     client = MlflowClient()
     run, = client.search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
@@ -97,10 +97,10 @@ def test_on_independent_evidence_a_tie_keeps_the_base_and_min_gain_below_it_serv
     write_params(project, base_model=str(tiny_model_dir), learning_rate=0.0, **TINY)
     assert main(stage_argv("train")) == 0
     serving = json.loads((project / "models/serving.json").read_text())
-    assert serving["encoder"] == "base" and serving["evidence"]["families"] == ["title", "sentence"]
+    assert serving["encoder"] == "base" and serving["evidence"]["independent_families"] == ["title", "sentence"]
     assert serving["evidence"]["trained/ndcg@10"] == serving["evidence"]["base/ndcg@10"]
     assert "+0.0000 (95% CI +0.0000 to +0.0000, not above min_gain 0.0): the base encoder serves" in serving["reason"]
-    assert serving["evidence"]["pseudo_queries"] == 8
+    assert serving["evidence"]["sets"] == {"pseudo-queries": 8}
     # ... and against a min_gain below the tie, the rule picks the trained encoder.
     write_params(project, base_model=str(tiny_model_dir), learning_rate=0.0, select_min_gain=-0.01, **TINY)
     assert main(stage_argv("train")) == 0

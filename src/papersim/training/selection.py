@@ -5,17 +5,21 @@ abstract, it wins sentence pseudo-queries even when real questions find it far w
 model. Nor does holding one pseudo-query family out help: on Cranfield's abstracts alone, training on
 title -> abstract won the *sentence* pseudo-queries it never saw (+0.088 nDCG@10, 95% CI +0.046 to
 +0.131) while Cranfield's real questions found it 0.075 worse than the base model. A paper's own
-text asking for itself is one task whichever part asks (README "Quality"). So:
+text asking for itself is one task whichever part asks (README "Quality"). So the evidence is, in
+order of strength:
 
-- the pseudo-query families, `title` (a validation paper's title asks for its abstract) and `sentence`
-  (one sentence asks for the paper without it: inverse cloze), are evidence only when the self-retrieval
-  pairs (`title_abstract`, `self_supervised`) are at most `selection_max_trained_share` of the training
-  pairs: a candidate trained on listings or labelled pairs alone. Otherwise there is no independent
-  evidence: the base model serves search, the fusion keeps its documented default, and the reason says so;
-- with evidence, the trained encoder serves only if its dense nDCG@10 gain over the base model's has a
-  paired 95% bootstrap interval above `select_min_gain`: a gain within noise keeps the base;
-- the fusion weight (`fusion_alpha: auto`) leaves the default (0.5) only when the best weight, picked on
-  half of those queries, beats 0.5 on the other half with its interval above 0 (`choose_weight`).
+1. `judged`: the user's own judged queries (`selection_sets`, BEIR folders that evaluate never scores);
+2. `pseudo-queries`: validation papers asking for themselves by their title or one sentence (inverse
+   cloze), only when the self-retrieval pairs (`title_abstract`, `self_supervised`) are at most
+   `selection_max_trained_share` of the training pairs (a candidate trained on listings or labelled
+   pairs alone);
+3. `none`: the base model serves search and the fusion keeps its documented default; the reason says so.
+
+The trained encoder serves only if its dense nDCG@10 gain over the base model's has a paired 95%
+bootstrap interval above `select_min_gain`. The fusion weight (`fusion_alpha: auto`) leaves the
+default (0.5) only on judged queries, when the best weight, picked on half of them, beats 0.5 on the
+other half with its interval above 0 (`choose_weight`): pseudo-queries are never evidence for the
+weight, since they favour whichever system shares their words (README "Fusion").
 
 The similar task's choices (`select_similar`) follow the same rule on validation papers asking for
 their co-listed papers; with none, the base encoder serves (the one training cannot have harmed).
@@ -32,7 +36,7 @@ import pandas as pd
 
 from papersim.errors import PapersimError
 from papersim.evaluation.metrics import ndcg_at_k, precision_at_k
-from papersim.evaluation.sets import EvalSet, colisting_set
+from papersim.evaluation.sets import EvalSet, colisting_set, load_beir_set
 from papersim.evaluation.significance import paired_difference
 from papersim.retrieval.dense import dense_hits, dense_search
 from papersim.retrieval.fusion import ALPHA_GRID, Fusion, fuse_rankings
@@ -88,6 +92,13 @@ class PseudoQueries:
     query_texts: list[str]
     relevant: dict[str, str]  # query id -> the one doc id that answers it
     kinds: dict[str, int] = field(default_factory=dict)  # "title" / "sentence" -> number of queries
+
+    def to_set(self) -> EvalSet:
+        """The pseudo-queries as a judged set (each query's own paper relevant), named by its kinds."""
+        return EvalSet(name="pseudo-queries", doc_ids=self.doc_ids, doc_texts=self.doc_texts,
+                       query_ids=self.query_ids, query_texts=self.query_texts,
+                       qrels={q: {d: 1} for q, d in self.relevant.items()}, content_hash="",
+                       facts=dict(self.kinds))
 
 
 def pseudo_queries(papers: pd.DataFrame, query_papers: set[str], seed: int, max_queries: int,
@@ -167,9 +178,9 @@ class Serving:
         return trained if self.similar.encoder == "trained" else self.base_model
 
 
-def _ndcg(rankings: Mapping[str, list], relevant: Mapping[str, str], queries: Sequence[str]) -> np.ndarray:
-    """Per-query nDCG@10 of each query's one relevant document, in the order of `queries`. (n_queries,)"""
-    return np.array([ndcg_at_k(rankings[q], {relevant[q]: 1}, 10) for q in queries])
+def _ndcg(rankings: Mapping[str, list], qrels: Mapping[str, Mapping[str, int]], queries: Sequence[str]) -> np.ndarray:
+    """Per-query nDCG@10 (graded), in the order of `queries`. (n_queries,)"""
+    return np.array([ndcg_at_k(rankings[q], qrels[q], 10) for q in queries])
 
 
 def _interval(diff) -> dict:
@@ -194,33 +205,47 @@ def choose_weight(scores: Mapping[float, np.ndarray], default: float) -> tuple[f
     return (pick if diff.low > 0 else default), evidence
 
 
-def select_serving(pq: PseudoQueries, embed: Mapping[str, Embed], template: Fusion, alpha_auto: bool,
-                   select_encoder: bool, min_gain: float, stemmer: str, base_model: str,
-                   families: Sequence[str] = FAMILIES) -> Serving:
-    """Choose the served encoder (of `embed`'s "trained" and "base") and the fusion on `pq`, pseudo-queries
-    of the `families` that training did not teach (`independent_families`).
+EVIDENCE = ("judged", "pseudo-queries", "none")  # what a serving choice rests on, strongest first
 
-    `template` is the configured fusion (method, normalisation, depth; alpha when not `alpha_auto`).
+
+def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Embed], template: Fusion,
+                   alpha_auto: bool, select_encoder: bool, min_gain: float, stemmer: str, base_model: str) -> Serving:
+    """Choose the served encoder (of `embed`'s "trained" and "base") and the fusion weight on `sets`.
+
+    `source` says what the sets are: "judged" (the user's own judged queries: evidence for the encoder and
+    the weight), "pseudo-queries" (validation papers asking for themselves, `pseudo_queries_set`, used only
+    when training did not teach them: evidence for the encoder, never for the weight: they favour whichever
+    system shares their words) or "none". `template` is the configured fusion (alpha when not `alpha_auto`).
     """
-    evidence: dict = {"families": list(families), "pseudo_queries": len(pq.query_ids), "query_kinds": pq.kinds}
-    if not pq.query_ids:
-        why = ("no pseudo-query family is independent of training (each is what the training pairs taught)"
-               if not families else "no validation paper gave a pseudo-query of the independent families")
+    sets = [s for s in sets if s.query_ids]
+    evidence: dict = {"evidence": source if sets else "none", "sets": {s.name: len(s.query_ids) for s in sets}}
+    default = f"{template.describe()}, the configured default"
+    if not sets:
+        why = {"none": "no evidence that training did not produce (the pseudo-queries are what the self-retrieval "
+                       "training pairs taught)"}.get(source, f"no query to choose on in the {source}")
         return Serving("base" if select_encoder else "trained", base_model, template,
-                       f"{why}: nothing to compare on; "
-                       + ("the base model serves" if select_encoder else "select_encoder is off")
-                       + f"; {template.describe()}, the configured default", evidence)
-    queries = pq.query_ids
-    lexical = lexical_hits(BM25(pq.doc_ids, pq.doc_texts, stemmer), queries, pq.query_texts, template.depth)
-    evidence["bm25/ndcg@10"] = float(np.mean(_ndcg({q: h[0] for q, h in lexical.items()}, pq.relevant, queries)))
-    dense, per_query = {}, {}
-    for name in ENCODERS:
-        if name in embed:
-            dense[name] = dense_hits(pq.doc_ids, embed[name](pq.doc_texts), queries, embed[name](pq.query_texts),
-                                     template.depth)
-            per_query[name] = _ndcg({q: h[0] for q, h in dense[name].items()}, pq.relevant, queries)
-            evidence[f"{name}/ndcg@10"] = float(np.mean(per_query[name]))
-    on = f"{len(queries)} validation pseudo-queries ({', '.join(f'{n} {k}' for k, n in pq.kinds.items())})"
+                       f"{why}: the " + ("base model serves" if select_encoder else "trained model serves "
+                                         "(select_encoder is off)") + f"; {default}", evidence)
+    queries: list[str] = []
+    lexical: dict[str, Hits] = {}
+    dense: dict[str, dict[str, Hits]] = {name: {} for name in ENCODERS if name in embed}
+    qrels: dict[str, dict[str, int]] = {}
+    for task in sets:  # query ids prefixed by their set: several sets are pooled query by query
+        ids = [f"{task.name}/{q}" for q in task.query_ids]
+        queries += ids
+        qrels.update({i: task.qrels[q] for i, q in zip(ids, task.query_ids)})
+        found = lexical_hits(BM25(task.doc_ids, task.doc_texts, stemmer), task.query_ids, task.query_texts,
+                             template.depth)
+        lexical.update({i: found[q] for i, q in zip(ids, task.query_ids) if q in found})
+        for name in dense:
+            hits = dense_hits(task.doc_ids, embed[name](task.doc_texts), task.query_ids,
+                              embed[name](task.query_texts), template.depth)
+            dense[name].update({i: hits[q] for i, q in zip(ids, task.query_ids)})
+    evidence["bm25/ndcg@10"] = float(np.mean(_ndcg({q: lexical.get(q, ([], []))[0] for q in queries}, qrels,
+                                                    queries)))
+    per_query = {name: _ndcg({q: h[0] for q, h in hits.items()}, qrels, queries) for name, hits in dense.items()}
+    evidence.update({f"{name}/ndcg@10": float(np.mean(v)) for name, v in per_query.items()})
+    on = f"{len(queries)} {source} ({', '.join(f'{s.name} {len(s.query_ids)}' for s in sets)})"
     if not select_encoder or "base" not in dense:
         encoder, reason = "trained", "select_encoder is off: the trained encoder serves"
     else:
@@ -228,19 +253,19 @@ def select_serving(pq: PseudoQueries, embed: Mapping[str, Embed], template: Fusi
         evidence["trained_minus_base"] = _interval(gain)
         encoder = "trained" if gain.low > min_gain else "base"
         reason = (f"trained {evidence['trained/ndcg@10']:.4f} vs base {evidence['base/ndcg@10']:.4f} dense nDCG@10 "
-                  f"on {on}, families training did not teach: {gain.mean:+.4f} (95% CI {gain.low:+.4f} to "
-                  f"{gain.high:+.4f}, {'above' if encoder == 'trained' else 'not above'} min_gain {min_gain}): "
-                  f"the {encoder} encoder serves")
+                  f"on {on}: {gain.mean:+.4f} (95% CI {gain.low:+.4f} to {gain.high:+.4f}, "
+                  f"{'above' if encoder == 'trained' else 'not above'} min_gain {min_gain}): the {encoder} encoder serves")
     fusion = template
-    if template.method == "convex" and alpha_auto:
-        by_alpha = {a: _ndcg(fuse_rankings(lexical, dense[encoder], replace(template, alpha=a)), pq.relevant, queries)
+    if template.method == "convex" and alpha_auto and source == "judged":
+        by_alpha = {a: _ndcg(fuse_rankings(lexical, dense[encoder], replace(template, alpha=a)), qrels, queries)
                     for a in ALPHA_GRID}
         alpha, evidence["alpha"] = choose_weight(by_alpha, template.alpha)
         fusion = replace(template, alpha=alpha)
         reason += (f"; fusion alpha {alpha:g} (" + ("the default: no weight beat it beyond noise" if alpha ==
-                   template.alpha else "beat the default beyond noise") + " on the same pseudo-queries)")
-    evidence["served/ndcg@10"] = float(np.mean(_ndcg(fuse_rankings(lexical, dense[encoder], fusion), pq.relevant,
-                                                     queries)))
+                   template.alpha else "beat the default beyond noise") + f" on the {source} queries)")
+    elif template.method == "convex" and alpha_auto:
+        reason += f"; fusion alpha {template.alpha:g}, the default (pseudo-queries are no evidence for the weight)"
+    evidence["served/ndcg@10"] = float(np.mean(_ndcg(fuse_rankings(lexical, dense[encoder], fusion), qrels, queries)))
     return Serving(encoder, base_model, fusion, reason, evidence)
 
 
@@ -315,18 +340,24 @@ def select_similar(task: EvalSet | None, embed: Mapping[str, Embed], choice: Sim
 
 def choose_serving(papers: pd.DataFrame, split: pd.DataFrame, embed: Mapping[str, Embed], cfg,
                    train_pairs: Mapping[str, int] | None = None) -> Serving:
-    """The train stage's choice: pseudo-queries of the families `train_pairs` (pair source -> count) did
-    not teach, from the val split over non-test papers, then `select_serving` with the train config's
-    settings (cfg: papersim.training.train.TrainConfig); and the similar task's, on the val papers asking for
-    their co-listed non-test papers (`select_similar`)."""
+    """The train stage's choice (cfg: papersim.training.train.TrainConfig), on the strongest evidence there
+    is: the user's own judged sets (`selection_sets`); else validation pseudo-queries over non-test papers
+    when `train_pairs` (pair source -> count) did not teach them (`independent_families`); else none. Then
+    the similar task's, on the val papers asking for their co-listed non-test papers (`select_similar`)."""
     test = set(split.loc[split["split"] == "test", "paper_id"])
     val = set(split.loc[split["split"] == "val", "paper_id"])
     families = independent_families(train_pairs, cfg.selection_max_trained_share)
-    pq = pseudo_queries(papers[~papers["paper_id"].isin(test)], val, cfg.seed, cfg.selection_queries,
-                        cfg.selection_docs, families)
-    serving = select_serving(pq, embed, cfg.serving_fusion(), cfg.fusion_alpha == "auto", cfg.select_encoder,
-                             cfg.select_min_gain, cfg.stemmer, cfg.base_model, families)
-    serving.evidence["train_pairs"] = dict(train_pairs or {})
+    if cfg.selection_sets:
+        sets, source = [load_beir_set(Path(folder)) for folder in cfg.selection_sets], "judged"
+    elif families:
+        pq = pseudo_queries(papers[~papers["paper_id"].isin(test)], val, cfg.seed, cfg.selection_queries,
+                            cfg.selection_docs, families)
+        sets, source = [pq.to_set()], "pseudo-queries"
+    else:
+        sets, source = [], "none"
+    serving = select_serving(sets, source, embed, cfg.serving_fusion(), cfg.fusion_alpha == "auto",
+                             cfg.select_encoder, cfg.select_min_gain, cfg.stemmer, cfg.base_model)
+    serving.evidence.update({"train_pairs": dict(train_pairs or {}), "independent_families": list(families)})
     pool = set(papers["paper_id"]) - test
     task = colisting_set(papers, val, pool, cfg.max_group_size, "similar_val", cfg.similar_queries,
                          cfg.selection_docs, cfg.seed)

@@ -50,6 +50,8 @@ class TrainConfig(EncodingEngine):
     # did not teach them (papersim.training.selection): a model always wins the task it was trained on.
     select_encoder: bool = True  # the trained encoder serves only if it beat the base model there beyond noise
     select_min_gain: float = 0.0  # ... its gain's 95% interval lies above this dense nDCG@10 (0: a gain, not noise)
+    selection_sets: list[str] = field(default_factory=list)  # BEIR folders of your own judged queries (never
+    # evaluate's sets): evidence for the encoder and the fusion weight; none shipped: no judged data is the norm
     selection_max_trained_share: float = 0.05  # pseudo-queries are evidence when at most this share of the
     # training pairs are self-retrieval (title -> abstract, inverse cloze): a share that cannot teach the task
     fusion: str = "convex"  # convex (normalised scores, dense weight alpha) | rrf (reciprocal ranks)
