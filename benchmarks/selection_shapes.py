@@ -9,12 +9,9 @@ search encoder and fusion on the validation papers. Then Cranfield's 225 judged 
 base, trained, base_hybrid (RRF) and served on the shape's corpus, and the table says what the choice
 picked, on which evidence, and whether the judgments agree. Trained encoders are kept in
 benchmarks/.work/shapes (keyed by shape, params and data), so re-running after a change to the
-selection re-trains nothing. Shapes:
-  - titled: Cranfield as shipped (title + abstract);
-  - untitled: the abstracts alone;
-  - title_only: the titles alone (a title-only record is its title as text, as ingest's title_only: keep);
-  - one_sentence: every sentence of every abstract its own untitled document; a query is relevant to a
-    sentence of a relevant abstract, with that abstract's grade.
+selection re-trains nothing. Shapes (papersim.evaluation.shapes): titled (Cranfield as shipped),
+untitled (the abstracts alone), title_only (the titles alone), one_sentence (every sentence its own
+document; a query is relevant to each sentence of a relevant abstract).
 Cranfield's judgments here choose the selection *method* (a development set); no number in params is
 set from them.
 """
@@ -39,15 +36,15 @@ from papersim.encoders.load import load_encoder  # noqa: E402
 from papersim.env import apply_offline_defaults  # noqa: E402
 from papersim.evaluation.evaluate import EvaluateConfig, evaluate_set  # noqa: E402
 from papersim.evaluation.sets import EvalSet  # noqa: E402
+from papersim.evaluation.shapes import SHAPES, reshape  # noqa: E402
 from papersim.evaluation.significance import paired_difference  # noqa: E402
 from papersim.retrieval.passage import passage_text  # noqa: E402
-from papersim.training.pairs import MinePairsConfig, SENTENCE_END, mine_pairs  # noqa: E402
+from papersim.training.pairs import MinePairsConfig, mine_pairs  # noqa: E402
 from papersim.training.selection import choose_serving  # noqa: E402
 from papersim.training.train import TrainConfig, train_encoder  # noqa: E402
 
 CRANFIELD = REPO / "data/raw/beir/cranfield"
 WORK = REPO / "benchmarks/.work"
-SHAPES = ("titled", "untitled", "title_only", "one_sentence")
 TRAINING_FIELDS = ("base_model", "loss", "matryoshka_dims", "mini_batch_size", "max_seq_length", "batch_size",
                    "num_negatives", "learning_rate", "warmup_ratio", "weight_decay", "max_steps", "eval_steps",
                    "save_steps", "early_stopping_patience", "seed", "precision", "max_group_size")  # the weights' own
@@ -68,33 +65,6 @@ def cranfield() -> tuple[pd.DataFrame, dict[str, str], dict[str, dict[str, int]]
         qrels.setdefault(q, {})[d] = int(r)
     queries = {str(q["_id"]): q["text"] for q in read_jsonl(CRANFIELD / "queries.jsonl") if str(q["_id"]) in qrels}
     return papers, queries, qrels
-
-
-def shape(papers: pd.DataFrame, qrels: dict[str, dict[str, int]], name: str):
-    """The shape's papers and its judgments (doc ids of the shape)."""
-    if name == "titled":
-        out = papers
-    elif name == "untitled":
-        out = papers.assign(title="")
-    elif name == "title_only":
-        out = papers.assign(abstract=papers["title"], title="")
-        out = out[out["abstract"].str.strip() != ""]
-    elif name == "one_sentence":
-        rows, parts = [], {}
-        for pid, abstract in zip(papers["paper_id"], papers["abstract"]):
-            sentences = [s.strip() for s in SENTENCE_END.split(abstract) if len(s.split()) >= 3]
-            parts[pid] = [f"{pid}.{j}" for j in range(len(sentences))]
-            rows += [(f"{pid}.{j}", "", s) for j, s in enumerate(sentences)]
-        out = pd.DataFrame(rows, columns=["paper_id", "title", "abstract"])
-        qrels = {q: {part: r for d, r in judged.items() for part in parts.get(d, [])} for q, judged in qrels.items()}
-    else:
-        raise ValueError(name)
-    out = out.reset_index(drop=True)
-    out = out.assign(groups=[[] for _ in range(len(out))],
-                     content_hash=[hashlib.sha1(f"{t}\n{a}".encode()).hexdigest() for t, a in
-                                   zip(out["title"], out["abstract"])])
-    known = set(out["paper_id"])
-    return out, {q: {d: r for d, r in judged.items() if d in known} for q, judged in qrels.items()}
 
 
 def trained_encoder(name: str, papers: pd.DataFrame, mine: MinePairsConfig, cfg: TrainConfig) -> tuple[Path, dict]:
@@ -137,7 +107,7 @@ def main() -> None:
     cache = WORK / "embeddings"
     rows = []
     for name in args.shapes:
-        docs, judged = shape(papers, qrels, name)
+        docs, judged = reshape(papers, qrels, name)
         folder, pairs = trained_encoder(name, docs, mine, cfg)
         embed = {"trained": cached_embedder(str(folder), cfg.backend, cfg.max_seq_length, cfg.encode_batch_size,
                                             cache, cfg),

@@ -175,3 +175,38 @@ def test_torchrun_with_two_cpu_processes_trains_and_saves_once(project, tracking
     assert sorted(p.name for p in (project / "models").iterdir()) == ["encoder", "serving.json"]
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
     assert [r.info.run_name for r in runs] == ["train"]
+
+
+def cranfield_papers(n: int) -> tuple[pd.DataFrame, dict]:
+    """The first n bundled Cranfield abstracts (title, abstract) and their judgments."""
+    docs = pd.read_json(REPO / "data/raw/beir/cranfield/corpus.jsonl", lines=True, dtype={"_id": str}).head(n)
+    docs = docs[docs["text"].str.strip() != ""]
+    papers = pd.DataFrame({"paper_id": docs["_id"], "title": docs["title"].fillna(""), "abstract": docs["text"]})
+    qrels = pd.read_csv(REPO / "data/raw/beir/cranfield/qrels/test.tsv", sep="\t", dtype=str)
+    return papers, {q: dict.fromkeys(g["corpus-id"], 1) for q, g in qrels.groupby("query-id")}
+
+
+@pytest.mark.parametrize("shape", ["titled", "untitled", "title_only", "one_sentence"])
+def test_training_made_worse_on_purpose_leaves_the_base_serving_search_on_every_corpus_shape(
+        shape, tmp_path, monkeypatch, tracking, stage_argv, tiny_model_dir):
+    """Cranfield in each shape users bring, mined as mine_pairs does and trained at a learning rate that wrecks
+    the encoder: its self-retrieval pairs make every pseudo-query training's own evidence, so base serves."""
+    from papersim.evaluation.shapes import reshape
+    from papersim.training.pairs import MinePairsConfig, mine_pairs
+
+    monkeypatch.chdir(tmp_path)
+    docs, _ = reshape(*cranfield_papers(80), shape)
+    mined = mine_pairs(docs, MinePairsConfig(miners=["bm25"], num_negatives=0), None)
+    (tmp_path / "data/pairs").mkdir(parents=True)
+    (tmp_path / "data/processed").mkdir(parents=True)
+    for name, frame in (("train", mined.train), ("val", mined.val), ("split", mined.split)):
+        frame.to_parquet(tmp_path / f"data/pairs/{name}.parquet", index=False)
+    docs.assign(source="cranfield").to_parquet(tmp_path / "data/processed/papers.parquet", index=False)
+    write_params(tmp_path, base_model=str(tiny_model_dir), learning_rate=0.5, warmup_ratio=0.0, **{**TINY, "num_negatives": 0})
+    assert main(stage_argv("train")) == 0
+    serving = json.loads((tmp_path / "models/serving.json").read_text())
+    taught = serving["evidence"]["train_pairs"]
+    assert taught.get("title_abstract", 0) + taught.get("self_supervised", 0) == len(mined.train) > 0
+    assert serving["encoder"] == "base" and serving["evidence"]["evidence"] == "none"
+    assert serving["fusion"]["alpha"] == 0.5 and "the base model serves" in serving["reason"]
+    assert serving["similar"]["encoder"] == "base"  # no listings: nothing to choose on, base
