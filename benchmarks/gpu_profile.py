@@ -15,7 +15,10 @@ with `papersim.training.train.train_encoder`, once per recipe:
     never hold a text twice (the no-duplicates sampler), and 256 rows of 5 texts need ~1,000 distinct
     abstracts out of Cranfield's ~1,100 train papers: no full batch can be formed, so no step runs here;
   - gpu_neg1: the same with 1 mined negative (full batches of 256 form);
-  - gpu_b128: the same with batch 128 and 3 negatives;
+  - gpu_b128: the same with batch 128 and 3 negatives.
+    The sampler forms fewer batches per pass than it announces here (3 of 4, 5 of 8); sentence-transformers
+    6.2 (the pinned version) refills them by resampling, 6.0 does not, and the trainer then stops short
+    of `--steps` (75 and 65 of 100 with 6.0.1): the table gives the steps that ran;
   - cpu: the shipped CPU profile, params.yaml `train` as it is (colisting, batch 16, 128 tokens, lr 1e-4,
     60 steps), run on the same device for comparison.
 
@@ -28,8 +31,8 @@ fp32) at each of `--eval-seq-lens` tokens (the evaluate stage uses 128).
 
 The table gives per recipe: steps run, epochs over the train pairs, the trainer's pairs/s (its
 runtime includes validation and checkpoints) and pairs/s over the training steps alone, the train
-call's wall time, the device, peak GPU memory, and nDCG@10. With `--json PATH` (or $OUT set: written
-to $OUT/gpu_profile.json) the rows are also written as JSON.
+call's wall time, the device, peak GPU memory, and nDCG@10. With `--json PATH` the rows are also
+written as JSON.
 """
 
 import argparse
@@ -215,7 +218,7 @@ def main() -> None:
                         help="tokens per text when scoring (default: params.yaml evaluate.max_seq_length)")
     parser.add_argument("--miners", nargs="+", help="override mine_pairs.miners (bm25, dense)")
     parser.add_argument("--smoke", action="store_true", help="2 steps, batch 8, 32 tokens: checks the script")
-    parser.add_argument("--json", help="also write the rows here (default: $OUT/gpu_profile.json when OUT is set)")
+    parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     apply_offline_defaults()
     import torch
@@ -301,7 +304,7 @@ def main() -> None:
             print(f"| {recipe} | {r['steps']} ({r['epochs']}) | {r['train_pairs_per_s']:.1f} | {step_pps} | "
                   f"{step_s} | {r['wall_s']} | {r['device']} | {mem} | {n} | {s['bm25']:.4f} | {s['base']:.4f} | "
                   f"{s['trained']:.4f} | {s['base_hybrid']:.4f} | {s['hybrid']:.4f} | {s['served']:.4f} |")
-    out = args.json or (str(Path(os.environ["OUT"]) / "gpu_profile.json") if os.environ.get("OUT") else None)
+    out = args.json
     if out:
         Path(out).write_text(json.dumps({"device": device_name(), "torch": torch.__version__,
                                          "papers": len(papers), "queries": len(qids),

@@ -219,13 +219,13 @@ def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Emb
     """
     sets = [s for s in sets if s.query_ids]
     evidence: dict = {"evidence": source if sets else "none", "sets": {s.name: len(s.query_ids) for s in sets}}
-    default = f"{template.describe()}, the configured default"
     if not sets:
         why = {"none": "no evidence that training did not produce (the pseudo-queries are what the self-retrieval "
                        "training pairs taught)"}.get(source, f"no query to choose on in the {source}")
         return Serving("base" if select_encoder else "trained", base_model, template,
                        f"{why}: the " + ("base model serves" if select_encoder else "trained model serves "
-                                         "(select_encoder is off)") + f"; {default}", evidence)
+                                         "(select_encoder is off)") + "; the fusion keeps its configured default",
+                       evidence)
     queries: list[str] = []
     lexical: dict[str, Hits] = {}
     dense: dict[str, dict[str, Hits]] = {name: {} for name in ENCODERS if name in embed}
