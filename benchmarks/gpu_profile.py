@@ -57,6 +57,7 @@ from papersim.encoders.load import load_encoder  # noqa: E402
 from papersim.env import apply_offline_defaults  # noqa: E402
 from papersim.evaluation.evaluate import EvaluateConfig, evaluate_set  # noqa: E402
 from papersim.evaluation.sets import EvalSet  # noqa: E402
+from papersim.evaluation.shapes import read_beir_papers, reshape  # noqa: E402
 from papersim.retrieval.passage import passage_text  # noqa: E402
 from papersim.training.pairs import MinePairsConfig, mine_pairs  # noqa: E402
 from papersim.training.train import TrainConfig, train_encoder  # noqa: E402
@@ -76,26 +77,10 @@ SMOKE = {"batch_size": 8, "mini_batch_size": 4, "max_seq_length": 32, "max_steps
          "save_steps": 2}
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def cranfield() -> tuple[pd.DataFrame, dict[str, str], dict[str, dict[str, int]]]:
     """Papers (paper_id, title, abstract, groups, content_hash), judged queries (id -> text) and qrels."""
-    docs = [d for d in read_jsonl(CRANFIELD / "corpus.jsonl") if (d.get("text") or "").strip()]
-    papers = pd.DataFrame({"paper_id": [str(d["_id"]) for d in docs], "title": [d.get("title") or "" for d in docs],
-                           "abstract": [d["text"].strip() for d in docs]})
-    papers = papers.assign(groups=[[] for _ in range(len(papers))],
-                           content_hash=[hashlib.sha1(f"{t}\n{a}".encode()).hexdigest() for t, a in
-                                         zip(papers["title"], papers["abstract"])])
-    qrels: dict[str, dict[str, int]] = {}
-    for line in (CRANFIELD / "qrels/test.tsv").read_text().splitlines()[1:]:
-        q, d, r = line.split("\t")
-        qrels.setdefault(q, {})[d] = int(r)
-    known = set(papers["paper_id"])
-    qrels = {q: {d: r for d, r in judged.items() if d in known} for q, judged in qrels.items()}
-    queries = {str(q["_id"]): q["text"] for q in read_jsonl(CRANFIELD / "queries.jsonl") if qrels.get(str(q["_id"]))}
-    return papers, queries, qrels
+    papers, queries, qrels = read_beir_papers(CRANFIELD)
+    return reshape(papers, qrels, "titled")[0], queries, qrels
 
 
 def embedder(model, max_seq_length: int, batch_size: int):

@@ -36,7 +36,7 @@ from papersim.encoders.load import load_encoder  # noqa: E402
 from papersim.env import apply_offline_defaults  # noqa: E402
 from papersim.evaluation.evaluate import EvaluateConfig, evaluate_set  # noqa: E402
 from papersim.evaluation.sets import EvalSet  # noqa: E402
-from papersim.evaluation.shapes import SHAPES, reshape  # noqa: E402
+from papersim.evaluation.shapes import SHAPES, read_beir_papers, reshape  # noqa: E402
 from papersim.evaluation.significance import paired_difference  # noqa: E402
 from papersim.retrieval.passage import passage_text  # noqa: E402
 from papersim.training.pairs import MinePairsConfig, mine_pairs  # noqa: E402
@@ -48,23 +48,6 @@ WORK = REPO / "benchmarks/.work"
 TRAINING_FIELDS = ("base_model", "loss", "matryoshka_dims", "mini_batch_size", "max_seq_length", "batch_size",
                    "num_negatives", "learning_rate", "warmup_ratio", "weight_decay", "max_steps", "eval_steps",
                    "save_steps", "early_stopping_patience", "seed", "precision", "max_group_size")  # the weights' own
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def cranfield() -> tuple[pd.DataFrame, dict[str, str], dict[str, dict[str, int]]]:
-    """Papers (paper_id, title, abstract), judged queries (id -> text) and qrels."""
-    docs = [d for d in read_jsonl(CRANFIELD / "corpus.jsonl") if (d.get("text") or "").strip()]
-    papers = pd.DataFrame({"paper_id": [str(d["_id"]) for d in docs], "title": [d.get("title") or "" for d in docs],
-                           "abstract": [d["text"].strip() for d in docs]})
-    qrels: dict[str, dict[str, int]] = {}
-    for line in (CRANFIELD / "qrels/test.tsv").read_text().splitlines()[1:]:
-        q, d, r = line.split("\t")
-        qrels.setdefault(q, {})[d] = int(r)
-    queries = {str(q["_id"]): q["text"] for q in read_jsonl(CRANFIELD / "queries.jsonl") if str(q["_id"]) in qrels}
-    return papers, queries, qrels
 
 
 def trained_encoder(name: str, papers: pd.DataFrame, mine: MinePairsConfig, cfg: TrainConfig) -> tuple[Path, dict]:
@@ -103,7 +86,7 @@ def main() -> None:
         cfg = replace(cfg, max_steps=args.steps, eval_steps=args.steps, save_steps=args.steps)
     ecfg = build_config(EvaluateConfig, params["evaluate"], "params.yaml: evaluate")
     ecfg = replace(ecfg, systems=["bm25", "base", "trained", "base_hybrid", "served"])
-    papers, queries, qrels = cranfield()
+    papers, queries, qrels = read_beir_papers(CRANFIELD)
     cache = WORK / "embeddings"
     rows = []
     for name in args.shapes:

@@ -143,3 +143,26 @@ def test_documents_and_queries_that_tokenise_to_nothing(project, capsys):
     assert {"numbers", "stopwords"} <= set(out["papers"]["paper_id"]) and out["index"]["papers"] == 42
     assert 0 <= out["eval"]["judged"]["bm25"]["ndcg@10"] < 1  # q2 ("of the and 42") retrieves nothing by BM25
     assert len(served_search("the of and", capsys)) == 3  # no BM25 match: the dense half still answers
+
+
+def test_a_judged_corpus_is_reshaped_with_its_judgments_carried_to_the_new_documents():
+    from papersim.evaluation.shapes import reshape
+
+    papers = pd.DataFrame({"paper_id": ["a", "b"], "title": ["Flutter of panels", ""],
+                           "abstract": ["the panel flutters at mach two. damping grows with speed! ok.",
+                                        "heat moves through the boundary layer."]})
+    qrels = {"q1": {"a": 2, "b": 1}, "q2": {"b": 3}}
+    docs, judged = reshape(papers, qrels, "one_sentence")
+    # lower-case sentences split too; "ok." is under 3 words and is no document
+    assert docs["abstract"].tolist() == ["the panel flutters at mach two.", "damping grows with speed!",
+                                         "heat moves through the boundary layer."]
+    assert docs["paper_id"].tolist() == ["a.0", "a.1", "b.0"] and set(docs["title"]) == {""}
+    assert judged == {"q1": {"a.0": 2, "a.1": 2, "b.0": 1}, "q2": {"b.0": 3}}
+    titles, judged = reshape(papers, qrels, "title_only")
+    assert titles[["paper_id", "title", "abstract"]].values.tolist() == [["a", "", "Flutter of panels"]]
+    assert judged == {"q1": {"a": 2}, "q2": {}}
+    untitled, _ = reshape(papers, qrels, "untitled")
+    assert set(untitled["title"]) == {""} and untitled["abstract"].tolist() == papers["abstract"].tolist()
+    assert len(set(untitled["content_hash"])) == 2 and untitled["groups"].tolist() == [[], []]
+    with pytest.raises(ValueError, match="unknown shape"):
+        reshape(papers, qrels, "poems")

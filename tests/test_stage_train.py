@@ -179,11 +179,10 @@ def test_torchrun_with_two_cpu_processes_trains_and_saves_once(project, tracking
 
 def cranfield_papers(n: int) -> tuple[pd.DataFrame, dict]:
     """The first n bundled Cranfield abstracts (title, abstract) and their judgments."""
-    docs = pd.read_json(REPO / "data/raw/beir/cranfield/corpus.jsonl", lines=True, dtype={"_id": str}).head(n)
-    docs = docs[docs["text"].str.strip() != ""]
-    papers = pd.DataFrame({"paper_id": docs["_id"], "title": docs["title"].fillna(""), "abstract": docs["text"]})
-    qrels = pd.read_csv(REPO / "data/raw/beir/cranfield/qrels/test.tsv", sep="\t", dtype=str)
-    return papers, {q: dict.fromkeys(g["corpus-id"], 1) for q, g in qrels.groupby("query-id")}
+    from papersim.evaluation.shapes import read_beir_papers
+
+    papers, _, qrels = read_beir_papers(REPO / "data/raw/beir/cranfield")
+    return papers.head(n), qrels
 
 
 @pytest.mark.parametrize("shape", ["titled", "untitled", "title_only", "one_sentence"])

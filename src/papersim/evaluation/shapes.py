@@ -8,13 +8,31 @@ each (benchmarks/selection_shapes.py) and the tests train on each.
 
 import hashlib
 import re
+from pathlib import Path
 
 import pandas as pd
+
+from papersim.evaluation.sets import _read_jsonl, _read_qrels
 
 
 SHAPES = ("titled", "untitled", "title_only", "one_sentence")
 SENTENCE = re.compile(r"(?<=[.!?])\s+")  # Cranfield is lower case: any sentence end, not only before a capital
 Qrels = dict[str, dict[str, int]]
+
+
+def read_beir_papers(folder: Path) -> tuple[pd.DataFrame, dict[str, str], Qrels]:
+    """A BEIR folder as papers (paper_id, title, abstract; empty documents left out), its judged queries
+    (id -> text, those with a relevant paper) and its judgments on those papers."""
+    folder = Path(folder)
+    docs = [d for d in _read_jsonl(folder / "corpus.jsonl") if (d.get("text") or "").strip()]
+    papers = pd.DataFrame({"paper_id": [str(d["_id"]) for d in docs], "title": [d.get("title") or "" for d in docs],
+                           "abstract": [d["text"].strip() for d in docs]})
+    known = set(papers["paper_id"])
+    qrels = {q: {d: r for d, r in judged.items() if d in known}
+             for q, judged in _read_qrels(folder / "qrels" / "test.tsv").items()}
+    queries = {str(q["_id"]): str(q.get("text", "")) for q in _read_jsonl(folder / "queries.jsonl")
+               if qrels.get(str(q["_id"]))}
+    return papers, queries, {q: qrels[q] for q in queries}
 
 
 def reshape(papers: pd.DataFrame, qrels: Qrels, shape: str) -> tuple[pd.DataFrame, Qrels]:
