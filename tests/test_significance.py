@@ -59,3 +59,26 @@ def test_a_label_needs_the_printed_interval_to_exclude_0_and_the_test_to_agree()
     assert verdict(PairedDifference(0.0629, 0.00001, 0.146, 0.09, 35)) == "no significant difference"
     assert verdict(PairedDifference(0.0629, 0.012, 0.146, 0.09, 35)) == "no significant difference"
     assert verdict(PairedDifference(0.0629, 0.012, 0.146, 0.03, 35)) == "better"
+
+
+def test_one_listing_moving_together_is_not_evidence_once_queries_are_clustered():
+    """35 papers on 7 listings of 5: the candidate finds one more page-mate for every paper of one listing
+    and nothing else changes. Query by query that looks like a gain; by listing it is one listing's luck."""
+    from papersim.evaluation.significance import clustered_difference
+
+    a = np.zeros(35)
+    a[:5] = 0.1
+    b = np.zeros(35)
+    listings = [f"page{i // 5}" for i in range(35)]
+    naive = paired_difference(a, b)
+    assert naive.low > 0  # the unclustered interval calls it a gain
+    clustered = clustered_difference(a, b, listings)
+    assert clustered.mean == pytest.approx(0.1 * 5 / 35) and clustered.low == 0.0 and clustered.p_value > 0.9
+    assert verdict(clustered) == "no significant difference"
+    # The same gain on every listing is a real one, clustered or not.
+    everywhere = clustered_difference(np.full(35, 0.1) + np.linspace(0, 0.01, 35), b, listings)
+    assert everywhere.low > 0 and everywhere.p_value == pytest.approx(2 / 2 ** 7, abs=0.01)
+    # One cluster, or none that differ: nothing to resample.
+    assert clustered_difference(a, b, ["one"] * 35).p_value == 1.0
+    with pytest.raises(ValueError, match="one cluster per query"):
+        clustered_difference(a, b, listings[:3])

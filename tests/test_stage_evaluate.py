@@ -93,3 +93,16 @@ def test_bad_judgments_name_file_and_line_and_keep_the_last_reports(workspace, t
 def test_missing_model_is_a_clear_error(workspace, tracking, capsys):
     assert main(args(workspace, "--model", str(workspace / "nope"))) == 1
     assert "no trained model; run the train stage first" in capsys.readouterr().err
+
+
+def test_a_set_the_serving_choice_was_made_on_is_labelled_a_development_set(workspace, tracking):
+    serving = json.loads((workspace / "models/serving.json").read_text())
+    serving["evidence"] = {"evidence": "judged", "selection_sets": [str(workspace / "beir/mini")]}
+    (workspace / "models/serving.json").write_text(json.dumps(serving))
+    assert main(args(workspace)) == 0
+    table = (workspace / "reports/evaluate.md").read_text()
+    assert "- mini: the serving choice was made on these judgments (train.selection_sets): a development set" in table
+    serving["evidence"]["selection_sets"] = [str(workspace / "elsewhere/mine")]
+    (workspace / "models/serving.json").write_text(json.dumps(serving))
+    assert main(args(workspace)) == 0
+    assert "development set" not in (workspace / "reports/evaluate.md").read_text()

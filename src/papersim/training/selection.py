@@ -357,7 +357,8 @@ def choose_serving(papers: pd.DataFrame, split: pd.DataFrame, embed: Mapping[str
         sets, source = [], "none"
     serving = select_serving(sets, source, embed, cfg.serving_fusion(), cfg.fusion_alpha == "auto",
                              cfg.select_encoder, cfg.select_min_gain, cfg.stemmer, cfg.base_model)
-    serving.evidence.update({"train_pairs": dict(train_pairs or {}), "independent_families": list(families)})
+    serving.evidence.update({"train_pairs": dict(train_pairs or {}), "independent_families": list(families),
+                             **({"selection_sets": list(cfg.selection_sets)} if cfg.selection_sets else {})})
     pool = set(papers["paper_id"]) - test
     task = colisting_set(papers, val, pool, cfg.max_group_size, "similar_val", cfg.similar_queries,
                          cfg.selection_docs, cfg.seed)
