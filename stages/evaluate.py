@@ -11,7 +11,7 @@ from papersim.data.papers import read_papers
 from papersim.encoders.cache import cached_embedder
 from papersim.evaluation.evaluate import EvaluateConfig, encoder_folders, evaluate_set, evaluate_similar
 from papersim.evaluation.report import curve_table, eval_report, markdown_table, per_query_table, save_curve_plot
-from papersim.evaluation.sets import colisting_set, held_out_set, load_beir_set
+from papersim.evaluation.sets import held_out_set, listing_sets, load_beir_set
 from papersim.stage import Stage, require, require_files, run_stage
 from papersim.training.selection import read_serving
 
@@ -26,23 +26,22 @@ PATHS = {"papers": "ingested papers", "pairs": "mine_pairs output (split.parquet
 def execute(stage: Stage) -> str:
     args, cfg = stage.args, stage.cfg
     sets = [load_beir_set(folder) for folder in cfg.beir_sets]
-    similar_set = None
+    similar_sets = {}
     if cfg.test_split:
         require_files([args.papers, args.pairs / "split.parquet"],
                       "run the pipeline up to mine_pairs first (`dvc repro`)")
         papers, split = read_papers(args.papers), pd.read_parquet(args.pairs / "split.parquet")
         held_out = held_out_set(papers, split, cfg.max_group_size, cfg.test_split_max_queries, cfg.test_split_max_docs)
         sets += [held_out] if held_out is not None else []
-        if cfg.similar:
-            similar_set = colisting_set(papers, set(split.loc[split["split"] == "test", "paper_id"]),
-                                        set(papers["paper_id"]), cfg.max_group_size, "similar",
+        if cfg.similar:  # known and unseen listings (mine_pairs' group split)
+            similar_sets = listing_sets(papers, split, "test", cfg.max_group_size, set(papers["paper_id"]),
                                         cfg.test_split_max_queries, cfg.test_split_max_docs)
             del papers
     serving = read_serving(args.serving)
     trained = str(args.model)
     folders, notes = encoder_folders(cfg, trained, serving.encoder_folder(trained),
                                      None if args.champion_model is None else str(args.champion_model),
-                                     serving.similar_folder(trained) if similar_set is not None else None)
+                                     serving.similar_folder(trained) if similar_sets else None)
     require((args.model / "modules.json").is_file(), args.model, "no trained model", "train")
     notes.append(f"served: the {serving.encoder} encoder, {serving.fusion.describe()} with bm25 ({serving.reason})")
     chosen_on = {os.path.normpath(f) for f in serving.evidence.get("selection_sets", [])}
@@ -51,15 +50,20 @@ def execute(stage: Stage) -> str:
               for f in cfg.beir_sets if os.path.normpath(f) in chosen_on]
     if cfg.test_split and not any(s.name == "test_split" for s in sets):
         notes.append("test_split: skipped (no test-split paper has a title; raise mine_pairs.test_fraction)")
-    if cfg.test_split and cfg.similar and similar_set is None:
+    if cfg.test_split and cfg.similar and not similar_sets:
         notes.append("similar: skipped (no test-split paper has a co-listed paper: the corpus has no groups of "
                      f"2 to {cfg.max_group_size} papers)")
-    elif similar_set is not None:
+    elif similar_sets:
         served_similar = serving.similar.describe() if serving.similar else "dense neighbours only (old serving)"
-        notes.append(f"similar: held-out papers asking for the papers that share a listing page or a category of "
-                     f"at most {cfg.max_group_size} papers with them; bm25 = the whole paper as the query, mlt = its "
-                     f"telling terms, hybrid/base_hybrid = RRF of bm25 and trained/base; served = {served_similar}")
-    tags = {f"eval_set.{s.name}.content_hash": s.content_hash for s in [*sets, *([similar_set] if similar_set else [])]}
+        notes.append(f"similar: held-out papers of known listings (their listing's other papers trained on) asking "
+                     f"for the papers that share a listing page or a category of at most {cfg.max_group_size} papers "
+                     "with them; similar_unseen: the papers of whole listings held out of training and every choice, "
+                     "asking for each other; intervals and paired tests resample listings; bm25 = the whole paper as "
+                     "the query, mlt = its telling terms, hybrid/base_hybrid = RRF of bm25 and trained/base; "
+                     f"served = {served_similar}")
+        kinds = {"similar": "of a known listing", "similar_unseen": "of a held-out listing"}
+        notes += [f"{name}: none (no test-split paper {kind})" for name, kind in kinds.items() if name not in similar_sets]
+    tags = {f"eval_set.{s.name}.content_hash": s.content_hash for s in [*sets, *similar_sets.values()]}
     with stage.run({"papers": args.papers}, tags) as run:
         loaded = {}  # the served encoder is the trained or the base one: load each folder once
         for system, folder in folders.items():
@@ -69,9 +73,9 @@ def execute(stage: Stage) -> str:
                 notes.append(f"{system}: {folder or 'packaged all-MiniLM-L6-v2'} on {loaded[folder].encoder.backend}")
         results = {s.name: evaluate_set(s, {k: loaded[f] for k, f in folders.items()}, cfg, serving.fusion)
                    for s in sets}
-        if similar_set is not None:
-            results["similar"] = evaluate_similar(similar_set, {k: loaded[f] for k, f in folders.items()}, cfg,
-                                                  serving.similar)
+        for name, similar_set in similar_sets.items():
+            results[name] = evaluate_similar(similar_set, {k: loaded[f] for k, f in folders.items()}, cfg,
+                                             serving.similar)
         table, curves = markdown_table(results, notes), curve_table(results)
         outputs = (args.report, args.table, args.per_query, args.curve, args.plot)
         report = eval_report(results)

@@ -130,6 +130,9 @@ def test_the_similar_task_scores_every_system_on_papers_asking_for_their_page(ti
     assert set(result.intervals()) == {"precision@10", "ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100"}
     low, high = result.intervals()["precision@10"]["trained"]
     assert low == high == pytest.approx(0.9)  # every paper scores 0.9: no spread
+    # Papers of one listing share their relevant papers: comparisons resample listings, not papers.
+    assert result.clusters == ["page0", "page1", "page1"]  # p0 on page0; p1 and p4 on page1
+    assert result.served_versus()["base"].n == 3
     lexical_only = evaluate_similar(s, {"trained": _page_oracle, "served_similar": _page_oracle}, cfg,
                                     Similar("trained", Fusion(alpha=0.0), terms=25))
     assert lexical_only.scores["served"] == lexical_only.scores["mlt"]  # alpha 0: more-like-this's order

@@ -7,6 +7,7 @@ from papersim.errors import PapersimError
 from papersim.training.pairs import (
     MinePairsConfig,
     assign_splits,
+    group_split,
     inverse_cloze,
     mine_pairs,
     read_labelled_pairs,
@@ -103,3 +104,53 @@ def test_only_a_seeded_sample_of_pairs_is_mined_and_it_is_stable_as_papers_are_a
     grown = mine_pairs(corpus_frame(64), cfg, None)  # four more papers: most sampled pairs stay
     kept = set(zip(small.train["anchor_id"], small.train["positive_id"]))
     assert len(kept & set(zip(grown.train["anchor_id"], grown.train["positive_id"]))) >= 7
+
+
+def listed_frame(n: int = 120):
+    """corpus_frame with every paper on one of 24 listing pages (5 papers each)."""
+    papers = corpus_frame(n)
+    return papers.assign(groups=[[f"page:{i % 24}"] for i in range(n)])
+
+
+def test_whole_listings_are_held_out_and_none_of_their_papers_reaches_a_pair_or_a_choice(tiny_model_dir):
+    from papersim.training.selection import choose_serving
+    from papersim.training.train import TrainConfig
+
+    papers = listed_frame()
+    cfg = MinePairsConfig(val_fraction=0.1, test_fraction=0.1, group_test_fraction=0.25, group_val_fraction=0.25,
+                          miners=["bm25"], num_negatives=1, range_max=20)
+    result = mine_pairs(papers, cfg, None)
+    split = result.split.set_index("paper_id")
+    held = {g: group_split(g, cfg) for g in {f"page:{i}" for i in range(24)}}
+    assert {"test", "val", "train"} <= set(held.values())
+    for pid, groups in zip(papers["paper_id"], papers["groups"]):
+        page = held[groups[0]]
+        if page != "train":  # every paper of a held-out listing is in that listing's split, and says so
+            assert split.loc[pid, "split"] == page and list(split.loc[pid, "unseen_groups"]) == groups
+        else:
+            assert len(split.loc[pid, "unseen_groups"]) == 0
+    unseen_test = {pid for pid, groups in zip(papers["paper_id"], papers["groups"]) if held[groups[0]] == "test"}
+    test = set(split.index[split["split"] == "test"])
+    assert unseen_test and unseen_test < test  # known-listing test papers besides (by their own hash)
+    for pairs in (result.train, result.val):
+        used = set(pairs["anchor_id"]) | set(pairs["positive_id"]) | {p for ids in pairs["negative_ids"] for p in ids}
+        assert not used & test
+    assert result.report["unseen_listings"]["test"]["papers"] == len(unseen_test)
+    # The choices: the similar task is chosen on the validation listings alone, over non-test papers.
+    asked = []
+
+    def spy(texts):
+        asked.extend(texts)
+        return np.eye(len(texts), 8, dtype=np.float32)
+
+    passages = dict(zip(papers["paper_id"], papers["title"] + ". " + papers["abstract"]))
+    serving = choose_serving(papers, result.split, {"trained": spy, "base": spy}, TrainConfig(), {"co_listed": 9})
+    evidence = serving.similar.evidence
+    assert evidence["evidence"].startswith("validation listings held out") and evidence["papers"] > 0
+    assert evidence["groups"] == sum(s == "val" for s in held.values())
+    assert asked and not {passages[p] for p in test} & set(asked)  # no test paper was encoded for any choice
+    # Stable as papers join: a new paper of a held-out listing joins that listing's split.
+    grown = pd.concat([papers, papers.iloc[[0]].assign(paper_id="new", content_hash="hn")], ignore_index=True)
+    again = mine_pairs(grown, cfg, None).split.set_index("paper_id")
+    assert again.loc["new", "split"] == split.loc["p0", "split"] and (again.loc[split.index, "split"] ==
+                                                                    split["split"]).all()

@@ -1,6 +1,7 @@
 """What evaluate writes, from a hand-made set result: evaluate.json, the readable table, per-query scores, curves."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -83,6 +84,9 @@ def test_per_query_table_has_a_row_per_system_and_query():
     assert list(table.columns) == ["set", "system", "query_id", "ndcg@10", "recall@100"] and len(table) == 6
     hybrid = table[table["system"] == "hybrid"].set_index("query_id")
     assert hybrid["recall@100"].to_dict() == {"1": 1.0, "2": 0.5}
+    listed = per_query_table({"mini": result(), "similar": replace(result(), clusters=["page1", "page1"])})
+    assert listed.loc[listed["set"] == "similar", "cluster"].tolist() == ["page1"] * 6  # what the gate resamples
+    assert listed.loc[listed["set"] == "mini", "cluster"].isna().all()
 
 
 def test_curve_table_has_a_row_per_k_and_a_column_per_set_and_system():

@@ -197,6 +197,30 @@ def test_a_candidate_significantly_better_at_similar_papers_and_level_at_search_
     assert not decision.promote and "significantly worse on similar/served/precision@10 -0.0500" in decision.reason
 
 
+def test_one_listings_papers_moving_together_cannot_alone_promote_or_fail_the_floor():
+    """35 held-out papers on 7 listings of 5. The candidate finds more page-mates for every paper of one
+    listing and is the champion elsewhere: query by query a significant gain, by listing one listing's luck."""
+    listings = [f"page{i // 5}" for i in range(35)]
+    champion = with_similar_queries(scored(CHAMPION_A, CHAMPION_B), SIMILAR)
+    lucky = SIMILAR + np.where(np.arange(35) < 5, 0.3, 0.0)
+    candidate = with_similar_queries(scored(CHAMPION_A, CHAMPION_B), lucky)
+    unclustered = gate(candidate[0], champion[0], SIG, candidate[1], champion[1])
+    assert unclustered.promote  # without listings, the one listing reads as a significant gain
+    candidate[1].loc[candidate[1]["set"] == "similar", "cluster"] = listings  # as evaluate writes the similar set
+    decision = gate(candidate[0], champion[0], SIG, candidate[1], champion[1])
+    assert not decision.promote and "(the interval reaches 0 on both tasks)" in decision.reason
+    assert decision.paired["similar/served/precision@10"]["ci_low"] == pytest.approx(0.0)
+    # The floor: served trails bm25 by 0.011 on the mean, but by listing the difference's interval reaches 0.
+    trailing = with_similar(report(0.4, 0.4), served=0.189)
+    trailing["similar"]["served_vs"] = {"bm25": {"precision@10_diff": -0.011, "ci_low": -0.06, "ci_high": 0.04,
+                                                 "p_value": 0.6}}
+    assert gate(trailing, None, SIG).promote
+    assert not gate(trailing, None, CFG).promote  # the mean rule keeps the mean floor
+    trailing["similar"]["served_vs"]["bm25"].update(ci_low=-0.03, ci_high=-0.002)  # below beyond noise
+    refused = gate(trailing, None, SIG)
+    assert not refused.promote and "(95% CI of the difference -0.0300 to -0.0020, by listing)" in refused.reason
+
+
 def test_the_significant_rule_needs_both_per_query_tables_and_rescoring_supplies_the_champions():
     champion = scored(CHAMPION_A, CHAMPION_B)
     with pytest.raises(PapersimError, match="gate_rule: mean"):

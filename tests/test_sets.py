@@ -1,5 +1,6 @@
 """Judged sets: BEIR folders, and the held-out split asked by its titles."""
 
+import pandas as pd
 import pytest
 
 from papersim.errors import PapersimError
@@ -66,7 +67,8 @@ def test_similar_set_asks_each_held_out_paper_for_the_papers_listed_with_it():
     assert s.query_ids == ["a", "b", "d"]
     assert s.qrels == {"a": {"b": 1, "c": 1}, "b": {"a": 1, "c": 1}, "d": {"c": 1}}
     assert s.query_texts[0] == "Panel flutter. flutter of thin panels at supersonic speeds"  # the whole paper asks
-    assert set(s.doc_ids) == set("abcde") and s.facts == {"papers": 3, "groups": 2, "relevant_per_paper": 1.7}
+    assert set(s.doc_ids) == set("abcde") and s.facts == {"papers": 3, "groups": 2, "docs": 5,
+                                                  "relevant_per_paper": 1.7}
     # Groups larger than max_group_size mean nothing: page1 (3 papers) drops out at 2.
     assert colisting_set(papers, test, set(papers["paper_id"]), 2, "similar").query_ids == ["d"]
     # Validation: the pool leaves the test papers out, so they are never anyone's answer.
@@ -81,3 +83,21 @@ def test_an_exact_duplicate_is_not_a_relevant_answer():
     s = colisting_set(papers, {"a"}, set(papers["paper_id"]), 5, "similar")
     assert s.qrels == {"a": {"c": 1}}  # b has a's content: it is a duplicate, not a neighbour
     assert s.doc_hashes[s.doc_ids.index("b")] == "x"
+
+
+def test_known_and_unseen_listings_are_two_sets_and_unseen_papers_find_only_their_held_out_listing():
+    from papersim.evaluation.sets import listing_sets
+
+    papers, _ = held_out_corpus()
+    papers = papers.assign(groups=[["page1"], ["page1"], ["page1", "page2"], ["page2"], ["page2"]])
+    # page2 was held out whole (c, d, e test, their unseen listing page2); a is a test paper of a known listing.
+    split = pd.DataFrame({"paper_id": list("abcde"), "split": ["test", "train", "test", "test", "test"],
+                          "unseen_groups": [[], [], ["page2"], ["page2"], ["page2"]]})
+    sets = listing_sets(papers, split, "test", 3, set(papers["paper_id"]))
+    assert sets["similar"].query_ids == ["a"] and sets["similar"].qrels == {"a": {"b": 1, "c": 1}}
+    unseen = sets["similar_unseen"]
+    # c is on page1 too, but only the held-out listing counts: its page1 neighbours a and b are not asked for
+    assert unseen.qrels == {"c": {"d": 1, "e": 1}, "d": {"c": 1, "e": 1}, "e": {"c": 1, "d": 1}}
+    assert unseen.facts["groups"] == 1 and unseen.name == "similar_unseen"
+    old = listing_sets(papers, split.drop(columns="unseen_groups"), "test", 3, set(papers["paper_id"]))
+    assert list(old) == ["similar"]  # a split written before listings were held out: known listings only

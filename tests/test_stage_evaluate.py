@@ -50,7 +50,8 @@ def test_reports_every_system_on_every_set_and_logs_them(workspace, tracking, ca
     assert "| hybrid |" in capsys.readouterr().out
     # The similar task: the six test papers (every fourth, all on page0) ask for their five page-mates.
     similar = report["similar"]
-    assert similar["facts"] == {"papers": 6, "groups": 1, "relevant_per_paper": 5.0} and similar["n_queries"] == 6
+    assert similar["facts"] == {"papers": 6, "groups": 1, "docs": 24, "relevant_per_paper": 5.0}
+    assert similar["n_queries"] == 6 and "similar_unseen" not in report  # a split without held-out listings
     assert {"bm25", "mlt", "base", "trained", "hybrid", "base_hybrid", "served"} <= set(similar)
     assert set(similar["served_vs"]["bm25"]) == {"precision@10_diff", "ci_low", "ci_high", "p_value"}
     assert {"precision@10_ci95", "ndcg@10_ci95", "recall@100_ci95", "mrr@10_ci95"} <= set(similar)

@@ -16,7 +16,7 @@ import numpy as np
 
 from papersim.evaluation.metrics import per_query_scores, recall_curve
 from papersim.evaluation.sets import EvalSet
-from papersim.evaluation.significance import PairedDifference, mean_interval, paired_difference
+from papersim.evaluation.significance import PairedDifference, clustered_difference, mean_interval, paired_difference
 from papersim.retrieval.dense import dense_hits, dense_search
 from papersim.retrieval.fusion import Fusion, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
@@ -91,13 +91,25 @@ class SetResult:
     sample: dict[str, int] = field(default_factory=dict)  # a capped set: queries/docs scored of those available
     compared_metric: str = COMPARED_METRIC  # the metric of this set's intervals and paired comparisons
     facts: dict = field(default_factory=dict)  # what the set holds (the similar task: papers and groups)
+    clusters: list[str] = field(default_factory=list)  # per query (similar task: its listing): resampled together
+
+    def compare(self, a: np.ndarray, b: np.ndarray) -> PairedDifference:
+        """a - b paired by query; clustered by listing where the queries have clusters (papers of one listing
+        share their relevant papers: they are not independent)."""
+        return clustered_difference(a, b, self.clusters) if self.clusters else paired_difference(a, b)
 
     def intervals(self, metric: str | None = None) -> dict[str, dict[str, tuple[float, float]]]:
         """Each system's 95% bootstrap interval of its mean `metric` (default: every metric of the
         similar task, the compared one elsewhere) over these queries: metric -> system -> (low, high)."""
         metrics = [metric] if metric else (list(next(iter(self.per_query.values()), {}))
                                            if self.compared_metric == SIMILAR_METRIC else [self.compared_metric])
-        return {m: {system: mean_interval(values[m]) for system, values in self.per_query.items()} for m in metrics}
+        def interval(values: np.ndarray) -> tuple[float, float]:
+            if not self.clusters:
+                return mean_interval(values)
+            d = clustered_difference(values, np.zeros_like(values), self.clusters)
+            return d.low, d.high
+
+        return {m: {system: interval(values[m]) for system, values in self.per_query.items()} for m in metrics}
 
     def served_versus(self, metric: str | None = None) -> dict[str, PairedDifference]:
         """served minus each other system on `metric`, query by query (empty without `served`)."""
@@ -105,7 +117,7 @@ class SetResult:
         if "served" not in self.per_query:
             return {}
         served = self.per_query["served"][metric]
-        return {system: paired_difference(served, values[metric])
+        return {system: self.compare(served, values[metric])
                 for system, values in self.per_query.items() if system != "served"}
 
     def training_gain(self, metric: str | None = None) -> PairedDifference | None:
@@ -113,7 +125,7 @@ class SetResult:
         metric = metric or self.compared_metric
         if not {"trained", "base"} <= set(self.per_query):
             return None
-        return paired_difference(self.per_query["trained"][metric], self.per_query["base"][metric])
+        return self.compare(self.per_query["trained"][metric], self.per_query["base"][metric])
 
 
 def encoder_folders(cfg: EvaluateConfig, trained: str, served: str, champion: str | None,
@@ -251,4 +263,11 @@ def evaluate_similar(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Eval
     return SetResult(scores=scores_by_system, curves=curves, n_queries=len(query_ids),
                      n_skipped=len(eval_set.qrels) - len(query_ids), content_hash=eval_set.content_hash,
                      query_ids=query_ids, per_query=per_query, sample=eval_set.sample,
-                     compared_metric=SIMILAR_METRIC, facts=eval_set.facts)
+                     compared_metric=SIMILAR_METRIC, facts=eval_set.facts,
+                     clusters=listing_clusters(eval_set, query_ids))
+
+
+def listing_clusters(eval_set: EvalSet, query_ids: list[str]) -> list[str]:
+    """Each query paper's listing (its first similarity group by name): the unit a cluster bootstrap resamples."""
+    groups = eval_set.groups or {}
+    return [min(groups.get(q) or {q}) for q in query_ids]

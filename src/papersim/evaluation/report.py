@@ -74,7 +74,8 @@ def markdown_table(results: Mapping[str, SetResult], notes: list[str]) -> str:
 
 def per_query_table(results: Mapping[str, SetResult]) -> pd.DataFrame:
     """One row per set, system and scored query, one column per metric (evaluate_per_query.parquet)."""
-    frames = [pd.DataFrame({"set": name, "system": system, "query_id": r.query_ids, **values})
+    frames = [pd.DataFrame({"set": name, "system": system, "query_id": r.query_ids, **values,
+                            **({"cluster": r.clusters} if r.clusters else {})})
               for name, r in results.items() for system, values in r.per_query.items()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["set", "system", "query_id"])
 

@@ -134,15 +134,19 @@ def held_out_set(papers: pd.DataFrame, split: pd.DataFrame, max_group_size: int,
 
 
 def colisting_set(papers: pd.DataFrame, asking: set[str], pool: set[str], max_group_size: int, name: str,
-                  max_queries: int = 0, max_docs: int = 0, seed: int = 0) -> EvalSet | None:
+                  max_queries: int = 0, max_docs: int = 0, seed: int = 0,
+                  only_groups: set[str] | None = None) -> EvalSet | None:
     """"Papers similar to this one", judged by co-listing: each paper of `asking` is the query (its title and
     abstract) over the papers of `pool` (itself included, as in the served index); the relevant papers are
     those sharing a similarity group with it (a listing page, a small category: `similarity_groups`, sizes
-    counted over all `papers`), itself and its exact duplicates excepted. Only askers with at least one
-    such paper in the pool are queries. Large sets are capped as `held_out_set`. None when no paper asks.
+    counted over all `papers`), itself and its exact duplicates excepted; with `only_groups`, only those
+    groups count (unseen listings: the held-out ones). Only askers with at least one such paper in the pool
+    are queries. Large sets are capped as `held_out_set`. None when no paper asks.
     """
     papers = papers.reset_index(drop=True)
     similarity = similarity_groups(papers["groups"], max_group_size)
+    if only_groups is not None:
+        similarity = [[g for g in gs if g in only_groups] for gs in similarity]
     groups = {pid: frozenset(gs) for pid, gs in zip(papers["paper_id"], similarity)}
     in_pool = papers["paper_id"].isin(pool).to_numpy()
     members: dict[str, set[str]] = {}
@@ -182,8 +186,32 @@ def colisting_set(papers: pd.DataFrame, asking: set[str], pool: set[str], max_gr
         name=name, doc_ids=doc_ids, doc_texts=[text_of[d] for d in doc_ids], query_ids=queries,
         query_texts=[text_of[q] for q in queries], qrels=qrels, content_hash=digest.hexdigest()[:32],
         groups={pid: groups[pid] for pid in doc_ids}, doc_hashes=[hash_of[d] for d in doc_ids],
-        facts={"papers": len(queries), "groups": len(used_groups),
+        facts={"papers": len(queries), "groups": len(used_groups), "docs": len(doc_ids),
                "relevant_per_paper": round(sum(map(len, qrels.values())) / len(queries), 1)},
         sample={"queries": len(queries), "of_queries": available["queries"], "docs": len(doc_ids),
                 "of_docs": available["docs"]} if capped else {},
     )
+
+
+def listing_sets(papers: pd.DataFrame, split: pd.DataFrame, part: str, max_group_size: int, pool: set[str],
+                 max_queries: int = 0, max_docs: int = 0, seed: int = 0, prefix: str = "similar"
+                 ) -> dict[str, EvalSet]:
+    """"Papers similar to this one" for the papers of split `part`, in two settings (split.parquet as
+    mine_pairs writes it; an old one without `unseen_groups` has known listings only):
+
+    - `<prefix>` (known listings): the part's papers of no held-out listing ask for their co-listed papers,
+      which training has mostly seen (the listing's other papers are training papers);
+    - `<prefix>_unseen` (unseen listings): the papers of the part's held-out listings ask for each other;
+      no paper of those listings was in any training pair or choice.
+
+    Both search `pool`; a setting with no asking paper is left out."""
+    rows = split[split["split"] == part]
+    held = rows["unseen_groups"] if "unseen_groups" in rows else pd.Series([[]] * len(rows), index=rows.index)
+    unseen_mask = held.map(len).to_numpy() > 0
+    known_papers = set(rows.loc[~unseen_mask, "paper_id"])
+    unseen_papers = set(rows.loc[unseen_mask, "paper_id"])
+    groups = {g for gs in held for g in gs}
+    sets = {prefix: colisting_set(papers, known_papers, pool, max_group_size, prefix, max_queries, max_docs, seed),
+            f"{prefix}_unseen": colisting_set(papers, unseen_papers, pool, max_group_size, f"{prefix}_unseen",
+                                              max_queries, max_docs, seed, only_groups=groups)}
+    return {name: s for name, s in sets.items() if s is not None}

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from papersim.errors import PapersimError
-from papersim.evaluation.significance import PairedDifference, mean_of_means_interval, paired_difference
+from papersim.evaluation.significance import (PairedDifference, clustered_difference, mean_of_means_interval,
+                                              paired_difference)
 from papersim.lifecycle.drift import CorpusChange, EmbeddingDrift
 
 PIPELINE_SECTIONS = ("ingest", "mine_pairs", "train", "evaluate", "build_index")  # what a model is built from
@@ -128,8 +129,10 @@ def _value(report: Mapping[str, Any], set_name: str, metric: str, who: str) -> f
 
 
 def gate_sets(report: Mapping[str, Any], cfg: RetrainConfig) -> list[str]:
-    """The search sets the primary metric is averaged over (the similar task is gated on its own)."""
-    sets = cfg.gate_sets or sorted(k for k, v in report.items() if isinstance(v, Mapping) and k != cfg.similar_set)
+    """The search sets the primary metric is averaged over (the similar task is gated on its own: its
+    blocks, known and unseen listings, are never search sets)."""
+    similar = (cfg.similar_set, f"{cfg.similar_set}_unseen") if cfg.similar_set else ()
+    sets = cfg.gate_sets or sorted(k for k, v in report.items() if isinstance(v, Mapping) and k not in similar)
     if not sets:
         raise PapersimError("the eval report has no evaluation sets to gate on")
     return list(sets)
@@ -149,7 +152,10 @@ def similar_gated(report: Mapping[str, Any], cfg: RetrainConfig) -> bool:
 def baseline_floor(candidate: Mapping[str, Any], cfg: RetrainConfig) -> tuple[dict[str, float], list[str]]:
     """Per gate set, the primary metric minus the best baseline's same metric (bm25, base, their fusion:
     what a user has without papersim); the same for the similar task's metric on its set; and the sets
-    where it trails by more than floor_tolerance."""
+    where it trails by more than floor_tolerance. Under gate_rule significant the similar task trails only
+    when served is below that baseline beyond noise: its paired interval, clustered by listing (evaluate's
+    served_vs), lies below -floor_tolerance. One listing's papers move together: 35 papers of 14 listings
+    are 14 samples, and a mean 0.01 behind on them is noise."""
     checks = [(name, cfg.primary_metric) for name in gate_sets(candidate, cfg)]
     if similar_gated(candidate, cfg):
         checks.append((cfg.similar_set, cfg.similar_metric))
@@ -160,14 +166,21 @@ def baseline_floor(candidate: Mapping[str, Any], cfg: RetrainConfig) -> tuple[di
         best = max(values, key=lambda b: values[b])
         margin = _value(candidate, name, primary, "candidate") - values[best]
         margins[f"{name}/{best}"] = margin
-        if math.isnan(margin) or margin < -cfg.floor_tolerance:
+        versus = candidate.get(name, {}).get("served_vs", {}).get(best) if primary.startswith("served/") else None
+        if (name == cfg.similar_set and cfg.gate_rule == "significant" and versus is not None
+                and not math.isnan(margin)):
+            if versus["ci_high"] < -cfg.floor_tolerance:
+                failures.append(f"{name}: {primary} trails {best}/{metric} by {-margin:.4f} (95% CI of the "
+                                f"difference {versus['ci_low']:+.4f} to {versus['ci_high']:+.4f}, by listing)")
+        elif math.isnan(margin) or margin < -cfg.floor_tolerance:
             failures.append(f"{name}: {primary} trails {best}/{metric} by {-margin:.4f}")
     return margins, failures
 
 
-def paired_scores(candidate_queries, champion_queries, set_name: str, metric: str) -> tuple[Any, Any]:
-    """(candidate, champion) per-query values of `metric` (system/metric) on one set, paired by query id,
-    from evaluate_per_query.parquet tables (columns set, system, query_id, one per metric)."""
+def paired_scores(candidate_queries, champion_queries, set_name: str, metric: str) -> tuple[Any, Any, Any]:
+    """(candidate, champion, clusters) per-query values of `metric` (system/metric) on one set, paired by query
+    id, from evaluate_per_query.parquet tables (columns set, system, query_id, one per metric, and `cluster`
+    where a set's queries are clustered: the similar task's listings); clusters None otherwise."""
     system, name = metric.split("/")
     picked = []
     for frame, who in ((candidate_queries, "candidate"), (champion_queries, "champion")):
@@ -175,12 +188,14 @@ def paired_scores(candidate_queries, champion_queries, set_name: str, metric: st
         if rows.empty:
             raise PapersimError(f"the {who}'s per-query scores have no {set_name}/{metric}: re-run its evaluate "
                                 "stage, or set retrain.gate_rule: mean")
-        picked.append(rows[["query_id", name]])
+        picked.append(rows[["query_id", name, *(["cluster"] if who == "candidate" and "cluster" in rows else [])]])
     both = picked[0].merge(picked[1], on="query_id", suffixes=("_candidate", "_champion"))
     if not len(both) == len(picked[0]) == len(picked[1]):
         raise PapersimError(f"{set_name}: the candidate and the champion were scored on different queries "
                             f"({len(picked[0])} and {len(picked[1])}, {len(both)} shared): re-score the champion")
-    return both[f"{name}_candidate"].to_numpy(), both[f"{name}_champion"].to_numpy()
+    clusters = both["cluster"] if "cluster" in both and both["cluster"].notna().all() else None
+    return (both[f"{name}_candidate"].to_numpy(), both[f"{name}_champion"].to_numpy(),
+            None if clusters is None else clusters.astype(str).tolist())
 
 
 def _paired_summary(d: PairedDifference) -> dict[str, float]:
@@ -235,8 +250,9 @@ def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: 
             raise PapersimError("gate_rule significant pairs the candidate's per-query scores with the champion's: "
                                 "give both evaluate_per_query tables (or set retrain.gate_rule: mean)")
         scores = {f"{s}/{m}": paired_scores(candidate_queries, champion_queries, s, m) for s, m in checks}
-        compared = {k: paired_difference(a, b) for k, (a, b) in scores.items()}
-        _, low, high = mean_of_means_interval([a - b for k, (a, b) in scores.items() if k.split("/")[0] in sets])
+        compared = {k: paired_difference(a, b) if clusters is None else clustered_difference(a, b, clusters)
+                    for k, (a, b, clusters) in scores.items()}
+        _, low, high = mean_of_means_interval([a - b for k, (a, b, _) in scores.items() if k.split("/")[0] in sets])
         paired, interval = {k: _paired_summary(d) for k, d in compared.items()}, [low, high]
         summary += f", 95% CI {low:+.4f} to {high:+.4f})"
         similar = compared.get(key) if similar_gated(candidate, cfg) else None

@@ -35,6 +35,11 @@ class MinePairsConfig(EncodingEngine):
     self_supervised: bool = True  # inverse cloze (one sentence -> the rest) for untitled / short titles
     min_title_chars: int = 20  # shorter titles ("Introduction", ids) are not a query: use the abstract
     co_listing: bool = True  # papers sharing a group (listing page, category) are positives
+    # Whole listings held out ("unseen listings"): a seeded share of the similarity groups is test, another
+    # val; every paper of such a group is in that split (test wins), so no pair, choice or training ever
+    # sees the listing. What a new topic, corpus or site page is to the model.
+    group_test_fraction: float = 0.2  # a fifth of the listings: 11 of the sample's 56 (fewer: intervals too wide)
+    group_val_fraction: float = 0.2  # the similar task's choices are made on these (10 of the sample's)
     max_group_size: int = 100  # larger groups (broad categories like cs.LG) say little about similarity
     max_colisted_per_paper: int = 2  # cap so that big groups don't dominate the pairs
     labelled_pairs: str = ""  # optional CSV/Parquet with anchor_id, positive_id columns
@@ -60,6 +65,9 @@ class MinePairsConfig(EncodingEngine):
         fractions = (self.val_fraction, self.test_fraction)
         if not (all(0 <= f < 1 for f in fractions) and sum(fractions) < 1):
             raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum below 1")
+        groups = (self.group_val_fraction, self.group_test_fraction)
+        if not (all(0 <= f < 1 for f in groups) and sum(groups) < 1):
+            raise ValueError("group_val_fraction and group_test_fraction must be in [0, 1) and sum below 1")
         unknown = sorted(set(self.miners) - set(MINERS))
         if unknown or not self.miners:
             raise ValueError(f"miners: choose from {', '.join(MINERS)} (got {self.miners})")
@@ -80,6 +88,27 @@ def assign_splits(paper_ids: list[str], cfg: MinePairsConfig) -> list[str]:
     return out
 
 
+def group_split(group: str, cfg: MinePairsConfig) -> str:
+    """test / val / train of a whole similarity group, from a seeded hash of its name (stable as papers join)."""
+    u = seeded_unit(cfg.seed, f"group:{group}")
+    return ("test" if u < cfg.group_test_fraction
+            else "val" if u < cfg.group_test_fraction + cfg.group_val_fraction else "train")
+
+
+def split_by_listing(paper_ids: list[str], similarity: list[list[str]], cfg: MinePairsConfig) -> pd.DataFrame:
+    """paper_id, split and `unseen_groups` (the held-out groups of the paper's split, [] for a paper of known
+    listings only). A paper of a held-out test group is test, else of a held-out val group val, else split
+    by its own hash (`assign_splits`): its listings are then known to training."""
+    by_paper = assign_splits(paper_ids, cfg)
+    splits, unseen = [], []
+    for own, groups in zip(by_paper, similarity):
+        held = {g: group_split(g, cfg) for g in groups}
+        split = "test" if "test" in held.values() else "val" if "val" in held.values() else own
+        splits.append(split)
+        unseen.append(sorted(g for g, s in held.items() if s == split and split != "train"))
+    return pd.DataFrame({"paper_id": paper_ids, "split": splits, "unseen_groups": unseen})
+
+
 def inverse_cloze(abstract: str, rng: np.random.Generator) -> tuple[str, str] | None:
     """(one sentence, the rest of the abstract); two disjoint halves when there is one sentence."""
     sentences = [s for s in SENTENCE_END.split(abstract) if s.strip()]
@@ -97,7 +126,7 @@ def inverse_cloze(abstract: str, rng: np.random.Generator) -> tuple[str, str] | 
 class PairsResult:
     train: pd.DataFrame
     val: pd.DataFrame
-    split: pd.DataFrame  # paper_id, split
+    split: pd.DataFrame  # paper_id, split, unseen_groups
     report: dict
 
 
@@ -160,11 +189,15 @@ def mine_pairs(
     if "dense" in cfg.miners and encode is None:
         raise ValueError("the dense miner is configured but no encoder was given")
     papers = papers.reset_index(drop=True)
-    split = assign_splits(papers["paper_id"].tolist(), cfg)
     similarity = similarity_groups(papers["groups"], cfg.max_group_size)
-    papers = papers.assign(split=split, similarity_groups=similarity)
-    report: dict = {"papers": dict(Counter(split)), "pairs": {}, "pairs_available": {}, "negatives_removed": {},
-                    "negatives": {}}
+    splits = split_by_listing(papers["paper_id"].tolist(), similarity, cfg)
+    papers = papers.assign(split=splits["split"].to_numpy(), similarity_groups=similarity)
+    unseen = splits[splits["unseen_groups"].str.len() > 0]
+    report: dict = {"papers": dict(Counter(splits["split"])), "pairs": {}, "pairs_available": {},
+                    "negatives_removed": {}, "negatives": {},
+                    "unseen_listings": {name: {"groups": len({g for gs in part["unseen_groups"] for g in gs}),
+                                               "papers": len(part)}
+                                        for name, part in unseen.groupby("split")}}
     out = {}
     for name in ("train", "val"):
         part = papers[papers["split"] == name].reset_index(drop=True)
@@ -192,4 +225,4 @@ def mine_pairs(
         pairs["anchor_id"] = part["paper_id"].to_numpy()[pairs["anchor_row"]] if len(pairs) else []
         pairs["positive_id"] = part["paper_id"].to_numpy()[pairs["positive_row"]] if len(pairs) else []
         out[name] = pairs.drop(columns=["anchor_row", "positive_row"])
-    return PairsResult(out["train"], out["val"], papers[["paper_id", "split"]].copy(), report)
+    return PairsResult(out["train"], out["val"], splits, report)

@@ -36,8 +36,9 @@ import pandas as pd
 
 from papersim.errors import PapersimError
 from papersim.evaluation.metrics import ndcg_at_k, precision_at_k
-from papersim.evaluation.sets import EvalSet, colisting_set, load_beir_set
-from papersim.evaluation.significance import paired_difference
+from papersim.evaluation.sets import EvalSet, listing_sets, load_beir_set
+from papersim.evaluation.evaluate import listing_clusters
+from papersim.evaluation.significance import clustered_difference, paired_difference
 from papersim.retrieval.dense import dense_hits, dense_search
 from papersim.retrieval.fusion import ALPHA_GRID, Fusion, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
@@ -188,19 +189,27 @@ def _interval(diff) -> dict:
             "p": round(diff.p_value, 4), "n": diff.n}
 
 
-def choose_weight(scores: Mapping[float, np.ndarray], default: float) -> tuple[float, dict]:
+def choose_weight(scores: Mapping[float, np.ndarray], default: float, clusters: Sequence[str] | None = None
+                  ) -> tuple[float, dict]:
     """The dense weight to serve, given each weight's per-query scores (weight -> (n_queries,)): the best
-    weight on the even-numbered queries, kept only if it beats `default` on the odd-numbered ones with a
-    paired 95% bootstrap interval above 0 (picking and confirming on the same queries would favour the
-    pick); otherwise `default`. Ties go to the weight nearest `default`. Returns (weight, evidence)."""
-    means = {a: float(np.mean(v[0::2])) for a, v in scores.items()}
+    weight on half of the queries, kept only if it beats `default` on the other half with a paired 95%
+    bootstrap interval above 0 (picking and confirming on the same queries would favour the pick);
+    otherwise `default`. Ties go to the weight nearest `default`. With `clusters` (one per query: the
+    similar task's listings) the halves are halves of the clusters and the test resamples clusters.
+    Returns (weight, evidence)."""
+    n = len(next(iter(scores.values())))
+    codes = pd.factorize(pd.Series(list(clusters), dtype=object))[0] if clusters is not None else np.arange(n)
+    picking = codes % 2 == 0  # (n_queries,) the even-numbered queries, or clusters
+    means = {a: float(np.mean(v[picking])) if picking.any() else 0.0 for a, v in scores.items()}
     best = max(means.values())
     pick = min((a for a, v in means.items() if v >= best - 1e-12), key=lambda a: (abs(a - default), a))
     evidence = {"by_weight": {f"{a:g}": round(float(np.mean(v)), 4) for a, v in scores.items()},
                 "picked_on_half": pick}
-    if pick == default or len(scores[pick]) < 4:
+    if pick == default or (~picking).sum() < 2:
         return default, evidence
-    diff = paired_difference(scores[pick][1::2], scores[default][1::2])
+    confirm = ~picking
+    diff = (paired_difference(scores[pick][confirm], scores[default][confirm]) if clusters is None else
+            clustered_difference(scores[pick][confirm], scores[default][confirm], list(np.asarray(codes)[confirm])))
     evidence["picked_minus_default_other_half"] = _interval(diff)
     return (pick if diff.low > 0 else default), evidence
 
@@ -254,7 +263,8 @@ def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Emb
         encoder = "trained" if gain.low > min_gain else "base"
         reason = (f"trained {evidence['trained/ndcg@10']:.4f} vs base {evidence['base/ndcg@10']:.4f} dense nDCG@10 "
                   f"on {on}: {gain.mean:+.4f} (95% CI {gain.low:+.4f} to {gain.high:+.4f}, "
-                  f"{'above' if encoder == 'trained' else 'not above'} min_gain {min_gain}): the {encoder} encoder serves")
+                  f"{'above' if encoder == 'trained' else 'not above'} min_gain {min_gain}): "
+                  f"the {encoder} encoder serves")
     fusion = template
     if template.method == "convex" and alpha_auto and source == "judged":
         by_alpha = {a: _ndcg(fuse_rankings(lexical, dense[encoder], replace(template, alpha=a)), qrels, queries)
@@ -293,15 +303,17 @@ def select_similar(task: EvalSet | None, embed: Mapping[str, Embed], choice: Sim
     if task is None:
         encoder = "base" if choice.encoder == "auto" else choice.encoder
         return Similar(encoder, template, choice.terms[len(choice.terms) // 2],
-                       "no validation paper has a co-listed paper to find: nothing to choose on; "
+                       "no validation listing held out of training: nothing to choose on; "
                        f"the {encoder} encoder, the middle term count and {template.describe()}",
                        {"papers": 0, "evidence": "none"})
     row_of = {pid: row for row, pid in enumerate(task.doc_ids)}
     rows = [row_of[q] for q in task.query_ids]
     exclude = excluded_rows(rows, duplicates(task.doc_hashes or task.doc_ids))
     depth = template.depth
-    evidence: dict = {"evidence": "validation papers asking for their co-listed papers", "papers": len(rows),
+    evidence: dict = {"evidence": "validation listings held out of training, their papers asking for each other",
+                      "papers": len(rows),
                       **task.facts}
+    clusters = listing_clusters(task, task.query_ids)  # papers of one listing move together
     dense, per_paper = {}, {}
     for name in ENCODERS:
         if name in embed:
@@ -314,11 +326,12 @@ def select_similar(task: EvalSet | None, embed: Mapping[str, Embed], choice: Sim
         encoder = choice.encoder if choice.encoder != "auto" else "trained"
         reason = f"the {encoder} encoder (configured)"
     else:
-        gain = paired_difference(per_paper["trained"], per_paper["base"])
+        gain = clustered_difference(per_paper["trained"], per_paper["base"], clusters)
         evidence["trained_minus_base"] = _interval(gain)
         encoder = "trained" if gain.low > choice.min_gain else "base"
         reason = (f"trained {evidence['trained/precision@10']:.4f} vs base {evidence['base/precision@10']:.4f} "
-                  f"dense precision@10 on {len(rows)} validation papers: {gain.mean:+.4f} (95% CI {gain.low:+.4f} "
+                  f"dense precision@10 on {len(rows)} validation papers of {len(set(clusters))} listings: "
+                  f"{gain.mean:+.4f} (95% CI by listing {gain.low:+.4f} "
                   f"to {gain.high:+.4f}, {'above' if encoder == 'trained' else 'not above'} min_gain "
                   f"{choice.min_gain}): the {encoder} encoder")
     bm25 = BM25(task.doc_ids, task.doc_texts, stemmer)
@@ -330,7 +343,7 @@ def select_similar(task: EvalSet | None, embed: Mapping[str, Embed], choice: Sim
     if template.method == "convex" and choice.alpha == "auto":
         by_alpha = {a: _precision_at_10(similar_hits(lexical[terms], dense[encoder], replace(template, alpha=a)), task)
                     for a in ALPHA_GRID}
-        alpha, evidence["alpha"] = choose_weight(by_alpha, template.alpha)
+        alpha, evidence["alpha"] = choose_weight(by_alpha, template.alpha, clusters)
         fusion = replace(template, alpha=alpha)
     evidence["served/precision@10"] = float(np.mean(_precision_at_10(similar_hits(lexical[terms], dense[encoder],
                                                                                   fusion), task)))
@@ -359,9 +372,9 @@ def choose_serving(papers: pd.DataFrame, split: pd.DataFrame, embed: Mapping[str
                              cfg.select_encoder, cfg.select_min_gain, cfg.stemmer, cfg.base_model)
     serving.evidence.update({"train_pairs": dict(train_pairs or {}), "independent_families": list(families),
                              **({"selection_sets": list(cfg.selection_sets)} if cfg.selection_sets else {})})
-    pool = set(papers["paper_id"]) - test
-    task = colisting_set(papers, val, pool, cfg.max_group_size, "similar_val", cfg.similar_queries,
-                         cfg.selection_docs, cfg.seed)
+    pool = set(papers["paper_id"]) - test  # validation listings held out whole: training never saw them
+    task = listing_sets(papers, split, "val", cfg.max_group_size, pool, cfg.similar_queries, cfg.selection_docs,
+                        cfg.seed, prefix="similar_val").get("similar_val_unseen")
     return replace(serving, similar=select_similar(task, embed, cfg.similar_choice(), cfg.stemmer))
 
 
