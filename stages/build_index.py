@@ -14,7 +14,7 @@ from papersim.encoders.engine import EncodingEngine, with_engine
 from papersim.retrieval.index import (BuildIndexConfig, bm25_index, build_index, build_similar_index, paper_details,
                                       passages, read_previous, recall_queries, save_index_folder)
 from papersim.stage import Stage, require, run_stage
-from papersim.training.selection import read_serving
+from papersim.retrieval.choice import read_serving
 
 PATHS = {"papers": "ingested papers", "pairs": "mine_pairs output: held-out titles measure recall and speed",
          "model": "the trained model", "serving": "which encoder serves (trained or base) and the fusion",

@@ -13,7 +13,7 @@ from papersim.evaluation.evaluate import EvaluateConfig, encoder_folders, evalua
 from papersim.evaluation.report import curve_table, eval_report, markdown_table, per_query_table, save_curve_plot
 from papersim.evaluation.sets import held_out_set, listing_sets, load_beir_set
 from papersim.stage import Stage, require, require_files, run_stage
-from papersim.training.selection import read_serving
+from papersim.retrieval.choice import read_serving
 
 PATHS = {"papers": "ingested papers", "pairs": "mine_pairs output (split.parquet)", "model": "the trained model",
          "serving": "the served encoder and fusion (train stage): system `served`",

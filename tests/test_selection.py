@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from papersim.retrieval.choice import Serving
 from papersim.retrieval.fusion import Fusion
-from papersim.training.selection import (FAMILIES, Serving, choose_weight, independent_families, pseudo_queries, select_serving,
-                                         select_similar)
+from papersim.training.selection import (FAMILIES, choose_weight, independent_families, pseudo_queries,
+                                         select_serving, select_similar)
 from tests.conftest import TOPICS
 
 

@@ -26,7 +26,7 @@ from papersim.lifecycle.drift import (
 )
 from papersim.lifecycle.retrain import RetrainConfig, eval_set_hashes
 from papersim.retrieval.index import indexed_papers
-from papersim.training.selection import Serving
+from papersim.retrieval.choice import Serving
 
 REGISTRY_CACHE = "cache/registry"  # local copies of registered versions (a side store, like cache/embeddings)
 PER_QUERY = "evaluate_per_query.parquet"  # the gate pairs the candidate's queries with these (gate_rule significant)
@@ -120,7 +120,7 @@ def register(candidate: Candidate, cfg: RetrainConfig, decision: dict, params_fi
     uploaded copy stays in the registry cache. Returns the version number."""
     from papersim.encoders.encode import model_folder
     from papersim.lifecycle import tracking
-    from papersim.training.selection import read_serving
+    from papersim.retrieval.choice import read_serving
 
     papers = pd.read_parquet(candidate.papers)
     serving = read_serving(candidate.serving)

@@ -73,7 +73,7 @@ def load_search_index(folder: Path) -> SearchIndex:
 def served_encoder_folder(info: dict) -> str:
     """The encoder an index serves, from its index.json: the trained folder or the base model's."""
     from papersim.encoders.encode import model_folder
-    from papersim.training.selection import Serving
+    from papersim.retrieval.choice import Serving
 
     trained = info.get("model", "models/encoder")
     folder = Serving.from_dict(info["serving"]).encoder_folder(trained) if "serving" in info else trained

@@ -25,7 +25,6 @@ The similar task's choices (`select_similar`) follow the same rule on validation
 their co-listed papers; with none, the base encoder serves (the one training cannot have harmed).
 """
 
-import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from papersim.errors import PapersimError
 from papersim.evaluation.metrics import ndcg_at_k, precision_at_k
 from papersim.evaluation.sets import EvalSet, listing_sets, load_beir_set
 from papersim.evaluation.evaluate import listing_clusters
@@ -43,12 +41,12 @@ from papersim.retrieval.dense import dense_hits, dense_search
 from papersim.retrieval.fusion import ALPHA_GRID, Fusion, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
 from papersim.retrieval.passage import Hits, passage_text
-from papersim.retrieval.similar import (Similar, drop_rows, duplicates, excluded_rows, lexical_neighbours,
+from papersim.retrieval.choice import Serving
+from papersim.retrieval.similar import (ENCODERS, Similar, drop_rows, duplicates, excluded_rows, lexical_neighbours,
                                         similar_hits)
 from papersim.sampling import paper_rng, seeded_unit
 from papersim.training.pairs import inverse_cloze
 
-ENCODERS = ("trained", "base")
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) unit vectors
 
 
@@ -134,49 +132,6 @@ def pseudo_queries(papers: pd.DataFrame, query_papers: set[str], seed: int, max_
         doc_ids.append(pid)
         doc_texts.append(text)
     return PseudoQueries(doc_ids, doc_texts, query_ids, query_texts, relevant, dict(kinds))
-
-
-@dataclass(frozen=True)
-class Serving:
-    """The candidate's served system: written next to the trained model, copied into the index."""
-
-    encoder: str  # "trained" | "base"
-    base_model: str  # the base encoder's folder ("" = the packaged all-MiniLM-L6-v2)
-    fusion: Fusion
-    reason: str
-    evidence: dict = field(default_factory=dict)  # pseudo-query scores behind the choices
-    similar: Similar | None = None  # how "papers similar to this one" is answered (None: chosen before it was)
-
-    def to_dict(self) -> dict:
-        return {"encoder": self.encoder, "base_model": self.base_model, "fusion": self.fusion.to_dict(),
-                "reason": self.reason, "evidence": self.evidence,
-                **({"similar": self.similar.to_dict()} if self.similar is not None else {})}
-
-    @classmethod
-    def from_dict(cls, values: Mapping) -> "Serving":
-        if values.get("encoder") not in ENCODERS:
-            raise PapersimError(f"serving choice names encoder {values.get('encoder')!r}: expected one of "
-                                f"{', '.join(ENCODERS)} (rerun the train stage)")
-        return cls(encoder=values["encoder"], base_model=values.get("base_model", ""),
-                   fusion=Fusion.from_dict(values["fusion"]), reason=values.get("reason", ""),
-                   evidence=dict(values.get("evidence", {})),
-                   similar=Similar.from_dict(values["similar"]) if "similar" in values else None)
-
-    def tags(self) -> dict[str, str]:
-        """The MLflow tags every run and version that serves this choice carries."""
-        return {"papersim.served_encoder": self.encoder, "papersim.serving_reason": self.reason,
-                "papersim.fusion": self.fusion.describe(),
-                **({"papersim.similar": self.similar.describe()} if self.similar is not None else {})}
-
-    def encoder_folder(self, trained: str) -> str:
-        """The served encoder's folder: `trained`, or the base model's ("" = packaged)."""
-        return trained if self.encoder == "trained" else self.base_model
-
-    def similar_folder(self, trained: str) -> str:
-        """The folder of the encoder whose vectors answer "papers similar to this one"."""
-        if self.similar is None:
-            return self.encoder_folder(trained)
-        return trained if self.similar.encoder == "trained" else self.base_model
 
 
 def _ndcg(rankings: Mapping[str, list], qrels: Mapping[str, Mapping[str, int]], queries: Sequence[str]) -> np.ndarray:
@@ -376,10 +331,3 @@ def choose_serving(papers: pd.DataFrame, split: pd.DataFrame, embed: Mapping[str
     task = listing_sets(papers, split, "val", cfg.max_group_size, pool, cfg.similar_queries, cfg.selection_docs,
                         cfg.seed, prefix="similar_val").get("similar_val_unseen")
     return replace(serving, similar=select_similar(task, embed, cfg.similar_choice(), cfg.stemmer))
-
-
-def read_serving(path: Path) -> Serving:
-    """models/serving.json as the train stage wrote it; a missing file says which stage to run."""
-    if not Path(path).is_file():
-        raise PapersimError(f"{path}: no serving choice; run the train stage first (`dvc repro train`)")
-    return Serving.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
