@@ -62,7 +62,8 @@ def execute(stage: Stage) -> str:
                      "the query, mlt = its telling terms, hybrid/base_hybrid = RRF of bm25 and trained/base; "
                      f"served = {served_similar}")
         kinds = {"similar": "of a known listing", "similar_unseen": "of a held-out listing"}
-        notes += [f"{name}: none (no test-split paper {kind})" for name, kind in kinds.items() if name not in similar_sets]
+        notes += [f"{name}: none (no test-split paper {kind})"
+                  for name, kind in kinds.items() if name not in similar_sets]
     tags = {f"eval_set.{s.name}.content_hash": s.content_hash for s in [*sets, *similar_sets.values()]}
     with stage.run({"papers": args.papers}, tags) as run:
         loaded = {}  # the served encoder is the trained or the base one: load each folder once

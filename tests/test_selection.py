@@ -51,6 +51,12 @@ def corpus(n: int = 40) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def choose(pq, embed, fusion: Fusion = Fusion(), alpha_auto: bool = True, select: bool = True,
+           source: str = "pseudo-queries", min_gain: float = 0.0):
+    """select_serving on `pq`'s queries as `source` evidence, with BM25's English stemmer and the packaged base."""
+    return select_serving([pq.to_set()], source, embed, fusion, alpha_auto, select, min_gain, "english", "")
+
+
 def test_each_query_paper_asks_for_the_rest_of_itself_and_the_others_are_distractors():
     papers = corpus()
     pq = pseudo_queries(papers, {f"p{i}" for i in range(10)}, seed=13, max_queries=8, max_docs=30)
@@ -87,12 +93,12 @@ def test_only_the_families_training_did_not_teach_ask():
 def test_the_trained_encoder_serves_only_when_it_beats_the_base_beyond_noise():
     pq = pseudo_queries(corpus(), {f"p{i}" for i in range(20)}, 13, 500, 20_000)
     template = Fusion(method="convex", normalisation="zscore")
-    kept = select_serving([pq.to_set()], "pseudo-queries", {"trained": noise, "base": bag_of_words}, template, True, True, 0.0, "english", "")
+    kept = choose(pq, {"trained": noise, "base": bag_of_words}, template)
     assert kept.encoder == "base" and "the base encoder serves" in kept.reason
     assert kept.evidence["base/ndcg@10"] > kept.evidence["trained/ndcg@10"]
     # An encoder that knows each pseudo-query's paper: it serves (its gain's interval is far above 0), ranks every
     # query's paper first (nDCG 1), and so does the fusion chosen for it, at a dense weight of at least 0.5.
-    chosen = select_serving([pq.to_set()], "pseudo-queries", {"trained": oracle, "base": noise}, template, True, True, 0.0, "english", "")
+    chosen = choose(pq, {"trained": oracle, "base": noise}, template)
     assert chosen.encoder == "trained" and chosen.evidence["trained/ndcg@10"] == pytest.approx(1.0)
     assert chosen.evidence["trained_minus_base"]["ci95"][0] > 0.5 and "(95% CI" in chosen.reason
     assert chosen.evidence["served/ndcg@10"] == pytest.approx(1.0) and chosen.evidence["bm25/ndcg@10"] < 0.99
@@ -100,12 +106,11 @@ def test_the_trained_encoder_serves_only_when_it_beats_the_base_beyond_noise():
     # Made to serve noise (selection off), the fusion leans on the words beyond noise: a low dense weight, and
     # the served system is at least BM25 (alpha 0 is BM25's ranking) and far above the noise encoder alone.
     many = pseudo_queries(corpus(120), {f"p{i}" for i in range(80)}, 13, 500, 20_000)  # power for the weight
-    off = select_serving([many.to_set()], "judged", {"trained": noise}, template, True, False, 0.0, "english", "")
+    off = choose(many, {"trained": noise}, template, select=False, source="judged")
     assert off.encoder == "trained" and "select_encoder is off" in off.reason
     assert off.fusion.alpha <= 0.3 and "beat the default beyond noise" in off.reason
     # The same queries as pseudo-queries are no evidence for the weight: the default stays.
-    kept_weight = select_serving([many.to_set()], "pseudo-queries", {"trained": noise}, template, True, False, 0.0,
-                                 "english", "")
+    kept_weight = choose(many, {"trained": noise}, template, select=False)
     assert kept_weight.fusion.alpha == 0.5 and "no evidence for the weight" in kept_weight.reason
     assert off.evidence["served/ndcg@10"] >= off.evidence["bm25/ndcg@10"] > off.evidence["trained/ndcg@10"] + 0.3
 
@@ -127,10 +132,9 @@ def test_a_gain_within_noise_keeps_the_base_encoder():
                 vectors[i, -1] = 1
         return vectors
 
-    base = select_serving([pq.to_set()], "pseudo-queries", {"trained": padded, "base": padded}, Fusion(), True, True, 0.0, "english", "")
+    base = choose(pq, {"trained": padded, "base": padded})
     assert base.encoder == "base" and base.evidence["trained_minus_base"]["mean"] == 0
-    noisy = select_serving([pq.to_set()], "pseudo-queries", {"trained": slightly_better, "base": padded}, Fusion(), True, True, 0.0,
-                           "english", "")
+    noisy = choose(pq, {"trained": slightly_better, "base": padded})
     gain = noisy.evidence["trained_minus_base"]
     assert gain["mean"] >= 0 and gain["ci95"][0] <= 0 and noisy.encoder == "base"
     assert "not above min_gain" in noisy.reason
@@ -152,11 +156,9 @@ def test_a_weight_leaves_the_default_only_when_it_wins_on_queries_it_was_not_pic
 
 def test_a_fixed_alpha_or_rrf_is_kept_and_round_trips_through_json():
     pq = pseudo_queries(corpus(), {f"p{i}" for i in range(20)}, 13, 500, 20_000)
-    fixed = select_serving([pq.to_set()], "pseudo-queries", {"trained": bag_of_words, "base": noise}, Fusion(alpha=0.8), False, True, 0.0,
-                           "english", "")
+    fixed = choose(pq, {"trained": bag_of_words, "base": noise}, Fusion(alpha=0.8), alpha_auto=False)
     assert fixed.fusion == Fusion(alpha=0.8) and "alpha_ndcg@10" not in fixed.evidence
-    rrf = select_serving([pq.to_set()], "pseudo-queries", {"trained": oracle, "base": noise}, Fusion(method="rrf"), True, True, 0.0,
-                         "english", "")
+    rrf = choose(pq, {"trained": oracle, "base": noise}, Fusion(method="rrf"))
     assert rrf.fusion.method == "rrf"
     assert Serving.from_dict(rrf.to_dict()) == rrf
     assert rrf.encoder_folder("models/encoder") == "models/encoder"
@@ -167,12 +169,11 @@ def test_without_pseudo_queries_the_base_model_serves():
     papers = pd.DataFrame({"paper_id": ["a", "b"], "title": ["", ""], "abstract": ["too short", "also short"]})
     pq = pseudo_queries(papers, {"a"}, 13, 10, 10)
     assert pq.query_ids == []
-    serving = select_serving([pq.to_set()], "pseudo-queries", {"trained": noise, "base": noise}, Fusion(), True, True, 0.0, "english", "")
+    serving = choose(pq, {"trained": noise, "base": noise})
     assert serving.encoder == "base" and "no query to choose on in the pseudo-queries" in serving.reason
     # Every family taught by training (an untitled corpus trained on inverse cloze): no evidence, the base serves.
     untaught = pseudo_queries(corpus(), {f"p{i}" for i in range(20)}, 13, 500, 20_000, ())
-    serving = select_serving([untaught.to_set()], "none", {"trained": oracle, "base": noise}, Fusion(), True, True,
-                             0.0, "english", "")
+    serving = choose(untaught, {"trained": oracle, "base": noise}, source="none")
     assert serving.encoder == "base" and serving.fusion == Fusion()
     assert "no evidence that training did not produce" in serving.reason
 

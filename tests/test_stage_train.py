@@ -201,7 +201,8 @@ def test_training_made_worse_on_purpose_leaves_the_base_serving_search_on_every_
     for name, frame in (("train", mined.train), ("val", mined.val), ("split", mined.split)):
         frame.to_parquet(tmp_path / f"data/pairs/{name}.parquet", index=False)
     docs.assign(source="cranfield").to_parquet(tmp_path / "data/processed/papers.parquet", index=False)
-    write_params(tmp_path, base_model=str(tiny_model_dir), learning_rate=0.5, warmup_ratio=0.0, **{**TINY, "num_negatives": 0})
+    write_params(tmp_path, base_model=str(tiny_model_dir), learning_rate=0.5, warmup_ratio=0.0,
+                 **{**TINY, "num_negatives": 0})
     assert main(stage_argv("train")) == 0
     serving = json.loads((tmp_path / "models/serving.json").read_text())
     taught = serving["evidence"]["train_pairs"]

@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from papersim.evaluation.metrics import per_query_scores, recall_curve
-from papersim.evaluation.sets import EvalSet
+from papersim.evaluation.sets import EvalSet, listing_clusters
 from papersim.evaluation.significance import PairedDifference, clustered_difference, mean_interval, paired_difference
 from papersim.retrieval.dense import dense_hits, dense_search
 from papersim.retrieval.fusion import Fusion, fuse_rankings
@@ -266,8 +266,3 @@ def evaluate_similar(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Eval
                      compared_metric=SIMILAR_METRIC, facts=eval_set.facts,
                      clusters=listing_clusters(eval_set, query_ids))
 
-
-def listing_clusters(eval_set: EvalSet, query_ids: list[str]) -> list[str]:
-    """Each query paper's listing (its first similarity group by name): the unit a cluster bootstrap resamples."""
-    groups = eval_set.groups or {}
-    return [min(groups.get(q) or {q}) for q in query_ids]

@@ -215,3 +215,9 @@ def listing_sets(papers: pd.DataFrame, split: pd.DataFrame, part: str, max_group
             f"{prefix}_unseen": colisting_set(papers, unseen_papers, pool, max_group_size, f"{prefix}_unseen",
                                               max_queries, max_docs, seed, only_groups=groups)}
     return {name: s for name, s in sets.items() if s is not None}
+
+
+def listing_clusters(eval_set: EvalSet, query_ids: list[str]) -> list[str]:
+    """Each query paper's listing (its first similarity group by name): the unit a cluster bootstrap resamples."""
+    groups = eval_set.groups or {}
+    return [min(groups.get(q) or {q}) for q in query_ids]

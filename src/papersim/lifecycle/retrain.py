@@ -167,6 +167,7 @@ def baseline_floor(candidate: Mapping[str, Any], cfg: RetrainConfig) -> tuple[di
         margin = _value(candidate, name, primary, "candidate") - values[best]
         margins[f"{name}/{best}"] = margin
         versus = candidate.get(name, {}).get("served_vs", {}).get(best) if primary.startswith("served/") else None
+        versus = versus if versus is not None and f"{metric}_diff" in versus else None  # on this metric only
         if (name == cfg.similar_set and cfg.gate_rule == "significant" and versus is not None
                 and not math.isnan(margin)):
             if versus["ci_high"] < -cfg.floor_tolerance:

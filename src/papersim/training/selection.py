@@ -21,8 +21,9 @@ default (0.5) only on judged queries, when the best weight, picked on half of th
 other half with its interval above 0 (`choose_weight`): pseudo-queries are never evidence for the
 weight, since they favour whichever system shares their words (README "Fusion").
 
-The similar task's choices (`select_similar`) follow the same rule on validation papers asking for
-their co-listed papers; with none, the base encoder serves (the one training cannot have harmed).
+The similar task's choices (`select_similar`) follow the same rule on the validation listings, held out
+of training whole, their papers asking for each other, resampled by listing; with none, the base
+encoder serves (the one training cannot have harmed).
 """
 
 from collections import Counter
@@ -34,16 +35,15 @@ import numpy as np
 import pandas as pd
 
 from papersim.evaluation.metrics import ndcg_at_k, precision_at_k
-from papersim.evaluation.sets import EvalSet, listing_sets, load_beir_set
-from papersim.evaluation.evaluate import listing_clusters
+from papersim.evaluation.sets import EvalSet, listing_clusters, listing_sets, load_beir_set
 from papersim.evaluation.significance import clustered_difference, paired_difference
+from papersim.retrieval.choice import Serving
 from papersim.retrieval.dense import dense_hits, dense_search
 from papersim.retrieval.fusion import ALPHA_GRID, Fusion, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
 from papersim.retrieval.passage import Hits, passage_text
-from papersim.retrieval.choice import Serving
-from papersim.retrieval.similar import (ENCODERS, Similar, drop_rows, duplicates, excluded_rows, lexical_neighbours,
-                                        similar_hits)
+from papersim.retrieval.similar import (ENCODERS, Similar, drop_rows, duplicates, excluded_rows,
+                                        lexical_neighbours, similar_hits)
 from papersim.sampling import paper_rng, seeded_unit
 from papersim.training.pairs import inverse_cloze
 
