@@ -52,7 +52,7 @@ def execute(stage: Stage) -> str:
                                      {name: cached_embedder(folder, cfg.backend, cfg.max_seq_length,
                                                             cfg.encode_batch_size, args.embedding_cache, cfg)
                                       for name, folder in candidates.items()}, cfg,
-                                     train["source"].value_counts().to_dict() if "source" in train else {})
+                                     train["source"].value_counts().to_dict() if "source" in train else None)
             report["serving"] = serving.to_dict()
             dump_json(serving.to_dict(), serving_path)
             dump_json(report, rep)

@@ -144,6 +144,13 @@ def _interval(diff) -> dict:
             "p": round(diff.p_value, 4), "n": diff.n}
 
 
+def _pick(table: Mapping, centre: float) -> float | int:
+    """The setting with the best score; ties go to the one nearest `centre` (the least committed), then the smaller."""
+    best = max(table.values())
+    return min((k for k, v in table.items() if v >= best - 1e-12), key=lambda k: (abs(k - centre), k))
+
+
+
 def choose_weight(scores: Mapping[float, np.ndarray], default: float, clusters: Sequence[str] | None = None
                   ) -> tuple[float, dict]:
     """The dense weight to serve, given each weight's per-query scores (weight -> (n_queries,)): the best
@@ -155,9 +162,7 @@ def choose_weight(scores: Mapping[float, np.ndarray], default: float, clusters: 
     n = len(next(iter(scores.values())))
     codes = pd.factorize(pd.Series(list(clusters), dtype=object))[0] if clusters is not None else np.arange(n)
     picking = codes % 2 == 0  # (n_queries,) the even-numbered queries, or clusters
-    means = {a: float(np.mean(v[picking])) if picking.any() else 0.0 for a, v in scores.items()}
-    best = max(means.values())
-    pick = min((a for a, v in means.items() if v >= best - 1e-12), key=lambda a: (abs(a - default), a))
+    pick = _pick({a: float(np.mean(v[picking])) if picking.any() else 0.0 for a, v in scores.items()}, default)
     evidence = {"by_weight": {f"{a:g}": round(float(np.mean(v)), 4) for a, v in scores.items()},
                 "picked_on_half": pick}
     if pick == default or (~picking).sum() < 2:
@@ -169,23 +174,20 @@ def choose_weight(scores: Mapping[float, np.ndarray], default: float, clusters: 
     return (pick if diff.low > 0 else default), evidence
 
 
-EVIDENCE = ("judged", "pseudo-queries", "none")  # what a serving choice rests on, strongest first
-
-
 def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Embed], template: Fusion,
                    alpha_auto: bool, select_encoder: bool, min_gain: float, stemmer: str, base_model: str) -> Serving:
     """Choose the served encoder (of `embed`'s "trained" and "base") and the fusion weight on `sets`.
 
     `source` says what the sets are: "judged" (the user's own judged queries: evidence for the encoder and
-    the weight), "pseudo-queries" (validation papers asking for themselves, `pseudo_queries_set`, used only
+    the weight), "pseudo-queries" (validation papers asking for themselves, `PseudoQueries.to_set`, used only
     when training did not teach them: evidence for the encoder, never for the weight: they favour whichever
     system shares their words) or "none". `template` is the configured fusion (alpha when not `alpha_auto`).
     """
     sets = [s for s in sets if s.query_ids]
     evidence: dict = {"evidence": source if sets else "none", "sets": {s.name: len(s.query_ids) for s in sets}}
     if not sets:
-        why = {"none": "no evidence that training did not produce (the pseudo-queries are what the self-retrieval "
-                       "training pairs taught)"}.get(source, f"no query to choose on in the {source}")
+        why = ("no evidence that training did not produce (the pseudo-queries are what the self-retrieval "
+               "training pairs taught)" if source == "none" else f"no query to choose on in the {source}")
         return Serving("base" if select_encoder else "trained", base_model, template,
                        f"{why}: the " + ("base model serves" if select_encoder else "trained model serves "
                                          "(select_encoder is off)") + "; the fusion keeps its configured default",
@@ -240,20 +242,14 @@ def _precision_at_10(hits: list[Hits], task: EvalSet) -> np.ndarray:
                      for q, h in zip(task.query_ids, hits)])
 
 
-def _pick(table: Mapping, centre: float) -> float | int:
-    """The setting with the best score; ties go to the one nearest `centre` (the least committed), then the smaller."""
-    best = max(table.values())
-    return min((k for k, v in table.items() if v >= best - 1e-12), key=lambda k: (abs(k - centre), k))
-
-
 def select_similar(task: EvalSet | None, embed: Mapping[str, Embed], choice: SimilarChoice,
                    stemmer: str) -> Similar:
-    """Choose how papers are answered on `task` (validation papers asking for their co-listed papers,
-    sets.colisting_set), by precision@10, one setting at a time through the served implementation:
+    """Choose how papers are answered on `task` (the papers of validation listings held out of training,
+    asking for each other: sets.listing_sets), by precision@10, one setting at a time through the served implementation:
     the encoder (trained only if its dense neighbours beat base's with a paired 95% interval above
     `min_gain`), the number of telling terms (more-like-this alone), then the fusion weight of the two
     (`choose_weight`: the default unless another beats it beyond noise). Nothing to choose on (no
-    validation paper has a co-listed paper): the configured or default settings and the base encoder."""
+    validation listing): the configured or default settings and the base encoder."""
     template = choice.template()
     if task is None:
         encoder = "base" if choice.encoder == "auto" else choice.encoder
@@ -266,8 +262,7 @@ def select_similar(task: EvalSet | None, embed: Mapping[str, Embed], choice: Sim
     exclude = excluded_rows(rows, duplicates(task.doc_hashes or task.doc_ids))
     depth = template.depth
     evidence: dict = {"evidence": "validation listings held out of training, their papers asking for each other",
-                      "papers": len(rows),
-                      **task.facts}
+                      "papers": len(rows), **task.facts}
     clusters = listing_clusters(task, task.query_ids)  # papers of one listing move together
     dense, per_paper = {}, {}
     for name in ENCODERS:
