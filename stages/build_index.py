@@ -9,7 +9,8 @@ import pandas as pd
 from papersim.atomic import atomic_outputs, dump_json
 from papersim.data.papers import read_papers
 from papersim.encoders.cache import converted_cache, encode_cached
-from papersim.encoders.encode import load_text_encoder
+from papersim.encoders.encode import load_text_encoder, model_folder
+from papersim.encoders.windows import PaperView, windowed_embed
 from papersim.encoders.engine import EncodingEngine, with_engine
 from papersim.retrieval.index import (BuildIndexConfig, bm25_index, build_index, build_similar_index, paper_details,
                                       passages, read_previous, recall_queries, save_index_folder)
@@ -47,17 +48,22 @@ def execute(stage: Stage) -> str:
                  "model": str(args.model), "model_fingerprint": encoder.fingerprint, "serving": serving.to_dict()}
         if serving.similar is not None:
             facts["similar"] = serving.similar.to_dict()
-            other = serving.similar_folder(str(args.model))
-            if other != folder:  # papers are answered from another encoder's vectors: an index of their own
-                similar_encoder = with_engine(load_text_encoder(other, cfg.backend, cfg.max_seq_length, cfg.batch_size,
+            other, view = serving.similar_folder(str(args.model)), serving.similar.view or PaperView(cfg.max_seq_length)
+            if other != folder or view != PaperView(cfg.max_seq_length):
+                # papers are answered from another encoder's vectors, or another view of them: an index of their own
+                similar_encoder = with_engine(load_text_encoder(other, cfg.backend, view.tokens, cfg.batch_size,
                                                                 converted_cache(args.embedding_cache)),
-                                              other, cfg.max_seq_length, EncodingEngine.of(cfg))
-                vectors = encode_cached(similar_encoder, passages(papers, built.ids), args.embedding_cache,
-                                        progress=True)
-                encoded.append(vectors.n_encoded)
-                similar, similar_info = build_similar_index(vectors.vectors, built.info["factory"], cfg)
+                                              other, view.tokens, EncodingEngine.of(cfg))
+
+                def embed_papers(texts: list[str]):
+                    result = encode_cached(similar_encoder, texts, args.embedding_cache, progress=True)
+                    encoded.append(result.n_encoded)
+                    return result.vectors
+
+                vectors = windowed_embed(embed_papers, model_folder(other), view)(passages(papers, built.ids))
+                similar, similar_info = build_similar_index(vectors, built.info["factory"], cfg)
                 built = replace(built, similar=similar)
-                facts.update(similar_info, papers_encoded=sum(encoded),
+                facts.update(similar_info, papers_encoded=sum(encoded), similar_view=view.to_dict(),
                              similar_model_fingerprint=similar_encoder.fingerprint)
         with atomic_outputs(args.out, args.report) as (out, report):
             info = save_index_folder(out, built, bm25_index(papers, built.ids, cfg.stemmer), facts,

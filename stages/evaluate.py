@@ -9,6 +9,8 @@ import pandas as pd
 from papersim.atomic import atomic_outputs, dump_json
 from papersim.data.papers import read_papers
 from papersim.encoders.cache import cached_embedder
+from papersim.encoders.encode import model_folder
+from papersim.encoders.windows import PaperView, windowed_embed
 from papersim.evaluation.evaluate import EvaluateConfig, encoder_folders, evaluate_set, evaluate_similar
 from papersim.evaluation.report import curve_table, eval_report, markdown_table, per_query_table, save_curve_plot
 from papersim.evaluation.sets import held_out_set, listing_sets, load_beir_set
@@ -59,7 +61,9 @@ def execute(stage: Stage) -> str:
                      f"for the papers that share a listing page or a category of at most {cfg.max_group_size} papers "
                      "with them; similar_unseen: the papers of whole listings held out of training and every choice, "
                      "asking for each other; intervals and paired tests resample listings; bm25 = the whole paper as "
-                     "the query, mlt = its telling terms, hybrid/base_hybrid = RRF of bm25 and trained/base; "
+                     "the query, mlt = its telling terms, base/trained = their vectors at "
+                     f"{cfg.max_seq_length} tokens (the search index's), hybrid/base_hybrid = RRF of bm25 and "
+                     "trained/base; "
                      f"served = {served_similar}")
         kinds = {"similar": "of a known listing", "similar_unseen": "of a held-out listing"}
         notes += [f"{name}: none (no test-split paper {kind})"
@@ -74,9 +78,15 @@ def execute(stage: Stage) -> str:
                 notes.append(f"{system}: {folder or 'packaged all-MiniLM-L6-v2'} on {loaded[folder].encoder.backend}")
         results = {s.name: evaluate_set(s, {k: loaded[f] for k, f in folders.items()}, cfg, serving.fusion)
                    for s in sets}
+        papers_embed = {k: loaded[f] for k, f in folders.items()}
+        view = serving.similar.view if serving.similar is not None else None  # None: the search index's vectors
+        if "served_similar" in folders and view is not None and view != PaperView(cfg.max_seq_length):
+            folder = folders["served_similar"]  # papers are served from vectors of their own view: as build_index
+            papers_embed["served_similar"] = windowed_embed(
+                cached_embedder(folder, cfg.backend, view.tokens, cfg.batch_size, args.embedding_cache, cfg),
+                model_folder(folder), view)
         for name, similar_set in similar_sets.items():
-            results[name] = evaluate_similar(similar_set, {k: loaded[f] for k, f in folders.items()}, cfg,
-                                             serving.similar)
+            results[name] = evaluate_similar(similar_set, papers_embed, cfg, serving.similar)
         table, curves = markdown_table(results, notes), curve_table(results)
         outputs = (args.report, args.table, args.per_query, args.curve, args.plot)
         report = eval_report(results)

@@ -15,6 +15,8 @@ from papersim.atomic import atomic_outputs, dump_json
 from papersim.data.groups import similarity_groups
 from papersim.data.papers import read_papers
 from papersim.encoders.cache import cached_embedder
+from papersim.encoders.encode import model_folder
+from papersim.encoders.windows import PaperView, windowed_embed
 from papersim.encoders.load import load_encoder
 from papersim.stage import Stage, require_files, run_stage
 from papersim.training.selection import choose_serving
@@ -48,11 +50,16 @@ def execute(stage: Stage) -> str:
             model.save(str(out))  # the best checkpoint's weights (load_best_model_at_end)
             wants_base = cfg.select_encoder or cfg.similar_encoder != "trained"
             candidates = {"trained": str(out), **({"base": cfg.base_model} if wants_base else {})}
+            def paper_embed(name: str, view: PaperView):  # the similar task's paper vectors, as build_index makes them
+                return windowed_embed(cached_embedder(candidates[name], cfg.backend, view.tokens, cfg.encode_batch_size,
+                                                      args.embedding_cache, cfg), model_folder(candidates[name]), view)
+
             serving = choose_serving(papers, pd.read_parquet(args.pairs / "split.parquet"),
                                      {name: cached_embedder(folder, cfg.backend, cfg.max_seq_length,
                                                             cfg.encode_batch_size, args.embedding_cache, cfg)
                                       for name, folder in candidates.items()}, cfg,
-                                     train["source"].value_counts().to_dict() if "source" in train else None)
+                                     train["source"].value_counts().to_dict() if "source" in train else None,
+                                     paper_embed)
             report["serving"] = serving.to_dict()
             dump_json(serving.to_dict(), serving_path)
             dump_json(report, rep)

@@ -10,8 +10,7 @@ import pytest
 
 from papersim.retrieval.choice import Serving
 from papersim.retrieval.fusion import Fusion
-from papersim.training.selection import (FAMILIES, choose_weight, independent_families, pseudo_queries,
-                                         select_serving, select_similar)
+from papersim.training.selection import FAMILIES, independent_families, pseudo_queries, select_serving
 from tests.conftest import TOPICS
 
 
@@ -140,20 +139,6 @@ def test_a_gain_within_noise_keeps_the_base_encoder():
     assert "not above min_gain" in noisy.reason
 
 
-def test_a_weight_leaves_the_default_only_when_it_wins_on_queries_it_was_not_picked_on():
-    rng = np.random.default_rng(0)
-    flat = {a: np.full(40, 0.5) for a in (0.0, 0.5, 1.0)}
-    assert choose_weight(flat, 0.5)[0] == 0.5  # ties: the default
-    clear = {0.0: np.full(40, 0.9), 0.5: np.full(40, 0.5) + rng.normal(0, 0.01, 40), 1.0: np.full(40, 0.2)}
-    alpha, evidence = choose_weight(clear, 0.5)
-    assert alpha == 0.0 and evidence["picked_minus_default_other_half"]["ci95"][0] > 0
-    # Better on the even (picking) half only: on the other half it is no better, so the default stays.
-    lucky = {0.5: np.full(40, 0.5), 0.8: np.tile([0.9, 0.5], 20)}
-    alpha, evidence = choose_weight(lucky, 0.5)
-    assert evidence["picked_on_half"] == 0.8 and alpha == 0.5
-    assert evidence["picked_minus_default_other_half"]["mean"] == 0
-
-
 def test_a_fixed_alpha_or_rrf_is_kept_and_round_trips_through_json():
     pq = pseudo_queries(corpus(), {f"p{i}" for i in range(20)}, 13, 500, 20_000)
     fixed = choose(pq, {"trained": bag_of_words, "base": noise}, Fusion(alpha=0.8), alpha_auto=False)
@@ -190,38 +175,6 @@ def listed_corpus(n: int = 48) -> pd.DataFrame:
     papers = corpus(n)
     return papers.assign(title=[f"Notes on {TOPICS[i % 4]} number {i}" for i in range(n)],
                          groups=[[f"page{i % 4}"] for i in range(n)], content_hash=[f"h{i}" for i in range(n)])
-
-
-def test_the_similar_task_takes_the_encoder_whose_neighbours_share_the_page_and_records_why():
-    from papersim.evaluation.sets import colisting_set
-    from papersim.training.train import TrainConfig
-
-    papers = listed_corpus()
-    task = colisting_set(papers, {f"p{i}" for i in range(24)}, set(papers["paper_id"]), 100, "similar_val")
-    choice = TrainConfig().similar_choice()
-    good = select_similar(task, {"trained": bag_of_words, "base": noise}, choice, "english")
-    assert good.encoder == "trained" and "the trained encoder" in good.reason
-    assert good.evidence["trained/precision@10"] > good.evidence["base/precision@10"] + 0.3
-    assert good.terms in (25, 50, 100) and set(good.evidence["mlt_precision@10_by_terms"]) == {"25", "50", "100"}
-    assert len(good.evidence["alpha"]["by_weight"]) == 11 and good.evidence["trained_minus_base"]["ci95"][0] > 0
-    bad = select_similar(task, {"trained": noise, "base": bag_of_words}, choice, "english")
-    assert bad.encoder == "base" and "not above min_gain" in bad.reason
-    # Made to serve the noise encoder, the fusion leans on the words: a low dense weight, far above noise alone.
-    forced = select_similar(task, {"trained": noise}, TrainConfig(similar_encoder="trained").similar_choice(),
-                            "english")
-    assert forced.encoder == "trained" and forced.fusion.alpha <= 0.3
-    assert forced.evidence["served/precision@10"] > forced.evidence["trained/precision@10"] + 0.3
-
-
-def test_without_co_listed_validation_papers_the_similar_task_serves_the_base_encoder():
-    from papersim.training.train import TrainConfig
-
-    similar = select_similar(None, {"trained": noise, "base": bag_of_words}, TrainConfig().similar_choice(), "english")
-    assert similar.encoder == "base" and similar.terms == 50 and similar.fusion.alpha == 0.5
-    assert "nothing to choose on" in similar.reason and similar.evidence == {"papers": 0, "evidence": "none"}
-    fixed = select_similar(None, {}, TrainConfig(similar_encoder="base", similar_alpha=0.3).similar_choice(),
-                           "english")
-    assert fixed.encoder == "base" and fixed.fusion.alpha == 0.3
 
 
 def test_serving_with_a_similar_choice_round_trips_and_names_its_folder():

@@ -6,8 +6,9 @@ import pytest
 from papersim.errors import PapersimError
 from papersim.retrieval.fusion import Fusion, fuse
 from papersim.retrieval.lexical import BM25
-from papersim.retrieval.similar import (Similar, answer_similar, drop_rows, duplicates, excluded_rows,
-                                        lexical_neighbours)
+from papersim.encoders.windows import PaperView
+from papersim.retrieval.similar import (Similar, answer_similar, drop_rows, duplicates, excluded_rows, lexical_label,
+                                        lexical_neighbours, paper_neighbours, parse_lexical)
 
 DOCS = [
     "Wing flutter of swept wings at supersonic speed measured in a wind tunnel.",  # 0: the paper asking
@@ -74,10 +75,43 @@ def test_similar_config_round_trips_and_rejects_unknown_encoders():
     similar = Similar("trained", Fusion(method="rrf"), 50, "chosen", {"papers": 3})
     assert Similar.from_dict(similar.to_dict()) == similar
     assert "50 terms" in similar.describe() and "rrf" in similar.describe()
+    whole = Similar("base", Fusion(), 25, "", {}, "paper", PaperView(256, 3))
+    assert Similar.from_dict(whole.to_dict()) == whole and "the whole paper" in whole.describe()
+    assert "256 tokens x up to 3 windows" in whole.describe()
+    # An index written before the lexical query and the view were chosen: more-like-this over the index's vectors.
+    old = Similar.from_dict({"encoder": "base", "fusion": {}, "terms": 50})
+    assert old.lexical == "mlt" and old.view is None and "the search index's vectors" in old.describe()
     with pytest.raises(PapersimError, match="encoder must be one of"):
         Similar("champion")
-    with pytest.raises(PapersimError, match="terms must be positive"):
-        Similar(terms=0)
+    with pytest.raises(PapersimError, match="terms must be 0"):
+        Similar(terms=-1)
+    with pytest.raises(PapersimError, match="lexical must be one of"):
+        Similar(lexical="words")
+
+
+def test_lexical_settings_parse_from_their_names_and_a_bad_name_says_what_is_expected():
+    assert parse_lexical("paper") == ("paper", 25) and parse_lexical("mlt50") == ("mlt", 50)
+    assert parse_lexical("mlt-all") == ("mlt", 0)
+    assert [lexical_label(*parse_lexical(x)) for x in ("paper", "mlt50", "mlt-all")] == ["paper", "mlt50", "mlt-all"]
+    for bad in ("mlt0", "mlt", "words", "mlt-5"):
+        with pytest.raises(ValueError, match="expected paper, mltN"):
+            parse_lexical(bad)
+
+
+def test_the_whole_paper_as_the_query_ranks_by_every_shared_word_and_leaves_out_excluded_rows():
+    ids = [f"d{i}" for i in range(len(DOCS))]
+    bm25 = BM25(ids, DOCS, stemmer="english")
+    exclude = excluded_rows([0], duplicates(DOCS))
+    ((rows, scores),) = paper_neighbours(bm25, [DOCS[0]], 100, exclude)
+    assert 0 not in rows and 5 not in rows and 4 not in rows  # itself, its duplicate, nothing shared
+    assert rows[0] == 1 and scores == sorted(scores, reverse=True)
+    assert 3 in rows and 6 in rows  # whole-paper queries also match on common words ("measured", "wind tunnel")
+    # All telling terms is more-like-this without the cut; the served answer takes whichever the config says.
+    every = lexical_neighbours(bm25, [DOCS[0]], 0, 100, exclude)[0]
+    assert set(every[0]) >= set(lexical_neighbours(bm25, [DOCS[0]], 2, 100, exclude)[0][0])
+    dense = [([1, 2, 3, 6, 4], [0.9, 0.8, 0.4, 0.3, 0.1])]
+    served = answer_similar(bm25, [DOCS[0]], dense, exclude, Similar("base", Fusion(alpha=0.0), lexical="paper"))
+    assert served[0][0][:len(rows)] == rows  # lexical weight only: the whole-paper ranking, dense-only rows after
 
 
 def test_more_like_this_costs_one_pass_over_the_postings_of_its_terms():

@@ -21,8 +21,8 @@ from papersim.retrieval.dense import dense_hits, dense_search
 from papersim.retrieval.fusion import Fusion, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
 from papersim.retrieval.passage import Hits, Rankings
-from papersim.retrieval.similar import (DEFAULT_TERMS, Similar, drop_rows, duplicates, excluded_rows,
-                                        lexical_neighbours, similar_hits)
+from papersim.retrieval.similar import (DEFAULT_TERMS, Similar, answer_similar, drop_rows, duplicates,
+                                        excluded_rows, lexical_neighbours, similar_hits)
 from papersim.encoders.engine import EncodingEngine
 
 SYSTEMS = ("bm25", "base", "trained", "hybrid", "base_hybrid", "served", "champion")
@@ -219,10 +219,11 @@ def evaluate_similar(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Eval
     """Score "papers similar to this one" (sets.colisting_set): each query paper ranks the set's corpus.
 
     Systems: `bm25` (the whole paper as the BM25 query: what a user builds without papersim), `mlt`
-    (BM25 with the paper's telling terms, the served lexical part), `base`, `trained` and `champion`
-    (the paper's dense neighbours), `hybrid` / `base_hybrid` (RRF of bm25 and trained / base) and `served`
-    (exactly `papersim similar`: `similar`'s encoder (`encoders["served_similar"]`) and mlt, fused as it
-    says). Every system leaves the paper itself and its exact duplicates out.
+    (BM25 with the paper's telling terms), `base`, `trained` and `champion` (the paper's dense neighbours,
+    vectors as the search index makes them), `hybrid` / `base_hybrid` (RRF of bm25 and trained / base) and
+    `served` (exactly `papersim similar`, through `answer_similar`: `similar`'s encoder and paper view
+    (`encoders["served_similar"]`) and lexical query, fused as it says). Every system leaves the paper itself
+    and its exact duplicates out.
     """
     row_of = {pid: row for row, pid in enumerate(eval_set.doc_ids)}
     rows = [row_of[q] for q in eval_set.query_ids]
@@ -234,9 +235,10 @@ def evaluate_similar(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Eval
     hits: dict[str, list[Hits]] = {
         "bm25": [drop_rows(([int(r) for r, x in zip(f, s) if x > 0], [float(x) for x in s if x > 0]), e, depth)
                  for f, s, e in zip(found, scores, exclude)]}
-    terms = similar.terms if similar is not None else DEFAULT_TERMS
+    terms = similar.terms if similar is not None and similar.lexical == "mlt" else DEFAULT_TERMS
     hits["mlt"] = lexical_neighbours(bm25, eval_set.query_texts, terms, depth, exclude)
     vectors: dict[int, np.ndarray] = {}
+    deep: dict[str, list[Hits]] = {}  # each dense part's neighbours, the excluded rows still in
     for part in ("base", "trained", "champion", "served_similar"):
         if part in encoders:
             embed = encoders[part]
@@ -244,13 +246,14 @@ def evaluate_similar(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Eval
                 vectors[id(embed)] = embed(eval_set.doc_texts)  # (n_docs, dim)
             docs = vectors[id(embed)]
             found, scores = dense_search(docs, docs[rows], depth + extra)
-            hits[part] = [drop_rows((f.tolist(), s.tolist()), e, depth) for f, s, e in zip(found, scores, exclude)]
+            deep[part] = [(f.tolist(), s.tolist()) for f, s in zip(found, scores)]
+            hits[part] = [drop_rows(d, e, depth) for d, e in zip(deep[part], exclude)]
     rrf = Fusion(method="rrf", rrf_k=cfg.rrf_k, depth=depth)
     for system, part in (("hybrid", "trained"), ("base_hybrid", "base")):
         if part in hits:
             hits[system] = similar_hits(hits["bm25"], hits[part], rrf)
     if similar is not None and "served_similar" in hits:
-        hits["served"] = similar_hits(hits["mlt"], hits["served_similar"], similar.fusion)
+        hits["served"] = answer_similar(bm25, eval_set.query_texts, deep["served_similar"], exclude, similar)
     wanted = [s for s in SIMILAR_SYSTEMS if s in hits and (s in cfg.systems or s == "mlt")]
     scores_by_system, curves, per_query = {}, {}, {}
     query_ids: list[str] = []

@@ -131,7 +131,7 @@ class BM25:
             yield self.retriever.get_scores(query) if query else None  # bm25s' get_scores raises on no term
 
     def telling_terms(self, texts: Sequence[str], terms: int) -> list[np.ndarray]:
-        """Per text, the vocabulary ids of its `terms` most telling terms, best first (Lucene's MoreLikeThis):
+        """Per text, the vocabulary ids of its `terms` (0: all) most telling terms, best first (Lucene's MoreLikeThis):
         tf in the text x the index's idf, among terms at least one other document holds. A paper's whole
         abstract as a BM25 query costs ~30x a short query and ranks by its commonest words; its top
         terms by tf-idf cost about one short query and say what it is about."""
@@ -149,7 +149,7 @@ class BM25:
             keep = df[ids] >= 2  # a term only this paper holds finds no other paper
             ids, tf = ids[keep], tf[keep]
             idf = np.log(1 + (n_docs - df[ids] + 0.5) / (df[ids] + 0.5))  # BM25's (Lucene's) idf
-            order = np.lexsort((ids, -(tf * idf)))[:terms]  # weight descending, ties by term id
+            order = np.lexsort((ids, -(tf * idf)))[:terms or None]  # weight descending, ties by term id; 0: all
             out.append(ids[order])
         return out
 

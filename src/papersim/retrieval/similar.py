@@ -1,12 +1,13 @@
-"""Papers similar to a paper: its dense neighbours and a lexical more-like-this ranking, fused.
+"""Papers similar to a paper: its dense neighbours and a lexical ranking, fused.
 
-The paper is the query. Its dense neighbours come from its own stored vector (no encoding at
-serving time); its lexical neighbours from BM25 with its `terms` most telling terms as the query
-(`BM25.more_like_this`, as Lucene's MoreLikeThis). The two lists are fused by `fuse` with a fusion of
-this task's own (chosen on the validation split's co-listings by the train stage): the best weight
-for a title asking for its abstract is not the best for a paper asking for its neighbours.
+The paper is the query. Its dense neighbours come from its own stored vector (no encoding at serving
+time), made as `view` says (the first 256 tokens, or windows mean-pooled: papersim.encoders.windows); its
+lexical neighbours from BM25 with the whole paper as the query (`paper_neighbours`) or with its `terms`
+most telling terms (`BM25.more_like_this`, as Lucene's MoreLikeThis). The two lists are fused by `fuse`
+with a fusion of this task's own (chosen on validation listings held out of training by the train stage):
+the best weight for a title asking for its abstract is not the best for a paper asking for its neighbours.
 The paper itself and its exact duplicates (same content hash) are never in its answer.
-Evaluate, `papersim similar`, the registered model and the web page all rank through `similar_hits`.
+Evaluate, `papersim similar`, the registered model and the web page all rank through `answer_similar`.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,12 +15,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from papersim.encoders.windows import PaperView
 from papersim.errors import PapersimError
 from papersim.retrieval.fusion import Fusion, fuse
 from papersim.retrieval.lexical import BM25
 from papersim.retrieval.passage import Hits
 
 ENCODERS = ("trained", "base")
+LEXICAL = ("paper", "mlt")  # the whole paper as the BM25 query | its telling terms (more-like-this)
 DEFAULT_TERMS = 25  # Lucene MoreLikeThis' default maxQueryTerms: an abstract's topic in one short query
 DEFAULT_FUSION = Fusion(method="convex", alpha=0.5, normalisation="zscore", depth=100)  # nothing chosen yet
 
@@ -30,29 +33,54 @@ class Similar:
 
     encoder: str = "trained"  # whose vectors give the dense neighbours: trained | base
     fusion: Fusion = DEFAULT_FUSION
-    terms: int = DEFAULT_TERMS  # telling terms of the paper sent to BM25
+    terms: int = DEFAULT_TERMS  # telling terms of the paper sent to BM25 (lexical "mlt"; 0: all of them)
     reason: str = ""
     evidence: dict = field(default_factory=dict)  # validation co-listing scores behind the choices
+    lexical: str = "mlt"  # paper | mlt (an index written before the whole paper was tried: mlt)
+    view: PaperView | None = None  # how the paper vectors are made (None: the search index's own vectors)
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
             raise PapersimError(f"similar: encoder must be one of {', '.join(ENCODERS)}, not {self.encoder!r} "
                                 "(rerun the train stage)")
-        if self.terms < 1:
-            raise PapersimError(f"similar: terms must be positive, got {self.terms}")
+        if self.lexical not in LEXICAL:
+            raise PapersimError(f"similar: lexical must be one of {', '.join(LEXICAL)}, not {self.lexical!r}")
+        if self.terms < 0:
+            raise PapersimError(f"similar: terms must be 0 (all) or positive, got {self.terms}")
 
     def to_dict(self) -> dict:
         return {"encoder": self.encoder, "fusion": self.fusion.to_dict(), "terms": self.terms,
+                "lexical": self.lexical, **({"view": self.view.to_dict()} if self.view else {}),
                 "reason": self.reason, "evidence": self.evidence}
 
     @classmethod
     def from_dict(cls, values: Mapping) -> "Similar":
         return cls(encoder=values.get("encoder", "trained"), fusion=Fusion.from_dict(values.get("fusion", {})),
                    terms=int(values.get("terms", DEFAULT_TERMS)), reason=values.get("reason", ""),
-                   evidence=dict(values.get("evidence", {})))
+                   evidence=dict(values.get("evidence", {})), lexical=values.get("lexical", "mlt"),
+                   view=PaperView.from_dict(values["view"]) if "view" in values else None)
 
     def describe(self) -> str:
-        return f"{self.encoder} encoder + bm25 more-like-this ({self.terms} terms), {self.fusion.describe()}"
+        lexical = "the whole paper" if self.lexical == "paper" else \
+            f"more-like-this ({self.terms or 'all'} terms)"
+        view = self.view.describe() if self.view else "the search index's vectors"
+        return f"{self.encoder} encoder ({view}) + bm25 of {lexical}, {self.fusion.describe()}"
+
+
+def lexical_label(lexical: str, terms: int) -> str:
+    """One lexical setting's name in params, evidence and tables: paper, mlt25, mlt-all."""
+    return "paper" if lexical == "paper" else f"mlt{terms}" if terms else "mlt-all"
+
+
+def parse_lexical(label: str) -> tuple[str, int]:
+    """(lexical, terms) from its name: "paper" (the whole paper), "mlt25" (25 telling terms), "mlt-all"."""
+    if label == "paper":
+        return "paper", DEFAULT_TERMS
+    if label == "mlt-all":
+        return "mlt", 0
+    if label.startswith("mlt") and label[3:].isdigit() and int(label[3:]) > 0:
+        return "mlt", int(label[3:])
+    raise ValueError(f"lexical query {label!r}: expected paper, mltN (N telling terms, e.g. mlt25) or mlt-all")
 
 
 def duplicates(hashes: Sequence[str]) -> dict[int, list[int]]:
@@ -75,6 +103,14 @@ def lexical_neighbours(bm25: BM25, texts: Sequence[str], terms: int, depth: int,
     return [(rows.tolist(), scores.tolist()) for rows, scores in bm25.more_like_this(texts, terms, depth, exclude)]
 
 
+def paper_neighbours(bm25: BM25, texts: Sequence[str], depth: int, exclude: Sequence[Iterable[int]]) -> list[Hits]:
+    """Each paper's BM25 hits with its whole text as the query (what a user builds without papersim), as
+    (rows, scores), `exclude`d rows left out; documents sharing no term are not hits."""
+    found, scores = bm25.search(texts, depth + max(map(len, exclude), default=0))  # (n_papers, depth + extra)
+    return [drop_rows(([int(r) for r, s in zip(f, x) if s > 0], [float(s) for s in x if s > 0]), e, depth)
+            for f, x, e in zip(found, scores, exclude)]
+
+
 def drop_rows(hits: Hits, exclude: Iterable[int], depth: int) -> Hits:
     """`hits` without the excluded rows, cut to `depth`."""
     skip = set(exclude)
@@ -93,6 +129,6 @@ def answer_similar(bm25: BM25, texts: Sequence[str], dense: Sequence[Hits], excl
     at least `fusion.depth` + the excluded rows deep): fused rows, best first, with their scores."""
     exclude = [set(e) for e in exclude]
     depth = cfg.fusion.depth
-    lexical = lexical_neighbours(bm25, texts, cfg.terms, depth, exclude)
+    lexical = (paper_neighbours(bm25, texts, depth, exclude) if cfg.lexical == "paper" else
+               lexical_neighbours(bm25, texts, cfg.terms, depth, exclude))
     return similar_hits(lexical, [drop_rows(d, e, depth) for d, e in zip(dense, exclude)], cfg.fusion)
-

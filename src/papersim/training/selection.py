@@ -21,9 +21,9 @@ default (0.5) only on judged queries, when the best weight, picked on half of th
 other half with its interval above 0 (`choose_weight`): pseudo-queries are never evidence for the
 weight, since they favour whichever system shares their words (README "Fusion").
 
-The similar task's choices (`select_similar`) follow the same rule on the validation listings, held out
-of training whole, their papers asking for each other, resampled by listing; with none, the base
-encoder serves (the one training cannot have harmed).
+The similar task's choices (papersim.training.similar_choice) follow the same rule on the validation
+listings, held out of training whole, their papers asking for each other, resampled by listing; with
+none, the base encoder serves (the one training cannot have harmed).
 """
 
 from collections import Counter
@@ -34,38 +34,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from papersim.evaluation.metrics import ndcg_at_k, precision_at_k
-from papersim.evaluation.sets import EvalSet, listing_clusters, listing_sets, load_beir_set
-from papersim.evaluation.significance import clustered_difference, paired_difference
+from papersim.evaluation.metrics import ndcg_at_k
+from papersim.evaluation.sets import EvalSet, listing_sets, load_beir_set
+from papersim.evaluation.significance import paired_difference
 from papersim.retrieval.choice import Serving
-from papersim.retrieval.dense import dense_hits, dense_search
+from papersim.retrieval.dense import dense_hits
 from papersim.retrieval.fusion import ALPHA_GRID, Fusion, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
 from papersim.retrieval.passage import Hits, passage_text
-from papersim.retrieval.similar import (ENCODERS, Similar, drop_rows, duplicates, excluded_rows,
-                                        lexical_neighbours, similar_hits)
+from papersim.retrieval.similar import ENCODERS
 from papersim.sampling import paper_rng, seeded_unit
+from papersim.training.choice_rules import choose_weight, interval
 from papersim.training.pairs import inverse_cloze
+from papersim.training.similar_choice import PaperEmbed, select_similar
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) unit vectors
-
-
-@dataclass(frozen=True)
-class SimilarChoice:
-    """What the train config leaves to choose for the similar task (TrainConfig.similar_choice())."""
-
-    encoder: str  # auto | trained | base
-    min_gain: float
-    fusion: str  # convex | rrf
-    alpha: float | str  # auto or a dense weight
-    normalisation: str
-    depth: int
-    rrf_k: int
-    terms: tuple[int, ...]  # term counts to choose among
-
-    def template(self) -> Fusion:
-        return Fusion(self.fusion, 0.5 if self.alpha == "auto" else float(self.alpha), self.normalisation,
-                      self.rrf_k, self.depth)
 
 
 FAMILIES = ("title", "sentence")  # pseudo-query families: a title asks for its abstract; a sentence for the rest
@@ -139,41 +122,6 @@ def _ndcg(rankings: Mapping[str, list], qrels: Mapping[str, Mapping[str, int]], 
     return np.array([ndcg_at_k(rankings[q], qrels[q], 10) for q in queries])
 
 
-def _interval(diff) -> dict:
-    return {"mean": round(diff.mean, 4), "ci95": [round(diff.low, 4), round(diff.high, 4)],
-            "p": round(diff.p_value, 4), "n": diff.n}
-
-
-def _pick(table: Mapping, centre: float) -> float | int:
-    """The setting with the best score; ties go to the one nearest `centre` (the least committed), then the smaller."""
-    best = max(table.values())
-    return min((k for k, v in table.items() if v >= best - 1e-12), key=lambda k: (abs(k - centre), k))
-
-
-
-def choose_weight(scores: Mapping[float, np.ndarray], default: float, clusters: Sequence[str] | None = None
-                  ) -> tuple[float, dict]:
-    """The dense weight to serve, given each weight's per-query scores (weight -> (n_queries,)): the best
-    weight on half of the queries, kept only if it beats `default` on the other half with a paired 95%
-    bootstrap interval above 0 (picking and confirming on the same queries would favour the pick);
-    otherwise `default`. Ties go to the weight nearest `default`. With `clusters` (one per query: the
-    similar task's listings) the halves are halves of the clusters and the test resamples clusters.
-    Returns (weight, evidence)."""
-    n = len(next(iter(scores.values())))
-    codes = pd.factorize(pd.Series(list(clusters), dtype=object))[0] if clusters is not None else np.arange(n)
-    picking = codes % 2 == 0  # (n_queries,) the even-numbered queries, or clusters
-    pick = _pick({a: float(np.mean(v[picking])) if picking.any() else 0.0 for a, v in scores.items()}, default)
-    evidence = {"by_weight": {f"{a:g}": round(float(np.mean(v)), 4) for a, v in scores.items()},
-                "picked_on_half": pick}
-    if pick == default or (~picking).sum() < 2:
-        return default, evidence
-    confirm = ~picking
-    diff = (paired_difference(scores[pick][confirm], scores[default][confirm]) if clusters is None else
-            clustered_difference(scores[pick][confirm], scores[default][confirm], list(np.asarray(codes)[confirm])))
-    evidence["picked_minus_default_other_half"] = _interval(diff)
-    return (pick if diff.low > 0 else default), evidence
-
-
 def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Embed], template: Fusion,
                    alpha_auto: bool, select_encoder: bool, min_gain: float, stemmer: str, base_model: str) -> Serving:
     """Choose the served encoder (of `embed`'s "trained" and "base") and the fusion weight on `sets`.
@@ -216,7 +164,7 @@ def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Emb
         encoder, reason = "trained", "select_encoder is off: the trained encoder serves"
     else:
         gain = paired_difference(per_query["trained"], per_query["base"])
-        evidence["trained_minus_base"] = _interval(gain)
+        evidence["trained_minus_base"] = interval(gain)
         encoder = "trained" if gain.low > min_gain else "base"
         reason = (f"trained {evidence['trained/ndcg@10']:.4f} vs base {evidence['base/ndcg@10']:.4f} dense nDCG@10 "
                   f"on {on}: {gain.mean:+.4f} (95% CI {gain.low:+.4f} to {gain.high:+.4f}, "
@@ -236,77 +184,13 @@ def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Emb
     return Serving(encoder, base_model, fusion, reason, evidence)
 
 
-def _precision_at_10(hits: list[Hits], task: EvalSet) -> np.ndarray:
-    """Per-paper precision@10 of the co-listed papers, in the order of task.query_ids. (n_papers,)"""
-    return np.array([precision_at_k([task.doc_ids[r] for r in h[0]], task.qrels[q], 10)
-                     for q, h in zip(task.query_ids, hits)])
-
-
-def select_similar(task: EvalSet | None, embed: Mapping[str, Embed], choice: SimilarChoice,
-                   stemmer: str) -> Similar:
-    """Choose how papers are answered on `task` (the papers of validation listings held out of training,
-    asking for each other: sets.listing_sets), by precision@10, one setting at a time through the served implementation:
-    the encoder (trained only if its dense neighbours beat base's with a paired 95% interval above
-    `min_gain`), the number of telling terms (more-like-this alone), then the fusion weight of the two
-    (`choose_weight`: the default unless another beats it beyond noise). Nothing to choose on (no
-    validation listing): the configured or default settings and the base encoder."""
-    template = choice.template()
-    if task is None:
-        encoder = "base" if choice.encoder == "auto" else choice.encoder
-        return Similar(encoder, template, choice.terms[len(choice.terms) // 2],
-                       "no validation listing held out of training: nothing to choose on; "
-                       f"the {encoder} encoder, the middle term count and {template.describe()}",
-                       {"papers": 0, "evidence": "none"})
-    row_of = {pid: row for row, pid in enumerate(task.doc_ids)}
-    rows = [row_of[q] for q in task.query_ids]
-    exclude = excluded_rows(rows, duplicates(task.doc_hashes or task.doc_ids))
-    depth = template.depth
-    evidence: dict = {"evidence": "validation listings held out of training, their papers asking for each other",
-                      "papers": len(rows), **task.facts}
-    clusters = listing_clusters(task, task.query_ids)  # papers of one listing move together
-    dense, per_paper = {}, {}
-    for name in ENCODERS:
-        if name in embed:
-            vectors = embed[name](task.doc_texts)  # (n_docs, dim)
-            found, scores = dense_search(vectors, vectors[rows], depth + max(map(len, exclude)))
-            dense[name] = [drop_rows((f.tolist(), s.tolist()), e, depth) for f, s, e in zip(found, scores, exclude)]
-            per_paper[name] = _precision_at_10(dense[name], task)
-            evidence[f"{name}/precision@10"] = float(np.mean(per_paper[name]))
-    if choice.encoder != "auto" or "base" not in dense:
-        encoder = choice.encoder if choice.encoder != "auto" else "trained"
-        reason = f"the {encoder} encoder (configured)"
-    else:
-        gain = clustered_difference(per_paper["trained"], per_paper["base"], clusters)
-        evidence["trained_minus_base"] = _interval(gain)
-        encoder = "trained" if gain.low > choice.min_gain else "base"
-        reason = (f"trained {evidence['trained/precision@10']:.4f} vs base {evidence['base/precision@10']:.4f} "
-                  f"dense precision@10 on {len(rows)} validation papers of {len(set(clusters))} listings: "
-                  f"{gain.mean:+.4f} (95% CI by listing {gain.low:+.4f} "
-                  f"to {gain.high:+.4f}, {'above' if encoder == 'trained' else 'not above'} min_gain "
-                  f"{choice.min_gain}): the {encoder} encoder")
-    bm25 = BM25(task.doc_ids, task.doc_texts, stemmer)
-    lexical = {t: lexical_neighbours(bm25, task.query_texts, t, depth, exclude) for t in choice.terms}
-    by_terms = {t: float(np.mean(_precision_at_10(lexical[t], task))) for t in choice.terms}
-    terms = _pick(by_terms, choice.terms[len(choice.terms) // 2])
-    evidence["mlt_precision@10_by_terms"] = {str(t): v for t, v in by_terms.items()}
-    fusion = template
-    if template.method == "convex" and choice.alpha == "auto":
-        by_alpha = {a: _precision_at_10(similar_hits(lexical[terms], dense[encoder], replace(template, alpha=a)), task)
-                    for a in ALPHA_GRID}
-        alpha, evidence["alpha"] = choose_weight(by_alpha, template.alpha, clusters)
-        fusion = replace(template, alpha=alpha)
-    evidence["served/precision@10"] = float(np.mean(_precision_at_10(similar_hits(lexical[terms], dense[encoder],
-                                                                                  fusion), task)))
-    reason += f"; {terms} telling terms (best of {len(by_terms)}); {fusion.describe()}"
-    return Similar(encoder, fusion, terms, reason, evidence)
-
-
 def choose_serving(papers: pd.DataFrame, split: pd.DataFrame, embed: Mapping[str, Embed], cfg,
-                   train_pairs: Mapping[str, int] | None = None) -> Serving:
+                   train_pairs: Mapping[str, int] | None = None, paper_embed: PaperEmbed | None = None) -> Serving:
     """The train stage's choice (cfg: papersim.training.train.TrainConfig), on the strongest evidence there
     is: the user's own judged sets (`selection_sets`); else validation pseudo-queries over non-test papers
     when `train_pairs` (pair source -> count) did not teach them (`independent_families`); else none. Then
-    the similar task's, on the val papers asking for their co-listed non-test papers (`select_similar`)."""
+    the similar task's, on the validation listings' papers asking for each other (`select_similar`), its
+    paper vectors from `paper_embed` (encoder name, view) -> embedder (None: `embed`'s, whatever the view)."""
     test = set(split.loc[split["split"] == "test", "paper_id"])
     val = set(split.loc[split["split"] == "val", "paper_id"])
     families = independent_families(train_pairs, cfg.selection_max_trained_share)
@@ -325,4 +209,6 @@ def choose_serving(papers: pd.DataFrame, split: pd.DataFrame, embed: Mapping[str
     pool = set(papers["paper_id"]) - test  # validation listings held out whole: training never saw them
     task = listing_sets(papers, split, "val", cfg.max_group_size, pool, cfg.similar_queries, cfg.selection_docs,
                         cfg.seed, prefix="similar_val").get("similar_val_unseen")
-    return replace(serving, similar=select_similar(task, embed, cfg.similar_choice(), cfg.stemmer))
+    paper_embed = paper_embed or (lambda name, view: embed[name])
+    return replace(serving, similar=select_similar(task, paper_embed, list(embed), cfg.similar_choice(),
+                                                   cfg.stemmer))

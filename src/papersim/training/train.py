@@ -66,7 +66,7 @@ class TrainConfig(EncodingEngine):
     backend: str = "auto"  # encoding the pseudo-queries: openvino on CPUs; the embedding cache is shared
     encode_batch_size: int = 32
     # How "papers similar to this one" is answered, chosen on validation papers asking for their co-listed
-    # papers (papersim.training.selection.select_similar; the test split is never read):
+    # papers (papersim.training.similar_choice; the test split is never read):
     similar_encoder: str = "auto"  # auto: trained only if its neighbours beat base's there beyond noise (none to
     # compare on: base, which training cannot have harmed) | trained | base
     similar_min_gain: float = 0.0  # ... its gain's 95% interval above this precision@10
@@ -74,7 +74,10 @@ class TrainConfig(EncodingEngine):
     similar_alpha: float | str = "auto"  # dense weight, auto: 0.5 unless another beats it there beyond noise
     similar_normalisation: str = "zscore"  # as fusion_normalisation
     similar_depth: int = 100  # candidates per signal, as evaluate.depth
-    similar_terms: list[int] = field(default_factory=lambda: [25, 50, 100])  # telling terms tried (Lucene: 25)
+    similar_views: list[str] = field(default_factory=lambda: ["256", "128"])  # paper views tried, the default
+    # first: 256 tokens is MiniLM's own limit and reads an average abstract whole; TOKENSxWINDOWS mean-pools windows
+    similar_lexical: list[str] = field(default_factory=lambda: ["paper", "mlt25", "mlt100"])  # BM25 queries
+    # tried, the default first: the whole paper, as a user without papersim would (README "Similar papers")
     similar_queries: int = 500  # validation papers asking (a seeded sample beyond)
     max_group_size: int = 100  # co-listing groups that mean similarity, as mine_pairs and evaluate
 
@@ -103,19 +106,22 @@ class TrainConfig(EncodingEngine):
         if self.similar_alpha != "auto" and not (isinstance(self.similar_alpha, (int, float))
                                                  and 0 <= self.similar_alpha <= 1):
             raise ValueError(f"similar_alpha must be auto or a number in [0, 1], got {self.similar_alpha!r}")
-        if not self.similar_terms or min(self.similar_terms) < 1:
-            raise ValueError("similar_terms: give at least one positive term count")
+        if not self.similar_views or not self.similar_lexical:
+            raise ValueError("similar_views and similar_lexical: give at least one setting each (the default first)")
         if min(self.similar_queries, self.similar_depth, self.max_group_size) < 1:
             raise ValueError("similar_queries, similar_depth and max_group_size must be positive")
         self.similar_choice().template()  # raises on an unknown fusion or normalisation
 
     def similar_choice(self):
-        """What is left to choose for the similar task (papersim.training.selection.SimilarChoice)."""
-        from papersim.training.selection import SimilarChoice
+        """What is left to choose for the similar task (papersim.training.similar_choice.SimilarChoice)."""
+        from papersim.encoders.windows import PaperView
+        from papersim.retrieval.similar import parse_lexical
+        from papersim.training.similar_choice import SimilarChoice
 
         return SimilarChoice(self.similar_encoder, self.similar_min_gain, self.similar_fusion, self.similar_alpha,
                              self.similar_normalisation, self.similar_depth, self.rrf_k,
-                             tuple(sorted(set(self.similar_terms))))
+                             tuple(dict.fromkeys(PaperView.parse(v) for v in self.similar_views)),
+                             tuple(dict.fromkeys(parse_lexical(str(q)) for q in self.similar_lexical)))
 
     def serving_fusion(self) -> Fusion:
         """The configured fusion (alpha 0.5 until chosen when fusion_alpha is auto)."""

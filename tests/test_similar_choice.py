@@ -1,0 +1,78 @@
+"""The similar task's choice on held-out validation listings: encoder, paper view, lexical query, weight."""
+
+import numpy as np
+
+from papersim.encoders.windows import PaperView
+from papersim.evaluation.sets import colisting_set
+from papersim.training.similar_choice import select_similar
+from papersim.training.train import TrainConfig
+from tests.test_selection import bag_of_words, listed_corpus, noise
+
+
+def by_name(embedders: dict):
+    """A paper_embed whose vectors are the same whatever the view, and the encoder names it has."""
+    return (lambda name, view: embedders[name]), list(embedders)
+
+
+def task(n: int = 48):
+    papers = listed_corpus(n)
+    return colisting_set(papers, {f"p{i}" for i in range(n // 2)}, set(papers["paper_id"]), 100, "similar_val")
+
+
+def test_the_similar_task_takes_the_encoder_whose_neighbours_share_the_page_and_records_why():
+    choice = TrainConfig().similar_choice()
+    good = select_similar(task(), *by_name({"trained": bag_of_words, "base": noise}), choice, "english")
+    assert good.encoder == "trained" and "the trained encoder" in good.reason
+    assert good.evidence["trained/precision@10"] > good.evidence["base/precision@10"] + 0.3
+    assert set(good.evidence["lexical"]["by_setting"]) == {"paper", "mlt25", "mlt100"}
+    assert set(good.evidence["view"]["by_setting"]) == {"256", "128"}
+    assert len(good.evidence["alpha"]["by_weight"]) == 11 and good.evidence["trained_minus_base"]["ci95"][0] > 0
+    bad = select_similar(task(), *by_name({"trained": noise, "base": bag_of_words}), choice, "english")
+    assert bad.encoder == "base" and "not above min_gain" in bad.reason
+    # Made to serve the noise encoder, the fusion leans on the words: a low dense weight, far above noise alone.
+    forced = select_similar(task(), *by_name({"trained": noise}), TrainConfig(similar_encoder="trained")
+                            .similar_choice(), "english")
+    assert forced.encoder == "trained" and forced.fusion.alpha <= 0.3
+    assert forced.evidence["served/precision@10"] > forced.evidence["trained/precision@10"] + 0.3
+
+
+def test_the_paper_view_and_the_lexical_query_keep_their_defaults_unless_beaten_beyond_noise():
+    asked = []
+
+    def paper_embed(name, view):  # 128 tokens reads the paper well, 256 is noise: 128 must win beyond noise
+        asked.append((name, view))
+        return bag_of_words if view == PaperView(128, 1) else noise
+
+    cfg = TrainConfig(similar_encoder="base", similar_alpha=1.0)  # dense only: the view alone decides
+    chosen = select_similar(task(96), paper_embed, ["base"], cfg.similar_choice(), "english")
+    assert chosen.view == PaperView(128, 1) and "paper view beat the default beyond noise" in chosen.reason
+    assert chosen.evidence["view"]["picked_minus_default_other_half"]["ci95"][0] > 0
+    assert set(asked) == {("base", PaperView(256, 1)), ("base", PaperView(128, 1))}
+    # Equal views: the default (the first listed) serves; so does the default lexical query.
+    same = select_similar(task(96), *by_name({"base": bag_of_words}), cfg.similar_choice(), "english")
+    assert same.view == PaperView(256, 1) and same.lexical == "paper" and "the defaults" in same.reason
+    mlt_first = TrainConfig(similar_encoder="base", similar_lexical=["mlt50", "paper"]).similar_choice()
+    assert mlt_first.lexical[0] == ("mlt", 50)
+
+
+def test_without_validation_listings_the_similar_task_serves_the_base_encoder_and_the_defaults():
+    similar = select_similar(None, *by_name({"trained": noise, "base": bag_of_words}),
+                             TrainConfig().similar_choice(), "english")
+    assert similar.encoder == "base" and similar.lexical == "paper" and similar.view == PaperView(256, 1)
+    assert similar.fusion.alpha == 0.5
+    assert "nothing to choose on" in similar.reason and similar.evidence == {"papers": 0, "evidence": "none"}
+    fixed = select_similar(None, *by_name({}), TrainConfig(similar_encoder="base", similar_alpha=0.3,
+                                                           similar_views=["128x4"]).similar_choice(), "english")
+    assert fixed.encoder == "base" and fixed.fusion.alpha == 0.3 and fixed.view == PaperView(128, 4)
+
+
+def test_a_bad_view_or_lexical_name_is_refused_with_the_expected_form():
+    import pytest
+
+    with pytest.raises(ValueError, match="TOKENS or TOKENSxWINDOWS"):
+        TrainConfig(similar_views=["long"])
+    with pytest.raises(ValueError, match="expected paper, mltN"):
+        TrainConfig(similar_lexical=["abstract"])
+    with pytest.raises(ValueError, match="at least one setting"):
+        TrainConfig(similar_views=[])
+    assert np.isclose(TrainConfig().similar_choice().template().alpha, 0.5)
