@@ -4,14 +4,17 @@
 
 1. `dvc repro ingest` (DVC skips it when the raw data did not change), then `check_drift`: the corpus
    against the champion's. Nothing changed, no drift, same params: the run ends here, reason logged.
+   Only a few papers new, changed or removed (retrain.min_changed_share), no drift, same params: the
+   champion's model serves them through a refresh (flows.refresh), and the run ends there.
 2. `dvc repro mine_pairs`, `train`, `evaluate`: DVC's cache decides what is stale.
 3. `gate`: the candidate's evaluate.json against the champion's on the same sets (the champion is
    re-scored by the evaluate stage when they differ).
 4. `dvc repro build_index`, then `register`: a version of the registry model, alias `champion` if
-   the gate passed, else `challenger`.
+   the gate passed, else `challenger`. A challenger leaves the champion's model serving: it is then
+   refreshed, so the champion serves the corpus the candidate was trained on.
 
 One MLflow parent run per flow run; every stage run nests under it (PAPERSIM_PARENT_RUN_ID).
-A lock serialises runs. A run with overrides runs in a scratch worktree (papersim.lifecycle.workspace):
+A lock serialises runs, refreshes included. A run with overrides runs in a scratch worktree (papersim.lifecycle.workspace):
 params.yaml is never edited. A watchdog (papersim.lifecycle.processes), started by the command before
 Prefect and kept until the process exits, kills what the run started if it dies (SIGKILL included);
 the next run removes a killed run's scratch workspace and half-committed outputs, marks its MLflow
@@ -105,15 +108,16 @@ def check_drift(root: Path, params: dict, cfg: policy.RetrainConfig, champion: d
         metrics = versions.drift_metrics(change, drift)
     decision = policy.retrain_needed(champion is not None, params_changed, change, drift, cfg, force)
     run.log_metrics(metrics)
-    run.set_tags({"papersim.drift_decision": "retrain" if decision.retrain else "skip",
+    action = "retrain" if decision.retrain else "refresh" if decision.refresh else "skip"
+    run.set_tags({"papersim.drift_decision": action,
                   "papersim.drift_reason": decision.reason})
     if metrics:
         history = tracking.flow_metric_history("retrain", ["drift.changed_share", "drift.mmd2", "drift.p_value"])
         with tempfile.TemporaryDirectory() as tmp:
             save_drift_plot(history_frame(history), Path(tmp) / "drift_history.png", cfg.drift_p_value)
             run.log_artifact(Path(tmp) / "drift_history.png", "drift")
-    get_run_logger().info("check_drift: %s (%s)", "retrain" if decision.retrain else "skip", decision.reason)
-    return {"retrain": decision.retrain, "reason": decision.reason, "metrics": metrics}
+    get_run_logger().info("check_drift: %s (%s)", action, decision.reason)
+    return {"retrain": decision.retrain, "refresh": decision.refresh, "reason": decision.reason, "metrics": metrics}
 
 
 @task(name="rescore_champion", retries=1, retry_delay_seconds=10, timeout_seconds=STAGE_TIMEOUT_S,
@@ -183,7 +187,7 @@ def retrain(root: str = ".", overrides: dict[str, Any] | None = None, force: boo
         raise PapersimError(f"{base}: no dvc.yaml; run the flow from (or with --root at) the repository root")
     wait = lock_timeout_s if lock_timeout_s is not None else policy.retrain_config(base / "params.yaml").lock_timeout_s
     logger = get_run_logger()
-    with watchdog(), retrain_lock(base, wait, logger.warning):
+    with watchdog(), retrain_lock(base, wait, logger.warning, flow="retrain"):
         remove_leftovers(base, logger.warning)
         with scratch_workspace(base, dict(overrides or {}), dvc_executable(), logger.info) as work:
             return _run(base, work, overrides or {}, force, logger)
@@ -191,6 +195,7 @@ def retrain(root: str = ".", overrides: dict[str, Any] | None = None, force: boo
 
 def _run(base: Path, work: Path, overrides: dict[str, Any], force: bool, logger) -> dict:
     """The run under the lock, in `work` (the repository, or a scratch workspace with overrides)."""
+    from flows.refresh import refresh_champion  # flows.refresh wires its tasks from this module's
     check_params(work / "params.yaml")
     params, cfg = read_params(work / "params.yaml"), policy.retrain_config(work / "params.yaml")
     check_store()
@@ -209,6 +214,10 @@ def _run(base: Path, work: Path, overrides: dict[str, Any], force: bool, logger)
         ingest(work, env)
         drift = check_drift(work, params, cfg, champion, run, force)
         if not drift["retrain"]:
+            if drift["refresh"]:  # a few new papers: the champion's model serves them, no retraining
+                refreshed = refresh_champion(work, env, params, cfg, run, {**tags, "mlflow.run_id": run.run_id})
+                run.set_tags({"papersim.outcome": refreshed["status"]})
+                return {**refreshed, "drift": drift["reason"], "mlflow_run_id": run.run_id}
             run.set_tags({"papersim.outcome": "skipped"})
             return {"status": "skipped", "reason": drift["reason"], "mlflow_run_id": run.run_id}
         mine_pairs(work, env)
@@ -224,8 +233,12 @@ def _run(base: Path, work: Path, overrides: dict[str, Any], force: bool, logger)
         with tempfile.TemporaryDirectory() as tmp:
             dump_json(decision, Path(tmp) / "gate.json")
             run.log_artifact(Path(tmp) / "gate.json", "gate")
-        return {"status": status, "version": version, "reason": decision["reason"],
-                "champion_rescored": decision["rescored"], "drift": drift["reason"], "mlflow_run_id": run.run_id}
+        outcome = {"status": status, "version": version, "reason": decision["reason"],
+                   "champion_rescored": decision["rescored"], "drift": drift["reason"], "mlflow_run_id": run.run_id}
+        if not decision["promote"]:  # the champion keeps its model but serves the corpus the candidate saw
+            outcome["champion_refresh"] = refresh_champion(work, env, params, cfg, run,
+                                                           {**tags, "mlflow.run_id": run.run_id})
+        return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--set values apply after it")
     parser.add_argument("--force", action="store_true", help="retrain even if nothing changed")
     parser.add_argument("--lock-timeout-s", type=float, default=None,
-                        help="wait this long for a running retrain (default: retrain.lock_timeout_s)")
+                        help="wait this long for a running retrain or refresh (default: retrain.lock_timeout_s)")
     args = parser.parse_args(argv)
     try:
         # Before anything is started (Prefect's temporary server starts with the flow's first call) and
@@ -254,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"retrain: {outcome['status']}" + (f" v{outcome['version']}" if "version" in outcome else "")
           + f" ({outcome['reason']})")
+    if "champion_refresh" in outcome:
+        fresh = outcome["champion_refresh"]
+        print(f"champion refresh: {fresh['status']}" + (f" v{fresh['version']}" if "version" in fresh else "")
+              + f" ({fresh['reason']})")
     return 0
 
 

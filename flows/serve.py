@@ -1,10 +1,14 @@
-"""Serve the `retrain` flow on the cron schedule in params.yaml (`retrain.schedule_cron`).
+"""Serve the `retrain` and `refresh` flows on the cron schedules in params.yaml.
 
     python -m flows.serve [--params params.yaml] [--root .]
 
-Creates (or updates) the deployment `retrain/weekly` on the Prefect server in use and runs its
-scheduled flow runs until stopped (SIGTERM). With Prefect's ephemeral local server the schedule
-is stored but runs need a long-lived server: point PREFECT_API_URL at one (`prefect server start`).
+Creates (or updates) two deployments on the Prefect server in use and runs their scheduled flow runs
+until stopped (SIGTERM):
+- `retrain/weekly` on `retrain.schedule_cron`: drift check, retrain, gate, registry (flows.retrain);
+- `refresh/scheduled` on `retrain.refresh_cron`: new papers into the champion's index (flows.refresh).
+They share the repository's run lock, so they never write at once. With Prefect's ephemeral local
+server the schedules are stored but runs need a long-lived server: point PREFECT_API_URL at one
+(`prefect server start`).
 """
 
 import argparse
@@ -15,7 +19,8 @@ from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
 from papersim.lifecycle.retrain import RetrainConfig, retrain_config
 
-DEPLOYMENT = "weekly"
+DEPLOYMENT = "weekly"  # retrain/weekly
+REFRESH_DEPLOYMENT = "scheduled"  # refresh/scheduled
 
 
 def schedule_config(params: Path) -> RetrainConfig:
@@ -34,20 +39,34 @@ def deployment(params: Path, root: str):
                                  description=f"Retrain papersim on `{cfg.schedule_cron}` ({cfg.schedule_timezone})")
 
 
+def refresh_deployment(params: Path, root: str):
+    """The refresh flow as a deployment with the params file's refresh cron schedule (not yet applied)."""
+    from prefect.schedules import Cron
+
+    from flows.refresh import refresh
+
+    cfg = schedule_config(params)
+    return refresh.to_deployment(name=REFRESH_DEPLOYMENT,
+                                 schedule=Cron(cfg.refresh_cron, timezone=cfg.schedule_timezone),
+                                 parameters={"root": root},
+                                 description=f"Serve new papers with the champion's model on `{cfg.refresh_cron}` "
+                                             f"({cfg.schedule_timezone})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--root", default=str(Path.cwd()), help="repository the scheduled runs retrain")
+    parser.add_argument("--root", default=str(Path.cwd()), help="repository the scheduled runs retrain and refresh")
     args = parser.parse_args(argv)
     apply_offline_defaults()
     try:
-        deploy = deployment(args.params, args.root)
+        deploys = [deployment(args.params, args.root), refresh_deployment(args.params, args.root)]
     except PapersimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     from prefect import serve
 
-    serve(deploy)
+    serve(*deploys)
     return 0
 
 

@@ -18,6 +18,7 @@ from papersim.lifecycle import registry
 from papersim.lifecycle import tracking as tracking_api
 from papersim.lifecycle.workspace import LOCK
 from flows import retrain as flow_module
+from flows.refresh import refresh as refresh_flow
 from flows.retrain import retrain
 from papersim.lifecycle.processes import StageFailed
 from tests.conftest import REPO, flow_repo, paper
@@ -98,14 +99,74 @@ def _failing_stage(repo: Path) -> dict:
             "params": (repo / "params.yaml").read_text()}
 
 
+SOURCE = "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl"
+NEW_TITLE = "On graph neural networks, a brand new study of message passing"
+
+
+def _answers(repo: Path, *argv: str) -> list[dict]:
+    """`papersim search|similar ... --model champion --json` from the repository (as a user runs it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        out = run_search(build_parser().parse_args([*argv, "--model", "champion", "--json"]))
+    return [json.loads(line) for line in out.splitlines()]
+
+
 def _new_papers(repo: Path) -> dict:
-    with (repo / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl").open("a") as f:
-        f.write(json.dumps(paper(99, title="A brand new paper on quantum annealing",
-                                 abstract="Quantum annealing schedules for sparse optimisation problems.")) + "\n")
-    return {"outcome": retrain(root=str(repo))}
+    # One new paper (3% of the corpus, under retrain.min_changed_share): the retrain flow refreshes the
+    # champion's index instead of retraining.
+    with (repo / SOURCE).open("a") as f:
+        f.write(json.dumps(paper(99, title=NEW_TITLE, categories=["cat2"],
+                                 abstract="We measure graph neural networks in experiment 99 and compare it with "
+                                          "102 baselines.")) + "\n")
+    outcome = retrain(root=str(repo))
+    return {"outcome": outcome, "aliases": aliases(NAME), "version": tracking_api.model_version(NAME, version="3"),
+            "search": _answers(repo, "search", NEW_TITLE, "-k", "3"),
+            "similar_new": _answers(repo, "similar", "p99", "-k", "5"),
+            "similar_old": {pid: [h["paper_id"] for h in _answers(repo, "similar", pid, "-k", "10")]
+                            for pid in ("p2", "p6", "p10")}}
 
 
-STEPS = [_first_run, _worse_recipe, _unchanged, _promote_and_roll_back, _failing_stage, _new_papers]
+def _bad_new_papers(repo: Path) -> dict:
+    # Papers that fail ingest's validation (no abstract, far above max_rejected_fraction): refused, nothing changes.
+    before = {"registry": tracking_api.model_versions(NAME), "papers": (repo / "data/processed/papers.parquet")
+              .read_bytes()}
+    original = (repo / SOURCE).read_text()
+    (repo / SOURCE).write_text(original + "".join(json.dumps(paper(200 + i, abstract="")) + "\n" for i in range(5)))
+    try:
+        with pytest.raises(StageFailed, match="dvc repro ingest failed") as error:
+            refresh_flow(root=str(repo))
+    finally:
+        (repo / SOURCE).write_text(original)
+    return {"error": str(error.value), "before": before, "registry": tracking_api.model_versions(NAME),
+            "papers": (repo / "data/processed/papers.parquet").read_bytes()}
+
+
+def _removed_paper(repo: Path) -> dict:
+    # The refresh flow on its own: a paper removed from its source disappears from every answer.
+    lines = (repo / SOURCE).read_text().splitlines(keepends=True)
+    (repo / SOURCE).write_text("".join(line for line in lines if '"id": "p6"' not in line))
+    outcome = refresh_flow(root=str(repo))
+    queries = {"search": _answers(repo, "search", "graph neural networks, study 6", "-k", "10"),
+               **{pid: _answers(repo, "similar", pid, "-k", "20") for pid in ("p2", "p10", "p99")}}
+    again = refresh_flow(root=str(repo))
+    return {"outcome": outcome, "again": again, "aliases": aliases(NAME), "answers": queries,
+            "version": tracking_api.model_version(NAME, version=outcome["version"])}
+
+
+def _retrain_loses(repo: Path) -> dict:
+    # A forced retrain with a recipe that wrecks the encoder (kept as challenger) on a corpus with one more
+    # paper: the champion's model keeps serving, refreshed to the corpus the candidate saw.
+    with (repo / SOURCE).open("a") as f:
+        f.write(json.dumps(paper(98, title="On laminar heat transfer, a new wind tunnel study", categories=["cat1"],
+                                 abstract="We measure laminar heat transfer in experiment 98.")) + "\n")
+    outcome = retrain(root=str(repo), overrides={"train.learning_rate": 5.0, "train.max_steps": 6,
+                                                 "train.select_encoder": False}, force=True)
+    return {"outcome": outcome, "aliases": aliases(NAME),
+            "search": _answers(repo, "search", "On laminar heat transfer, a new wind tunnel study", "-k", "3")}
+
+
+STEPS = [_first_run, _worse_recipe, _unchanged, _promote_and_roll_back, _failing_stage, _new_papers,
+         _bad_new_papers, _removed_paper, _retrain_loses]
 
 
 @pytest.fixture(scope="module")
@@ -189,20 +250,68 @@ def test_a_failing_stage_is_retried_then_fails_leaving_the_registry_unchanged(sc
     assert "factory: NoSuchIndex" not in failed["params"]
 
 
-def test_new_papers_are_seen_by_the_drift_check_and_the_champion_is_rescored(scenario, flow_tracking):
-    fresh = scenario(_new_papers)["outcome"]
-    assert fresh["status"] in ("promoted", "challenger") and "1 new" in fresh["drift"], fresh
-    assert fresh["version"] == "3"
-    # The held-out set now has another candidate paper: its hash changed, so the champion was re-scored.
-    assert fresh["champion_rescored"]
-    rescore = [r for r in runs_of(flow_tracking, fresh["mlflow_run_id"]) if r.data.tags.get("papersim.role")]
-    assert [r.data.tags["papersim.role"] for r in rescore] == ["champion_rescore"]
+def test_a_few_new_papers_are_a_refresh_served_by_the_champion_without_retraining(scenario, flow_tracking):
+    fresh = scenario(_new_papers)
+    outcome = fresh["outcome"]
+    assert outcome["status"] == "refreshed" and outcome["version"] == "3" and outcome["refresh_of"] == "1", outcome
+    assert "refresh: 1 new" in outcome["drift"] and outcome["added"] == 1, outcome
+    assert fresh["aliases"] == {"champion": "3", "challenger": "2"}  # promoted by its data checks, no manual step
+    version = fresh["version"]
+    assert version["description"].startswith("Refresh of the v1 model: a new index (1 added, 0 changed, "
+                                             "0 removed papers), replacing champion v1."), version["description"]
+    assert version["tags"]["papersim.refresh_of"] == "1" and version["tags"]["papersim.model_version"] == "1"
+    assert version["tags"]["papersim.served_encoder"] == "base"
+    assert version["tags"]["papersim.params_fingerprint"] == \
+        tracking_api.model_version(NAME, version="1")["tags"]["papersim.params_fingerprint"]
+    # ingest read the new paper; nothing was mined or trained; the refresh's own stage runs are tagged
+    stages = {r.info.run_name: r.data.tags.get("papersim.role") for r in runs_of(flow_tracking, outcome["mlflow_run_id"])}
+    assert stages == {"ingest": None, "build_index": "refresh", "evaluate": "refresh"}, stages
+    assert fresh["search"][0]["paper_id"] == "p99" and fresh["search"][0]["title"] == NEW_TITLE
+    assert len(fresh["similar_new"]) == 5 and "p99" not in {h["paper_id"] for h in fresh["similar_new"]}
+    assert any("p99" in listing for listing in fresh["similar_old"].values()), fresh["similar_old"]
+
+
+def test_a_refresh_is_rolled_back_like_any_champion(scenario):
+    scenario(_new_papers)
+    assert registry.rollback(NAME).startswith(f"{NAME} v1 is the champion again")
+    assert aliases(NAME)["champion"] == "1"
+    assert registry.promote(NAME, "3").startswith(f"{NAME} v3 is now the champion")
+
+
+def test_new_papers_failing_validation_refuse_the_refresh_and_change_nothing(scenario):
+    bad = scenario(_bad_new_papers)
+    assert "max_rejected_fraction" in bad["error"] and "abstract" in bad["error"], bad["error"][-2000:]
+    assert bad["registry"] == bad["before"]["registry"] and bad["papers"] == bad["before"]["papers"]
+
+
+def test_removed_papers_disappear_and_an_unchanged_corpus_refreshes_nothing(scenario):
+    removed = scenario(_removed_paper)
+    outcome = removed["outcome"]
+    assert outcome["status"] == "refreshed" and outcome["removed"] == 1, outcome
+    assert outcome["refresh_of"] == "3" and outcome["model_version"] == "1", outcome  # a refresh of a refresh
+    assert removed["aliases"]["champion"] == outcome["version"]
+    assert "0 added, 0 changed, 1 removed papers" in removed["version"]["description"]
+    for name, hits in removed["answers"].items():
+        assert hits and "p6" not in {h["paper_id"] for h in hits}, (name, hits)
+    assert removed["again"]["status"] == "up to date" and removed["again"]["version"] == outcome["version"]
+
+
+def test_a_retrain_that_stays_challenger_leaves_the_champion_serving_the_current_corpus(scenario, flow_tracking):
+    lost = scenario(_retrain_loses)
+    outcome = lost["outcome"]
+    assert outcome["status"] == "challenger" and outcome["champion_rescored"], outcome
+    fresh = outcome["champion_refresh"]
+    assert fresh["status"] == "refreshed" and fresh["added"] == 1 and fresh["model_version"] == "1", fresh
+    assert lost["aliases"] == {"champion": fresh["version"], "challenger": outcome["version"]}
+    assert lost["search"][0]["paper_id"] == "p98"
+    roles = [r.data.tags.get("papersim.role") for r in runs_of(flow_tracking, outcome["mlflow_run_id"])]
+    assert roles.count("champion_rescore") == 1 and roles.count("refresh") == 2
 
 
 def test_a_second_retrain_exits_while_one_holds_the_lock(repo, prefect_server):
     (repo / ".papersim").mkdir(exist_ok=True)
     with FileLock(str(repo / LOCK)):
-        with pytest.raises(PapersimError, match="another retrain is running"):
+        with pytest.raises(PapersimError, match="another retrain or refresh is running"):
             retrain(root=str(repo), lock_timeout_s=0)
 
 

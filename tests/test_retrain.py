@@ -258,20 +258,27 @@ def test_nothing_changed_skips_with_the_reason():
 @pytest.mark.parametrize("kwargs, expected", [
     ({"champion_exists": False}, "no champion"),
     ({"params_changed": True}, "params differ"),
-    ({"change": CorpusChange(100, 101, new=1, changed=0, removed=0)}, "1 new"),
+    ({"change": CorpusChange(100, 120, new=20, changed=0, removed=0)}, "20 new"),  # above min_changed_share
     ({"drift": EmbeddingDrift(0.2, 0.001, 0.1, 1.0, 50, 50, 100)}, "embedding drift"),
     ({"force": True}, "forced"),
 ])
-def test_any_change_retrains(kwargs, expected):
+def test_each_reason_retrains(kwargs, expected):
     args = {"champion_exists": True, "params_changed": False, "change": UNCHANGED, "drift": NO_DRIFT,
             "cfg": RetrainConfig(), **kwargs}
     decision = retrain_needed(**args)
     assert decision.retrain and expected in decision.reason
 
 
-def test_small_changes_below_the_threshold_skip():
+def test_small_changes_below_the_threshold_are_a_refresh_and_an_unchanged_corpus_is_not():
     change = CorpusChange(1000, 1001, new=1, changed=0, removed=0)
-    assert not retrain_needed(True, False, change, NO_DRIFT, RetrainConfig(min_changed_share=0.01)).retrain
+    small = retrain_needed(True, False, change, NO_DRIFT, RetrainConfig(min_changed_share=0.01))
+    assert not small.retrain and small.refresh and "1 new" in small.reason
+    assert not retrain_needed(True, False, UNCHANGED, NO_DRIFT, RetrainConfig(min_changed_share=0.01)).refresh
+    # above the threshold, or with params changed, it is a retrain (which refreshes nothing by itself)
+    big = retrain_needed(True, False, CorpusChange(1000, 1100, new=100, changed=0, removed=0), NO_DRIFT,
+                         RetrainConfig(min_changed_share=0.01))
+    assert big.retrain and not big.refresh
+    assert retrain_needed(True, True, change, NO_DRIFT, RetrainConfig(min_changed_share=0.01)).retrain
 
 
 def test_params_fingerprint_covers_the_pipeline_sections_only():

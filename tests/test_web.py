@@ -39,6 +39,9 @@ def site(web_site):
         yield client
 
 
+JSON = {"Accept": "application/json"}
+
+
 def as_json(site, url: str, status: int = 200) -> dict:
     answer = site.get(url, headers={"Accept": "application/json"})
     assert answer.status_code == status, answer.text[:500]
@@ -238,6 +241,31 @@ def test_the_champion_serves_every_page(web_site):
             assert answer.status_code == 200 and f"serving {served.label}" in answer.text, url
         page = client.get("/compare?q=flutter&a=champion&b=workspace&format=json").json()
         assert [v["version"] for v in page["versions"]] == [web_site.versions[0], None]
+
+
+def test_the_served_champion_follows_its_alias_without_a_restart(web_site):
+    first, second = web_site.versions[0], web_site.versions[1]
+    with web_client(web_site, "champion", "nowhere") as client:
+        client.store.registry.ttl_s = 0  # re-read the registry on every request (the default: every 10 s)
+        assert client.get("/health").json()["version"] == first
+        ids = lambda: [h["paper_id"] for h in client.get("/?q=flutter", headers=JSON).json()["hits"]]  # noqa: E731
+        hits_before = ids()
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
+                    mp.setenv(key, web_site.env[key])
+                tracking.set_alias(web_site.model_name, "champion", second)  # a promotion by another process
+            health = client.get("/health").json()
+            assert health["version"] == second and health["model"].endswith(f"v{second}")
+            page = client.get("/?q=flutter")
+            assert page.status_code == 200 and f"serving {web_site.model_name} v{second}" in page.text
+            assert ids() != hits_before  # the second encoder ranks the papers differently
+        finally:
+            with pytest.MonkeyPatch.context() as mp:
+                for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
+                    mp.setenv(key, web_site.env[key])
+                tracking.set_alias(web_site.model_name, "champion", first)
+        assert client.get("/health").json()["version"] == first
 
 
 def test_web_command_errors_are_one_line(web_site, tmp_path, monkeypatch, capsys):

@@ -107,7 +107,7 @@ def test_a_killed_run_leaves_params_intact_and_the_next_one_clears_its_leftovers
 def test_a_live_holder_is_named_when_the_lock_is_taken(repo):
     with retrain_lock(repo, 0):
         start = time.monotonic()
-        with pytest.raises(PapersimError, match=rf"another retrain is running .*\"pid\": {os.getpid()}"):
+        with pytest.raises(PapersimError, match=rf"another retrain or refresh is running .*\"pid\": {os.getpid()}"):
             with retrain_lock(repo, 0.5):
                 pass
         assert time.monotonic() - start >= 0.5

@@ -37,13 +37,17 @@ class RetrainConfig:
     floor_tolerance: float = 0.0              # primary may not trail the best baseline by more, on any gate set
     similar_set: str = "similar"              # evaluate.json's "papers similar to this one" block ("" = not gated)
     similar_metric: str = "served/precision@10"  # its primary: floor and champion comparison as for search
-    schedule_cron: str = "0 3 * * 1"          # flows.serve: Mondays 03:00
+    schedule_cron: str = "0 3 * * 1"          # flows.serve: retrain Mondays 03:00
     schedule_timezone: str = "UTC"
-    min_changed_share: float = 0.0            # retrain when new+changed+removed papers exceed this share
+    refresh_cron: str = "0 * * * *"           # flows.serve: refresh the champion's index every hour
+    # retrain when new+changed+removed papers exceed this share of the champion's corpus; at or below it
+    # (same params, no embedding drift) the champion's model serves them through a refresh
+    min_changed_share: float = 0.1
     drift_sample_size: int = 500              # papers encoded by the champion for the two-sample test
     drift_permutations: int = 200
     drift_p_value: float = 0.01               # embedding drift when the MMD permutation p-value is below
-    lock_timeout_s: float = 0.0               # 0: a second retrain exits at once; > 0: waits this long
+    lock_timeout_s: float = 900.0             # how long a retrain waits for a running refresh or retrain
+    refresh_lock_timeout_s: float = 3600.0    # how long a refresh waits for a running retrain or refresh
 
     def __post_init__(self) -> None:
         for name in (self.primary_metric, *self.guard_metrics, self.similar_metric):
@@ -59,8 +63,11 @@ class RetrainConfig:
             raise PapersimError(f"drift_p_value must be in (0, 1), got {self.drift_p_value}")
         if self.drift_sample_size < 10 or self.drift_permutations < 10:
             raise PapersimError("drift_sample_size and drift_permutations must be >= 10")
-        if len(self.schedule_cron.split()) != 5:
-            raise PapersimError(f"schedule_cron {self.schedule_cron!r}: five fields (minute hour day month weekday)")
+        for name in ("schedule_cron", "refresh_cron"):
+            if len(getattr(self, name).split()) != 5:
+                raise PapersimError(f"{name} {getattr(self, name)!r}: five fields (minute hour day month weekday)")
+        if self.lock_timeout_s < 0 or self.refresh_lock_timeout_s < 0:
+            raise PapersimError("lock_timeout_s and refresh_lock_timeout_s must be >= 0")
 
 
 def retrain_config(params_path: Path) -> RetrainConfig:
@@ -81,11 +88,13 @@ def params_fingerprint(params: Mapping[str, Any]) -> str:
 class RetrainDecision:
     retrain: bool
     reason: str
+    refresh: bool = False  # no retrain, but the corpus changed: the champion's model serves it through a refresh
 
 
 def retrain_needed(champion_exists: bool, params_changed: bool, change: CorpusChange | None,
                    drift: EmbeddingDrift | None, cfg: RetrainConfig, force: bool = False) -> RetrainDecision:
-    """Retrain unless the champion was built from this corpus and these params and nothing drifted."""
+    """Retrain unless the champion was built from these params and nothing drifted beyond the thresholds;
+    a corpus that changed within them (a few new papers) is a refresh, not a retrain."""
     if force:
         return RetrainDecision(True, "forced by the caller")
     if not champion_exists:
@@ -100,10 +109,12 @@ def retrain_needed(champion_exists: bool, params_changed: bool, change: CorpusCh
         reasons.append(f"embedding drift: MMD^2 {drift.mmd2:.4g}, p {drift.p_value:.3g} < {cfg.drift_p_value}")
     if reasons:
         return RetrainDecision(True, "; ".join(reasons))
-    share = f"{change.share:.2%} of papers new/changed/removed" if change is not None else "corpus unchanged"
     drifted = f", MMD^2 p {drift.p_value:.3g}" if drift is not None else ""
-    return RetrainDecision(False, f"nothing to do: {share} (<= {cfg.min_changed_share:.2%}){drifted}, "
-                                  "same params as the champion")
+    if change is not None and change.share > 0:
+        return RetrainDecision(False, f"refresh: {change.new} new, {change.changed} changed, {change.removed} removed "
+                                      f"papers ({change.share:.2%} <= {cfg.min_changed_share:.2%}){drifted}, same "
+                                      "params as the champion: its model serves them", refresh=True)
+    return RetrainDecision(False, f"nothing to do: corpus unchanged{drifted}, same params as the champion")
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,14 @@ class Candidate:
     per_query: Path | None = None  # evaluate_per_query.parquet (None: a version without it)
 
     @classmethod
+    def refreshed(cls, root: Path, carried: "Version", scratch: Path) -> "Candidate":
+        """A refresh: the carried version's model, params and dvc.lock (what the model was built with),
+        the workspace's current papers, and the scratch folder's serving config, index and report."""
+        return cls(Path(root), Path(root) / "data/processed/papers.parquet", scratch / "serving.json", carried.encoder,
+                   scratch / "index", scratch / "evaluate.json", carried.folder / "artifacts/params.yaml",
+                   carried.folder / "artifacts/dvc.lock", scratch / PER_QUERY)
+
+    @classmethod
     def in_workspace(cls, root: Path) -> "Candidate":
         root = Path(root)
         return cls(root, root / "data/processed/papers.parquet", root / "models/serving.json", root / "models/encoder",
@@ -115,9 +123,10 @@ class Candidate:
 
 
 def register(candidate: Candidate, cfg: RetrainConfig, decision: dict, params_fingerprint: str, run_id: str,
-             tags: dict[str, str]) -> str:
+             tags: dict[str, str], description: str | None = None) -> str:
     """Stage, upload and register the candidate as a version of `cfg.model_name` (no alias yet); the
-    uploaded copy stays in the registry cache. Returns the version number."""
+    uploaded copy stays in the registry cache. Returns the version number. The description defaults to
+    the gate's outcome (a refresh names the model version it carries instead)."""
     from papersim.encoders.encode import model_folder
     from papersim.lifecycle import tracking
     from papersim.retrieval.choice import read_serving
@@ -135,9 +144,10 @@ def register(candidate: Candidate, cfg: RetrainConfig, decision: dict, params_fi
         if similar != encoder:  # re-scoring the similar task later needs its encoder (serving needs only the index)
             shutil.copytree(similar, staging / "similar_encoder")
             artifacts["similar_encoder"] = staging / "similar_encoder"
-        tags = {**tags, **version_tags(serving, decision, params_fingerprint, cfg, len(papers), report)}
+        # the caller's tags win: a refresh keeps the serving tags of the version whose model it carries
+        tags = {**version_tags(serving, decision, params_fingerprint, cfg, len(papers), report), **tags}
         version = tracking.register_search_model(run_id, cfg.model_name, artifacts, tags, staging,
-                                                 description=version_description(decision, cfg))
+                                                 description=description or version_description(decision, cfg))
         target = cache / f"{cfg.model_name}-v{version}"  # the saved copy is exactly what was uploaded: keep it
         if not target.exists():
             os.replace(staging / tracking.MODEL_ARTIFACT_PATH, target)

@@ -34,24 +34,32 @@ SHARED = ("cache",)  # side stores the scratch workspace shares with the reposit
 
 
 @contextmanager
-def retrain_lock(root: Path, timeout_s: float, log: Callable[[str], None] = print) -> Iterator[None]:
-    """One retrain at a time per repository; the holder's pid and start time name the culprit. An
-    owner file whose process is gone (a killed run; the lock itself died with it) is reported."""
+def retrain_lock(root: Path, timeout_s: float, log: Callable[[str], None] = print,
+                 flow: str = "retrain") -> Iterator[None]:
+    """One writer at a time per repository (a retrain or a refresh); the holder's flow, pid and start time
+    name the culprit. A run that finds the lock held says whom it waits for, then waits up to `timeout_s`.
+    An owner file whose process is gone (a killed run; the lock itself died with it) is reported."""
     lock_path, owner = root / LOCK, root / OWNER
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path))
     try:
-        lock.acquire(timeout=timeout_s)
+        lock.acquire(timeout=0)
     except Timeout:
         holder = owner.read_text(encoding="utf-8").strip() if owner.is_file() else "unknown holder"
-        raise PapersimError(f"another retrain is running in {root} ({holder}); waited {timeout_s:.0f} s. "
-                            "Wait for it, or raise retrain.lock_timeout_s") from None
+        if timeout_s > 0:
+            log(f"{flow}: waiting up to {timeout_s:.0f} s for the run holding {root} ({holder})")
+        try:
+            lock.acquire(timeout=timeout_s)
+        except Timeout:
+            raise PapersimError(f"another retrain or refresh is running in {root} ({holder}); waited "
+                                f"{timeout_s:.0f} s. Wait for it, or raise retrain.lock_timeout_s "
+                                "(retrain.refresh_lock_timeout_s for a refresh)") from None
     try:
         if owner.is_file():
-            log(f"an earlier retrain ended without releasing its hold ({owner.read_text(encoding='utf-8').strip()}):"
+            log(f"an earlier run ended without releasing its hold ({owner.read_text(encoding='utf-8').strip()}):"
                 " it was killed; recovering")
-        owner.write_text(json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                  time.gmtime())}))
+        owner.write_text(json.dumps({"flow": flow, "pid": os.getpid(),
+                                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
         yield
     finally:
         owner.unlink(missing_ok=True)

@@ -107,7 +107,9 @@ def create_app(store: ModelStore, cfg: RetrainConfig, ui: str | None = None) -> 
         return Response(drift.png(), media_type="image/png", headers=HEADERS)
 
     def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": store.served.label, "papers": len(store.served.titles)})
+        served = store.served
+        return JSONResponse({"status": "ok", "model": served.label, "version": served.version,
+                             "papers": len(served.titles)})
 
     async def stylesheet(request: Request) -> Response:
         return Response(style, media_type="text/css", headers={**HEADERS, "Cache-Control": "max-age=3600"})

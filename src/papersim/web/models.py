@@ -1,5 +1,7 @@
-"""What the pages answer from: the served model, loaded once at start, and registry versions for compare,
-each loaded on first use and kept. Read-only: nothing here sets an alias or a tag."""
+"""What the pages answer from: the served model, and registry versions for compare, each loaded on first use
+and kept. A model served by alias (champion, challenger) follows its alias: a version promoted since (a
+retrain that won the gate, a refresh, a rollback) is loaded and served from the next request after the
+registry is re-read (every Registry.ttl_s). Read-only: nothing here sets an alias or a tag."""
 
 import json
 import threading
@@ -155,21 +157,43 @@ class ModelStore:
     most `keep` of those stay loaded besides the served one (each holds an encoder and an index)."""
 
     def __init__(self, served: Model, registry: Registry, workspace_index: Path, keep: int = 3) -> None:
-        self.served, self.registry, self.workspace_index, self.keep = served, registry, Path(workspace_index), keep
+        self._served, self.registry, self.workspace_index, self.keep = served, registry, Path(workspace_index), keep
         self._loaded: OrderedDict[str, Model] = OrderedDict()
         self._lock = threading.Lock()  # one load at a time: two requests for a new version load it once
+        self._swap = threading.Lock()  # one switch of the served model at a time
+
+    @property
+    def served(self) -> Model:
+        """The served model. Served by alias, it follows the alias: when the registry (re-read every
+        `registry.ttl_s`) names another version, that version is loaded and served from this request on.
+        A registry that does not answer keeps the loaded model serving."""
+        current = self._served
+        if current.ref not in REGISTRY_REFS:
+            return current
+        try:
+            found = self.registry.find(current.ref)
+        except PapersimError:  # unreachable store, or the alias gone (a rollback mid-way): keep serving
+            return current
+        if found["version"] == current.version:
+            return current
+        with self._swap:
+            if self._served.version != found["version"]:
+                model = self.registry.load(found)
+                model.ref = current.ref
+                self._served = model
+            return self._served
 
     def get(self, ref: str) -> Model:
         ref = ref.strip()
         if ref == WORKSPACE:
-            if self.served.ref == WORKSPACE:
-                return self.served
+            if self._served.ref == WORKSPACE:
+                return self._served
             return self._cached(WORKSPACE, lambda: load_model(
                 WORKSPACE, f"workspace index {self.workspace_index}", None, self.workspace_index,
                 report=read_report(self.registry.root / "reports/evaluate.json")))
         found = self.registry.find(ref)
-        if self.served.version == found["version"]:
-            return self.served
+        if self._served.version == found["version"]:
+            return self._served
         return self._cached(f"v{found['version']}", lambda: self.registry.load(found))
 
     def _cached(self, key: str, load) -> Model:

@@ -1,0 +1,185 @@
+"""Prefect flow `refresh`: the champion's model over the current corpus, served without retraining.
+
+    python -m flows.refresh [--root .]
+
+1. `dvc repro ingest`: new sources are read, normalised and validated; a rejected input fails here,
+   with ingest's message, and nothing else runs.
+2. The current corpus against the champion's index: nothing new, changed or removed ends the run.
+3. The build_index stage with the champion's encoder, fusion and similar-papers settings, into a
+   scratch copy of the champion's index: only new or changed papers are encoded (the embedding cache,
+   build_index's incremental path); removed papers drop out; BM25 is rebuilt over the current corpus.
+4. The evaluate stage with the champion's served system on the current sets, then the data checks
+   (papersim.lifecycle.refresh.check_refresh): the index's recall@10, served not below the baseline
+   floor. No significance test: the model did not change.
+5. `register`: a version carrying the champion's model and the new index, described as a refresh,
+   promoted to champion (a rollback returns to the version before it).
+
+It shares the retrain flow's lock (never two writers at once; a refresh waiting behind a retrain says
+so), its watchdog and its recovery of killed runs. The retrain flow runs the same steps when the drift
+check finds only a few new papers, and after a candidate that stays challenger. Wiring only: the
+decisions are in papersim.lifecycle.refresh.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run as prefect_flow_run
+
+from flows.retrain import STAGE_TIMEOUT_S, _stage_env, ingest, offline_prefect
+from papersim.atomic import dump_json
+from papersim.config import build_config, check_params, read_params
+from papersim.errors import PapersimError
+from papersim.lifecycle import registry, tracking, versions
+from papersim.lifecycle import retrain as policy
+from papersim.lifecycle.drift import corpus_change
+from papersim.lifecycle.processes import StageFailed, run_process, watchdog
+from papersim.lifecycle.refresh import (changed_anything, check_refresh, describe_change, model_version,
+                                        refresh_decision, refresh_description, refresh_tags)
+from papersim.lifecycle.workspace import remove_leftovers, retrain_lock
+from papersim.provenance import git_commit
+from papersim.retrieval.index import BuildIndexConfig, indexed_papers
+from papersim.stage import stage_command
+
+SERVING_TAGS = ("papersim.served_encoder", "papersim.serving_reason", "papersim.fusion", "papersim.similar")
+
+
+def _stage_into(root: Path, env: dict[str, str], stage: str, flags: dict[str, str], what: str) -> None:
+    """A stage of dvc.yaml run with some of its paths replaced (outputs into a scratch folder), outside DVC:
+    the workspace's own outputs and dvc.lock are not touched."""
+    cmd = stage_command(root, stage, flags)
+    tags = {**json.loads(env.get(tracking.RUN_TAGS_ENV, "{}")), "papersim.role": "refresh"}
+    logger = get_run_logger()
+    run_process([sys.executable, *cmd[1:]], root, {**env, tracking.RUN_TAGS_ENV: json.dumps(tags)}, STAGE_TIMEOUT_S,
+                what, on_line=lambda line: logger.info("%s | %s", stage, line))
+
+
+@task(name="refresh_index", retries=1, retry_delay_seconds=10, timeout_seconds=STAGE_TIMEOUT_S, cache_policy=NO_CACHE)
+def refresh_index(root: Path, env: dict[str, str], version: versions.Version, scratch: Path) -> dict:
+    """build_index with the version's served system over the current papers, into scratch/index."""
+    serving = versions.rescore_serving(version)
+    dump_json(replace(serving, reason=f"refresh: the served system of {version.folder.name}").to_dict(),
+              scratch / "serving.json")
+    if not (scratch / "index").exists():  # the version's own index: build_index adds only what is new
+        shutil.copytree(version.index, scratch / "index")
+    _stage_into(root, env, "build_index", {"model": str(version.encoder), "serving": str(scratch / "serving.json"),
+                                           "out": str(scratch / "index"), "report": str(scratch / "build_index.json")},
+                "refreshing the index")
+    return json.loads((scratch / "build_index.json").read_text(encoding="utf-8"))
+
+
+@task(name="score_refresh", retries=1, retry_delay_seconds=10, timeout_seconds=STAGE_TIMEOUT_S, cache_policy=NO_CACHE)
+def score_refresh(root: Path, env: dict[str, str], version: versions.Version, scratch: Path) -> dict:
+    """evaluate with the version's served system on the current sets, into the scratch folder."""
+    outputs = {"serving": "serving.json", "report": "evaluate.json", "table": "evaluate.md",
+               "per-query": versions.PER_QUERY, "curve": "curve.csv", "plot": "curve.png"}
+    _stage_into(root, env, "evaluate", {"model": str(version.encoder),
+                                        **{flag: str(scratch / name) for flag, name in outputs.items()}},
+                "scoring the refreshed champion")
+    return json.loads((scratch / "evaluate.json").read_text(encoding="utf-8"))
+
+
+@task(name="register_refresh", cache_policy=NO_CACHE)
+def register_refresh(root: Path, cfg: policy.RetrainConfig, champion: dict, version: versions.Version, scratch: Path,
+                     decision: dict, description: str, run: tracking.FlowRun, tags: dict[str, str]) -> str:
+    carried = {k: v for k, v in champion["tags"].items() if k in SERVING_TAGS}
+    number = versions.register(versions.Candidate.refreshed(root, version, scratch), cfg, decision,
+                               champion["tags"].get("papersim.params_fingerprint", ""), run.run_id,
+                               {**tags, **carried}, description=description)
+    get_run_logger().info("register: %s", registry.promote(cfg.model_name, number))
+    return number
+
+
+def refresh_champion(work: Path, env: dict[str, str], params: dict, cfg: policy.RetrainConfig, run: tracking.FlowRun,
+                     tags: dict[str, str]) -> dict:
+    """The champion's model over the corpus in `work` (ingested): a promoted refresh, or why not."""
+    logger = get_run_logger()
+    champion = tracking.model_version(cfg.model_name, alias=registry.CHAMPION)
+    if champion is None:
+        raise PapersimError(f"model {cfg.model_name!r} has no champion to refresh: run the retrain flow first "
+                            "(`python -m flows.retrain`)")
+    version = versions.fetch(cfg.model_name, champion["version"], work)
+    change = corpus_change(indexed_papers(version.index), pd.read_parquet(work / "data/processed/papers.parquet"))
+    run.log_metrics({"refresh.added": change.new, "refresh.changed": change.changed, "refresh.removed": change.removed})
+    if not changed_anything(change):
+        reason = f"v{champion['version']} already serves the current corpus ({change.n_current} papers)"
+        logger.info("refresh: nothing to do: %s", reason)
+        return {"status": "up to date", "version": champion["version"], "reason": reason}
+    logger.info("refresh of champion v%s (the v%s model): %s", champion["version"], model_version(champion),
+                describe_change(change))
+    target = build_config(BuildIndexConfig, params["build_index"], "params.yaml: build_index").target_recall
+    (work / "cache").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work / "cache") as tmp:  # swept by the next run if this one is killed
+        scratch = Path(tmp)
+        built = refresh_index(work, env, version, scratch)
+        report = score_refresh(work, env, version, scratch)
+        check = check_refresh(report, built, cfg, target)
+        decision = refresh_decision(champion, change, check, cfg.primary_metric)
+        if not check.passed:
+            logger.warning("refresh of v%s %s; the champion is unchanged", champion["version"], check.reason)
+            return {"status": "refused", "version": champion["version"], "reason": decision["reason"]}
+        number = register_refresh(work, cfg, champion, version, scratch, decision,
+                                  refresh_description(champion, change, check), run,
+                                  {**tags, **refresh_tags(champion, change)})
+    return {"status": "refreshed", "version": number, "refresh_of": champion["version"],
+            "model_version": model_version(champion), "reason": decision["reason"], "added": change.new,
+            "changed": change.changed, "removed": change.removed}
+
+
+@flow(name="refresh", log_prints=True)
+def refresh(root: str = ".", lock_timeout_s: float | None = None) -> dict:
+    """Serve the current corpus with the champion's model; returns the outcome."""
+    base = Path(root).resolve()
+    if not (base / "dvc.yaml").is_file():
+        raise PapersimError(f"{base}: no dvc.yaml; run the flow from (or with --root at) the repository root")
+    cfg = policy.retrain_config(base / "params.yaml")
+    wait = lock_timeout_s if lock_timeout_s is not None else cfg.refresh_lock_timeout_s
+    logger = get_run_logger()
+    with watchdog(), retrain_lock(base, wait, logger.warning, flow="refresh"):
+        remove_leftovers(base, logger.warning)
+        check_params(base / "params.yaml")
+        params = read_params(base / "params.yaml")
+        tracking.check_store()
+        ended = tracking.end_orphaned_runs()
+        if ended:
+            logger.warning("marked %d MLflow runs of killed processes KILLED: %s", len(ended), ", ".join(ended))
+        finished = registry.finish_interrupted(cfg.model_name)
+        if finished:
+            logger.warning(finished)
+        flow_run_id = str(prefect_flow_run.id)
+        tags = {"prefect.flow_run_id": flow_run_id, "mlflow.source.git.commit": git_commit(base)}
+        with tracking.flow_run("refresh", {"model_name": cfg.model_name}, tags) as run:
+            env = _stage_env(run, flow_run_id)
+            ingest(base, env)
+            outcome = refresh_champion(base, env, params, cfg, run, {**tags, "mlflow.run_id": run.run_id})
+            run.set_tags({"papersim.outcome": outcome["status"], "papersim.refresh_reason": outcome["reason"]})
+            return {**outcome, "mlflow_run_id": run.run_id}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.refresh", description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default=".", help="repository root (dvc.yaml, params.yaml)")
+    parser.add_argument("--lock-timeout-s", type=float, default=None,
+                        help="wait this long for a running retrain or refresh (default: retrain.refresh_lock_timeout_s)")
+    args = parser.parse_args(argv)
+    try:
+        with watchdog(until_exit=True):  # as flows.retrain: Prefect's temporary server is watched too
+            offline_prefect()
+            outcome = refresh(root=args.root, lock_timeout_s=args.lock_timeout_s)
+    except (PapersimError, StageFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"refresh: {outcome['status']}" + (f" v{outcome['version']}" if "version" in outcome else "")
+          + f" ({outcome['reason']})")
+    return 0 if outcome["status"] != "refused" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
