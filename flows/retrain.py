@@ -36,7 +36,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as prefect_flow_run
 
-from papersim.atomic import dump_json
+from papersim.atomic import dump_json, scratch_folder
 from papersim.config import check_params, parse_override, read_params, read_profile
 from papersim.env import apply_offline_defaults, dvc_executable
 from papersim.errors import PapersimError
@@ -125,9 +125,7 @@ def check_drift(root: Path, params: dict, cfg: policy.RetrainConfig, champion: d
 def rescore_champion(root: Path, env: dict[str, str], version: versions.Version) -> tuple[dict, pd.DataFrame]:
     """The evaluate stage on the champion's served system, its outputs in a scratch folder, not reports/:
     (its report, its per-query scores)."""
-    (root / "cache").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root / "cache") as tmp:
-        out = Path(tmp)
+    with scratch_folder(root / "cache", "rescore") as out:  # its writer in its name: a killed run's is swept
         dump_json(versions.rescore_serving(version).to_dict(), out / "serving.json")
         outputs = {"serving": "serving.json", "report": "evaluate.json", "table": "evaluate.md",
                    "per-query": "per_query.parquet", "curve": "curve.csv", "plot": "curve.png"}

@@ -119,3 +119,111 @@ def test_a_kill_before_the_commit_leaves_the_old_set_and_the_next_writer_clears_
         (i / "vectors.bin").write_text("newer")
         t.write_text("newer")
     assert _contents(tmp_path) == ["newer"] * 3
+
+
+def _killed_commit_journal(root):
+    """The journal a writer SIGKILLed between two moves left in `root`, as a dict, and its path."""
+    import json
+    import subprocess
+    import sys
+
+    root.mkdir()
+    _old_set(root)
+    killed = subprocess.run([sys.executable, "-c", KILLED_COMMIT, str(root), "2"], capture_output=True)
+    assert killed.returncode == -9
+    journal = root / ".report.json.commit.json"
+    return json.loads(journal.read_text()), journal
+
+
+def _journal_alone(folder, record):
+    """A journal `record` in `folder`, the files it moves absent (its writer has them)."""
+    import json
+
+    folder.mkdir()
+    journal = folder / ".report.json.commit.json"
+    journal.write_text(json.dumps(record))
+    return journal
+
+
+def test_a_journal_whose_pid_now_names_another_process_is_recovered(tmp_path):
+    import json
+    import os
+
+    import psutil
+
+    from papersim.atomic import sweep
+
+    record, journal = _killed_commit_journal(tmp_path / "set")
+    own_start = psutil.Process().create_time()
+    assert isinstance(record["started"], float)  # the writer's start time is recorded
+    live = _journal_alone(tmp_path / "live", {**record, "pid": os.getpid(), "started": own_start})
+    assert sweep([tmp_path / "live"]) == [] and live.is_file()  # this very process: still committing
+    journal.write_text(json.dumps({**record, "pid": os.getpid(), "started": own_start - 3600}))  # a reused pid
+    assert sweep([tmp_path / "set"]) and _contents(tmp_path / "set") == ["new"] * 3 and not journal.exists()
+
+
+def test_a_journal_without_a_start_time_is_judged_by_its_pid_alone(tmp_path):
+    import json
+    import os
+
+    from papersim.atomic import sweep
+
+    record, journal = _killed_commit_journal(tmp_path / "set")
+    record.pop("started", None)  # as journals were written before start times were recorded
+    live = _journal_alone(tmp_path / "live", {**record, "pid": os.getpid()})
+    assert sweep([tmp_path / "live"]) == [] and live.is_file()
+    journal.write_text(json.dumps(record))  # the killed writer's pid
+    assert sweep([tmp_path / "set"]) and _contents(tmp_path / "set") == ["new"] * 3 and not journal.exists()
+
+
+# Opens a scratch folder as the ingest stage, the registration and a model download do, writes into it
+# and waits to be SIGKILLed.
+KILLED_SCRATCH = """
+import sys, time
+from pathlib import Path
+from papersim.atomic import scratch_folder
+with scratch_folder(Path(sys.argv[1]), sys.argv[2]) as scratch:
+    (scratch / "part.bin").write_text("half")
+    print(scratch, flush=True)
+    time.sleep(120)
+"""
+
+
+def _killed_scratch(parent, label):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_SCRATCH, str(parent), label], stdout=subprocess.PIPE,
+                              text=True)
+    scratch = Path(writer.stdout.readline().strip())
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    assert (scratch / "part.bin").is_file()
+    return scratch, writer.pid
+
+
+def test_scratch_folders_of_killed_writers_are_swept_and_a_live_writers_stays(tmp_path):
+    import os
+
+    import psutil
+
+    from papersim.atomic import scratch_folder, sweep
+
+    registry = tmp_path / "cache/registry"
+    download, dead_pid = _killed_scratch(registry, "papersim-v3")
+    staging, _ = _killed_scratch(registry, "staging")
+    assert download.name.startswith(f".papersim-v3.tmp-{dead_pid}-")
+    reused = registry / f".staging.tmp-{os.getpid()}-{round(psutil.Process().create_time() * 100) - 500}-0123abcd"
+    reused.mkdir()  # this process's pid, another start time: a dead writer whose pid was given again
+    legacy_dead, legacy_live = registry / f".papersim-v2.tmp-{dead_pid}", registry / f".papersim-v2.tmp-{os.getpid()}"
+    legacy_dead.mkdir()  # a download folder as named before start times (pid only)
+    legacy_live.mkdir()
+    with scratch_folder(tmp_path / "data/processed", "ingest") as live:
+        (live / "pass1.arrow").write_text("being written")
+        done = sweep([tmp_path / "cache", tmp_path / "data"])
+        assert (live / "pass1.arrow").is_file() and legacy_live.is_dir()
+    assert not live.exists()  # the block removed its own
+    assert sorted(os.listdir(registry)) == [legacy_live.name] and len(done) == 4

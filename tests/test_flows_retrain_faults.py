@@ -3,6 +3,7 @@ processes, a real Prefect server (and Prefect's temporary one while it starts), 
 repository, a SQLite MLflow store, the tiny model."""
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -144,7 +145,11 @@ FAULTS = [
     ("registering, before the version exists", after_line("dvc repro build_index: ran", 0.3), "", []),
     ("registering, the version made but no alias yet", new_version, "", []),
 ]
-LEFTOVERS = (".tmp-", ".old-", ".commit.json")
+# What a killed run may leave in the output folders and the next run must remove (paths from the repository
+# root): temporary siblings and scratch folders (`.NAME.tmp-PID-START-...`), moved-aside outputs, commit
+# journals, and scratch folders named by tempfile, as older versions named them (the ingest stage's spill,
+# the registration's staging and the champion's re-scoring in cache/).
+LEFTOVERS = re.compile(r"\.tmp-|\.old-|\.commit\.json|(^|/)\.ingest-|^cache/(registry/)?tmp[a-z0-9_]{8}(/|$)")
 
 
 def test_sigkill_in_every_phase_loses_nothing_and_the_next_run_recovers(repo, store, prefect_api, tmp_path):
@@ -191,7 +196,7 @@ def test_sigkill_in_every_phase_loses_nothing_and_the_next_run_recovers(repo, st
     assert (repo / "params.yaml").read_bytes() == params
     assert not list((repo / ".papersim/runs").iterdir())
     assert [p for folder in ("data", "models", "artifacts", "reports", "cache") for p in (repo / folder).rglob("*")
-            if any(mark in p.name for mark in LEFTOVERS)] == []
+            if LEFTOVERS.search(p.relative_to(repo).as_posix())] == []
     assert subprocess.run(["git", "worktree", "list"], cwd=repo, capture_output=True, text=True).stdout.count("\n") == 1
     status = subprocess.run([str(Path(sys.executable).with_name("dvc")), "status"], cwd=repo, capture_output=True,
                             text=True, env=flow_env(store, None, tmp_path / "prefect"))

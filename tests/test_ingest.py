@@ -78,3 +78,45 @@ def test_streaming_batches_give_the_same_table_as_one_batch(tmp_path):
     assert one.equals(many) and one.num_rows == 50
     assert one.to_pylist()[7]["groups"] == ["c1", "extra"]  # merged from the repeat in a later batch
 
+
+# Ingests from a named pipe nobody writes to: the stage has opened its scratch folder and waits for input.
+BLOCKED_INGEST = """
+import sys
+from pathlib import Path
+from papersim.data.ingest import IngestConfig, ingest_corpus
+from papersim.data.sources import SourceSpec
+out = Path(sys.argv[2])
+ingest_corpus(IngestConfig(sources=[SourceSpec(path=sys.argv[1], name="arxiv")]), out / "papers.parquet",
+              out / "rejected.parquet")
+"""
+
+
+def test_the_spill_folder_of_a_killed_ingest_is_swept_and_a_running_ones_stays(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from papersim.atomic import sweep
+
+    os.mkfifo(tmp_path / "papers.jsonl")
+    out = tmp_path / "data/processed"
+    out.mkdir(parents=True)
+    ingests = [subprocess.Popen([sys.executable, "-c", BLOCKED_INGEST, str(tmp_path / "papers.jsonl"), str(out)])
+               for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.glob(".ingest.tmp-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        spills = {p.name.split("-")[1]: p for p in out.glob(".ingest.tmp-*")}  # by the writer's pid
+        assert sorted(spills) == sorted(str(p.pid) for p in ingests)
+        os.kill(ingests[0].pid, signal.SIGKILL)
+        ingests[0].wait()
+        assert spills[str(ingests[0].pid)].is_dir()  # what a killed ingest leaves
+        sweep([tmp_path / "data"])
+        assert not spills[str(ingests[0].pid)].exists() and spills[str(ingests[1].pid)].is_dir()
+    finally:
+        for ingest in ingests:
+            ingest.kill()
+            ingest.wait()

@@ -181,3 +181,36 @@ def test_stages_carry_the_run_marker_and_the_marker_ends_with_the_block(tmp_path
         out = run_process([sys.executable, "-c", f"import os; print(os.environ['{RUN_ENV}'])"], tmp_path, ENV, 30, "x")
         assert out.strip() == dog.run_id == os.environ[RUN_ENV]
     assert RUN_ENV not in os.environ and dog.process.returncode == 0  # stood down, nothing killed
+
+
+# FLOW, also printing its watchdog's pid.
+FLOW_AND_DOG = FLOW.replace("with watchdog():", "with watchdog() as dog:").replace(
+    "print(group.pid, flush=True)", "print(group.pid, dog.process.pid, flush=True)")
+
+
+def test_sigterm_to_the_watchdog_kills_what_the_run_started_then_it_exits(tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    flow = subprocess.Popen([sys.executable, "-c", FLOW_AND_DOG, "120"], stdout=subprocess.PIPE, text=True)
+    started = []
+    try:
+        group, dog = map(int, flow.stdout.readline().split())
+        time.sleep(1.5)  # the watchdog has seen the group and its child
+        started = [psutil.Process(group)] + psutil.Process(group).children(recursive=True)
+        assert len(started) == 2
+        os.kill(dog, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not _gone([p.pid for p in started] + [dog]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone([p.pid for p in started]) and _gone([dog])  # the watchdog, the flow's child: a zombie
+        assert flow.poll() is None  # the watched process itself is left to stop (before its next stage)
+    finally:
+        flow.kill()
+        flow.wait()
+        for process in started:  # what a watchdog that failed this test left
+            try:
+                process.kill()  # psutil checks it is still the process it was (not a reused pid)
+            except psutil.NoSuchProcess:
+                pass

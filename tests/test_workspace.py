@@ -111,3 +111,40 @@ def test_a_live_holder_is_named_when_the_lock_is_taken(repo):
             with retrain_lock(repo, 0.5):
                 pass
         assert time.monotonic() - start >= 0.5
+
+
+# Scratch folders as a killed run left them: named by tempfile (as before names carried their writer: the
+# ingest stage's spill, the registration's staging, the champion's re-scoring) and by scratch_folder.
+KILLED_SCRATCH = """
+import sys, tempfile, time
+from pathlib import Path
+from papersim.atomic import scratch_folder
+root = Path(sys.argv[1])
+folders = [tempfile.TemporaryDirectory(dir=root / "data/processed", prefix=".ingest-"),
+           tempfile.TemporaryDirectory(dir=root / "cache/registry"), tempfile.TemporaryDirectory(dir=root / "cache")]
+with scratch_folder(root / "cache", "rescore") as stamped:
+    for folder in [Path(f.name) for f in folders] + [stamped]:
+        (folder / "part.bin").write_text("half")
+    print("inside", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_scratch_folders_of_a_killed_run_are_removed_under_the_lock(tmp_path):
+    from papersim.atomic import scratch_folder
+
+    for folder in ("data/processed", "cache/registry/papersim-v1", "cache/tmpnotes1"):  # a version, a user's folder
+        (tmp_path / folder).mkdir(parents=True)
+    run = subprocess.Popen([sys.executable, "-c", KILLED_SCRATCH, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert run.stdout.readline().strip() == "inside"
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert len(list(tmp_path.rglob("part.bin"))) == 4
+    logged = []
+    with scratch_folder(tmp_path / "cache", "rescore") as live, retrain_lock(tmp_path, 0, logged.append):
+        remove_leftovers(tmp_path, logged.append)
+        assert live.is_dir()  # its writer runs
+    assert list(tmp_path.rglob("part.bin")) == [] and len(logged) == 4, logged
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_dir()) == [
+        ".papersim", "cache", "cache/registry", "cache/registry/papersim-v1", "cache/tmpnotes1", "data",
+        "data/processed"]

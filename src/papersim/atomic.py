@@ -8,7 +8,10 @@ first output lists every move, and it is removed only after the last. A process 
 two moves leaves the journal; whoever touches the set next (the same stage writing it again,
 or `sweep`, which the retraining flow runs before any stage) finishes the moves, so a reader sees
 the old set or the new one, never a mix. Temporary siblings of a process that died before its
-journal existed are removed, the previous outputs untouched.
+journal existed are removed, the previous outputs untouched, and so are scratch folders (`scratch_folder`).
+
+A writer is named by its pid and its start time (in the journal and in every temporary name): a pid
+alone may be reused by a newer process, which would make a dead writer's leftovers look live.
 """
 
 import json
@@ -21,13 +24,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-_SIBLING = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
+import psutil
+
+# `started` (centiseconds) is absent from names written before start times were recorded; `.tmp-PID`
+# alone is the journal record and download folder of those versions.
+_SIBLING = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|old)-(?P<pid>\d+)(?:(?:-(?P<started>\d+))?-[0-9a-f]{8})?$")
 _JOURNAL = re.compile(r"^\.(?P<name>.+)\.commit\.json$")
+SAME_START_S = 1.0  # two processes may compute one start time up to a second apart (it counts from the boot time)
+
+
+def _started(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch); None when there is no such process."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _writer() -> str:
+    """This process as `PID-START` (START in centiseconds, the kernel's resolution) for temporary names."""
+    return f"{os.getpid()}-{round(_started(os.getpid()) * 100)}"
 
 
 def _temp_sibling(path: Path, tag: str) -> Path:
     # Same directory, so os.replace is a rename on one filesystem (atomic on POSIX).
-    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(f".{path.name}.{tag}-{_writer()}-{uuid.uuid4().hex[:8]}")
 
 
 def _journal(first: Path) -> Path:
@@ -55,10 +76,11 @@ def _move(tmp: Path, dest: Path, old: Path) -> None:
 
 def _commit(moves: list[tuple[Path, Path, Path]], journal: Path) -> None:
     """Move every (tmp, dest, old) in order, under a journal that lets a later call finish a killed commit."""
-    record = journal.with_name(journal.name + f".tmp-{os.getpid()}")
+    record = _temp_sibling(journal, "tmp")  # a kill before the rename leaves a sibling `sweep` removes
     base = journal.parent
-    record.write_text(json.dumps({"pid": os.getpid(), "moves": [[os.path.relpath(p, base) for p in move]
-                                                               for move in moves]}), encoding="utf-8")
+    record.write_text(json.dumps({"pid": os.getpid(), "started": _started(os.getpid()),
+                                  "moves": [[os.path.relpath(p, base) for p in move] for move in moves]}),
+                      encoding="utf-8")
     os.replace(record, journal)  # from here the set is committed: a kill is finished by recover()
     for tmp, dest, old in moves:
         _move(tmp, dest, old)
@@ -82,24 +104,35 @@ def recover(journal: Path) -> list[Path]:
 def _interrupted(journal: Path) -> bool:
     """A journal whose writer is gone (a live writer is still committing)."""
     try:
-        return not _alive(int(json.loads(journal.read_text(encoding="utf-8"))["pid"]))
-    except (OSError, ValueError, KeyError):
+        record = json.loads(journal.read_text(encoding="utf-8"))
+        return not _alive(int(record["pid"]), record.get("started"))  # no start time: a journal of an older version
+    except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: float | None = None) -> bool:
+    """Process `pid` is running and, when `started` is given, is the process that started then (not
+    a newer one given the same pid). A zombie has exited: it writes nothing more."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if started is not None and abs(process.create_time() - float(started)) > SAME_START_S:
+            return False
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
+
+
+def _sibling_alive(found: re.Match) -> bool:
+    """The writer named by a temporary name runs (a name without its start time: judged by the pid alone)."""
+    started = found["started"]
+    return _alive(int(found["pid"]), int(started) / 100 if started else None)
 
 
 def sweep(folders: Iterable[Path]) -> list[str]:
-    """Finish interrupted commits and remove temporary siblings left by dead processes in `folders`
-    (recursively). Returns what was done, one line each."""
+    """Finish interrupted commits and remove temporary siblings and scratch folders left by dead processes
+    in `folders` (recursively). Returns what was done, one line each."""
     done = []
     for folder in folders:
         if not Path(folder).is_dir():
@@ -112,7 +145,7 @@ def sweep(folders: Iterable[Path]) -> list[str]:
                     done.append(f"finished an interrupted commit of {', '.join(map(str, dests))}")
             for name in sorted(dirs + files):
                 found = _SIBLING.match(name)
-                if found and not _alive(int(found["pid"])) and (here / name).exists():
+                if found and not _sibling_alive(found) and (here / name).exists():
                     dest = here / found["name"]
                     if found["tag"] == "old" and not dest.exists():
                         os.replace(here / name, dest)  # only the previous output is left: it stays the output
@@ -122,6 +155,19 @@ def sweep(folders: Iterable[Path]) -> list[str]:
                         done.append(f"removed {here / name}, left by a killed process")
             dirs[:] = [d for d in dirs if not _SIBLING.match(d)]
     return done
+
+
+@contextmanager
+def scratch_folder(parent: Path, label: str) -> Iterator[Path]:
+    """A folder in `parent` for the block's scratch files, removed when the block ends. Named as a
+    temporary sibling of `parent/label` (its writer's pid and start time), so `sweep` removes it
+    when the writer was killed, and never while the writer runs."""
+    folder = _temp_sibling(Path(parent) / label, "tmp")
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        _remove(folder)
 
 
 @contextmanager

@@ -7,7 +7,6 @@ when rows must be dropped (same id, different content) or groups merged does pas
 file, otherwise pass 1's file is the result.
 """
 
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from papersim.atomic import scratch_folder
 from papersim.config import build_config
 from papersim.data.normalise import normalise_batch, titles_as_text
 from papersim.data.records import GROUPS, RawBatch
@@ -103,9 +103,9 @@ def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> 
     extra_groups: dict[str, set[str]] = {}  # groups that duplicates add to an already spilled row
     units: dict[str, str] = {}  # file -> "line" or "row", for the rows read back from the spill
 
-    with tempfile.TemporaryDirectory(dir=papers_path.parent, prefix=".ingest-") as scratch, \
+    with scratch_folder(papers_path.parent, "ingest") as scratch, \
             pq.ParquetWriter(rejected_path, REJECTED_SCHEMA) as rejected_writer:
-        pass1 = Path(scratch) / "pass1.arrow"
+        pass1 = scratch / "pass1.arrow"
         rejected = Rejection(rejected_writer, rules)
         files: list[str] = []  # origin of each written row, for the uniqueness report: file index ...
         origin_file: list[np.ndarray] = []  # (rows,) int32 per batch

@@ -3,7 +3,8 @@
 Each stage runs in its own process group (a timeout stops the stage's children too), its output
 passed on line by line as it comes (a user sees each stage's progress). A watchdog, a process of
 its own, kills everything a run started when the run's process dies, however it died: SIGKILL, the
-OOM killer or a preempted node never reach a `finally`.
+OOM killer or a preempted node never reach a `finally`. A SIGTERM to the watchdog itself kills them too
+before it exits (the run then stops before its next stage).
 
 How the watchdog finds a run's processes without depending on when it looks:
 - a run marker: `watchdog()` puts PAPERSIM_RUN=<unique id> into the process's environment before
@@ -261,33 +262,55 @@ def kill_run(run_id: str, seen: dict[int, float], groups: dict[int, float], excl
     return sorted(killed)
 
 
+class _Terminated(Exception):
+    """SIGTERM reached the watchdog."""
+
+
+def _terminated(*_) -> None:
+    raise _Terminated
+
+
 def watch(pid: int, run_id: str = "", interval_s: float = WATCH_INTERVAL_S) -> None:
     """Until `pid` dies (or its pipe on stdin ends), note its descendants and their process groups every
-    `interval_s`; then kill what the run left. A "stop" line on stdin stands the watchdog down."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    `interval_s`; then kill what the run left. A "stop" line on stdin stands the watchdog down. SIGTERM
+    (a shutdown, a user) kills what the run started too before the watchdog exits: a run without its
+    watchdog must not go on (its next stage would refuse to start anyway)."""
     me = os.getpid()
+    seen: dict[int, float] = {}
+    groups: dict[int, float] = {}
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        if not _follow(pid, me, seen, groups, interval_s):
+            return
+    except _Terminated:
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs to its end
+    kill_run(run_id, seen, groups, {me, pid})
+
+
+def _follow(pid: int, me: int, seen: dict[int, float], groups: dict[int, float], interval_s: float) -> bool:
+    """Note `pid`'s descendants (pid -> start time) and their groups in `seen` and `groups` until it dies:
+    True; False when it was gone from the start, or the watchdog was stood down."""
     try:
         watched = psutil.Process(pid)
         own_groups = {os.getpgid(pid), os.getpgid(me)}  # never signal these groups: the caller's shell may be in one
     except (psutil.NoSuchProcess, ProcessLookupError):
-        return
+        return False
     print("ready", flush=True)
     quiet = os.open(os.devnull, os.O_WRONLY)  # the caller stops reading: nothing written may fail or block
     os.dup2(quiet, 1)
     os.dup2(quiet, 2)
-    seen: dict[int, float] = {}
-    groups: dict[int, float] = {}
     while True:
         readable, _, _ = select.select([sys.stdin], [], [], interval_s)
         if readable:
             line = sys.stdin.readline()
             if line.strip() == "stop":
-                return
+                return False
             if line == "":  # end of file: the run's process is gone (only it held the pipe)
-                break
+                return True
         try:
             if not watched.is_running() or watched.status() == psutil.STATUS_ZOMBIE:
-                break
+                return True
             for child, created in _descendants(watched).items():
                 if child == me:  # the watchdog is the watched process's child too
                     continue
@@ -299,8 +322,7 @@ def watch(pid: int, run_id: str = "", interval_s: float = WATCH_INTERVAL_S) -> N
                 except (ProcessLookupError, psutil.NoSuchProcess):
                     pass
         except psutil.NoSuchProcess:
-            break
-    kill_run(run_id, seen, groups, {me, pid})
+            return True
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ sample of papers with their vectors): everything the next run's drift check and 
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from papersim.atomic import scratch_folder
 from papersim.errors import PapersimError
 from papersim.lifecycle.drift import (
     CorpusChange,
@@ -138,8 +138,7 @@ def register(candidate: Candidate, cfg: RetrainConfig, decision: dict, params_fi
     report = json.loads(candidate.report.read_text(encoding="utf-8"))
     cache = candidate.root / REGISTRY_CACHE
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        staging = Path(tmp)
+    with scratch_folder(cache, "staging") as staging:  # its writer in its name: a killed run's is swept
         artifacts = stage_version(staging, papers, encoder, candidate, cfg)
         if similar != encoder:  # re-scoring the similar task later needs its encoder (serving needs only the index)
             shutil.copytree(similar, staging / "similar_encoder")

@@ -7,11 +7,13 @@ overrides never edits the repository's params.yaml: it runs in a scratch git wor
 overrides applied to its params.yaml, DVC outputs checked out from the repository's own cache and
 the embedding cache shared. Its dvc.lock and params.yaml record what the stages used and go into
 the registered version; the repository's files stay byte-identical whatever happens to the run.
-A scratch workspace left by a killed run is found and removed by the next run.
+A scratch workspace left by a killed run is found and removed by the next run, and so are the
+scratch folders it left in the output folders.
 """
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -31,6 +33,11 @@ OWNER = ".papersim/retrain.owner.json"
 RUNS = ".papersim/runs"  # scratch workspaces of runs with overrides (one at a time: the lock)
 OUTPUT_FOLDERS = ("data", "models", "artifacts", "reports", "cache")  # where stages and caches write atomically
 SHARED = ("cache",)  # side stores the scratch workspace shares with the repository (embeddings, registry copies)
+# Scratch folders named by tempfile before their names carried their writer (the ingest stage's spill, the
+# registration's staging, the champion's re-scoring): (folder, glob, tempfile's name: prefix + 8 characters).
+UNSTAMPED_SCRATCH = (("data", "**/.ingest-*", re.compile(r"\.ingest-[a-z0-9_]{8}")),
+                     ("cache", "tmp*", re.compile(r"tmp[a-z0-9_]{8}")),
+                     ("cache/registry", "tmp*", re.compile(r"tmp[a-z0-9_]{8}")))
 
 
 @contextmanager
@@ -78,10 +85,12 @@ def _dvc(root: Path, dvc: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def remove_leftovers(root: Path, log: Callable[[str], None] = print) -> list[Path]:
-    """Remove scratch workspaces left by killed runs and finish the output commits they interrupted
-    (papersim.atomic.sweep of the outputs' folders; call under the lock). Returns the workspaces removed."""
+    """Remove scratch workspaces and scratch folders left by killed runs and finish the output commits
+    they interrupted (papersim.atomic.sweep of the outputs' folders; call under the lock). Returns the
+    workspaces removed."""
     for line in sweep(root / name for name in OUTPUT_FOLDERS):
         log(line)
+    _remove_unstamped_scratch(root, log)
     runs = root / RUNS
     found = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
     for folder in found:
@@ -90,6 +99,16 @@ def remove_leftovers(root: Path, log: Callable[[str], None] = print) -> list[Pat
     if found:
         _git(root, "worktree", "prune")
     return found
+
+
+def _remove_unstamped_scratch(root: Path, log: Callable[[str], None]) -> None:
+    """Scratch folders without their writer in their name: only the lock (no other run, so no live
+    writer of this repository) makes removing them safe."""
+    for folder, pattern, name in UNSTAMPED_SCRATCH:
+        for path in sorted((root / folder).glob(pattern)):
+            if name.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+                log(f"removing the scratch folder of an interrupted run: {path}")
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _copy_workspace_changes(root: Path, scratch: Path) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from papersim.atomic import scratch_folder
 from papersim.lifecycle.tracking.runs import MAX_TAG_CHARS, _client
 
 HISTORY_TAG = "papersim.champion_history"  # registered-model tag: earlier champions, oldest first
@@ -111,12 +112,10 @@ def download_model(model_name: str, version: str, dst: Path) -> Path:
     target = dst / f"{model_name}-v{version}"
     if (target / "MLmodel").is_file():
         return target
-    tmp = dst / f".{model_name}-v{version}.tmp-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
-                                                     dst_path=str(tmp)))
-    os.replace(local, target)
-    shutil.rmtree(tmp, ignore_errors=True)
+    with scratch_folder(dst, target.name) as tmp:  # a killed download is swept (its writer is in the name)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
+                                                         dst_path=str(tmp)))
+        os.replace(local, target)
     return target
 
 
