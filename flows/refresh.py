@@ -24,7 +24,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as prefect_flow_run
 
 from flows.retrain import STAGE_TIMEOUT_S, _stage_env, ingest, offline_prefect
-from papersim.atomic import dump_json
+from papersim.atomic import dump_json, scratch_folder
 from papersim.config import build_config, check_params, read_params
 from papersim.errors import PapersimError
 from papersim.lifecycle import registry, tracking, versions
@@ -64,6 +63,8 @@ def _stage_into(root: Path, env: dict[str, str], stage: str, flags: dict[str, st
 @task(name="refresh_index", retries=1, retry_delay_seconds=10, timeout_seconds=STAGE_TIMEOUT_S, cache_policy=NO_CACHE)
 def refresh_index(root: Path, env: dict[str, str], version: versions.Version, scratch: Path) -> dict:
     """build_index with the version's served system over the current papers, into scratch/index."""
+    get_run_logger().info("refresh_index: build_index with the served system of %s, into a scratch copy of its "
+                          "index", version.folder.name)
     serving = versions.rescore_serving(version)
     dump_json(replace(serving, reason=f"refresh: the served system of {version.folder.name}").to_dict(),
               scratch / "serving.json")
@@ -78,6 +79,8 @@ def refresh_index(root: Path, env: dict[str, str], version: versions.Version, sc
 @task(name="score_refresh", retries=1, retry_delay_seconds=10, timeout_seconds=STAGE_TIMEOUT_S, cache_policy=NO_CACHE)
 def score_refresh(root: Path, env: dict[str, str], version: versions.Version, scratch: Path) -> dict:
     """evaluate with the version's served system on the current sets, into the scratch folder."""
+    get_run_logger().info("score_refresh: evaluate with the served system of %s on the current sets",
+                          version.folder.name)
     outputs = {"serving": "serving.json", "report": "evaluate.json", "table": "evaluate.md",
                "per-query": versions.PER_QUERY, "curve": "curve.csv", "plot": "curve.png"}
     _stage_into(root, env, "evaluate", {"model": str(version.encoder),
@@ -89,6 +92,7 @@ def score_refresh(root: Path, env: dict[str, str], version: versions.Version, sc
 @task(name="register_refresh", cache_policy=NO_CACHE)
 def register_refresh(root: Path, cfg: policy.RetrainConfig, champion: dict, version: versions.Version, scratch: Path,
                      decision: dict, description: str, run: tracking.FlowRun, tags: dict[str, str]) -> str:
+    get_run_logger().info("register_refresh: %s", decision["reason"])
     carried = {k: v for k, v in champion["tags"].items() if k in SERVING_TAGS}
     number = versions.register(versions.Candidate.refreshed(root, version, scratch), cfg, decision,
                                champion["tags"].get("papersim.params_fingerprint", ""), run.run_id,
@@ -115,9 +119,7 @@ def refresh_champion(work: Path, env: dict[str, str], params: dict, cfg: policy.
     logger.info("refresh of champion v%s (the v%s model): %s", champion["version"], model_version(champion),
                 describe_change(change))
     target = build_config(BuildIndexConfig, params["build_index"], "params.yaml: build_index").target_recall
-    (work / "cache").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work / "cache") as tmp:  # swept by the next run if this one is killed
-        scratch = Path(tmp)
+    with scratch_folder(work / "cache", "refresh") as scratch:  # its writer in its name: a killed run's is swept
         built = refresh_index(work, env, version, scratch)
         report = score_refresh(work, env, version, scratch)
         check = check_refresh(report, built, cfg, target)

@@ -2,6 +2,7 @@
 processes, a real Prefect server (and Prefect's temporary one while it starts), dvc in a temporary git
 repository, a SQLite MLflow store, the tiny model."""
 
+import json
 import os
 import re
 import subprocess
@@ -18,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from papersim.lifecycle import tracking as tracking_api
 from papersim.lifecycle.workspace import OWNER
-from tests.conftest import REPO, flow_repo
+from tests.conftest import REPO, flow_repo, paper
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "test-flow-faults"
@@ -51,8 +52,8 @@ def flow_env(store: str, api: str | None, home: Path, **extra: str) -> dict[str,
     return env
 
 
-def start_flow(repo: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flows.retrain", "--root", str(repo), *args], cwd=REPO, env=env,
+def start_flow(repo: Path, env: dict[str, str], *args: str, flow: str = "retrain") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", f"flows.{flow}", "--root", str(repo), *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -229,3 +230,59 @@ def test_an_unreachable_tracking_store_fails_after_retries_and_leaves_the_champi
     assert (proc.stdout + proc.stderr).count("Task run failed with exception") >= 3  # the first try and 2 retries
     after = tracking_api.model_version(NAME, alias="champion")
     assert (after or {}).get("version") == (before or {}).get("version")
+
+
+# The refresh flow's phases: (phase, when to kill, what it must have started). Before each run one more paper
+# is appended, so every run has a refresh to do.
+ANIMALS = ("aardvark", "bison", "cheetah", "dingo", "eland", "ferret")
+REFRESH_FAULTS = [
+    ("Prefect's temporary server starting", prefect_server_starting, "uvicorn"),
+    ("ingest", after_line("Running stage 'ingest'", 1.0), "stages.ingest"),
+    ("building the index", after_line("refresh_index: ", 2.0), "stages.build_index"),
+    ("scoring", after_line("score_refresh: ", 2.0), "stages.evaluate"),
+    ("registering, before the version exists", after_line("register_refresh: ", 0.3), ""),
+    ("registering, the version made but no alias yet", new_version, ""),
+]
+
+
+def test_sigkill_in_every_phase_of_a_refresh_leaves_the_previous_champion_serving(repo, store, prefect_api, tmp_path):
+    source = repo / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl"
+    if tracking_api.model_version(NAME, alias="champion") is None:  # run alone: a champion to refresh first
+        proc = start_flow(repo, flow_env(store, prefect_api, tmp_path / "prefect"))
+        assert proc.wait(timeout=900) == 0, proc.stdout.read()[-4000:]
+    params, outputs, titles = (repo / "params.yaml").read_bytes(), [], []
+    for i, (phase, when, started) in enumerate(REFRESH_FAULTS):
+        titles.append(f"A refresh study of {ANIMALS[i]} migration")  # a word of its own: BM25 drops digits
+        with source.open("a") as f:
+            f.write(json.dumps(paper(300 + i, title=titles[-1], categories=["cat0"])) + "\n")
+        env = flow_env(store, None if i == 0 else prefect_api, tmp_path / "prefect")
+        before = registry_state()
+        killed = kill(start_flow(repo, env, flow="refresh"), env[FAULT_ENV], when)
+        assert killed["left"] == [], f"{phase}: processes outlived the refresh 15 s: {killed['left']}"
+        assert any(started in name for name in killed["started"]), f"{phase}: not killed there: {killed['started']}"
+        assert (repo / "params.yaml").read_bytes() == params, f"{phase}: params.yaml changed"
+        after = registry_state()
+        if when is new_version:  # a version without its alias (the next run promotes it), or promoted already
+            assert after["versions"][1:] == before["versions"], (phase, after)
+            assert after["aliases"] in (before["aliases"], {**before["aliases"], "champion": after["versions"][0]})
+        else:  # the previous champion serves, and nothing was registered
+            assert after == before, f"{phase}: {before} -> {after}"
+        outputs.append((phase, killed["output"], after))
+
+    env = flow_env(store, prefect_api, tmp_path / "prefect")
+    flow = start_flow(repo, env, flow="refresh")
+    out, _ = flow.communicate(timeout=900)
+    # the last killed run registered its version: promoted by this run, or by itself before the kill landed
+    assert flow.returncode == 0 and "refresh: up to date" in out, out[-5000:]
+    left = outputs[-1][2]
+    if left["versions"][0] not in left["aliases"].values():
+        assert f"finished the registration of v{left['versions'][0]}" in out, out[-3000:]
+    time.sleep(1)
+    assert processes_of(env[FAULT_ENV]) == []
+    assert [p for folder in ("data", "models", "artifacts", "reports", "cache") for p in (repo / folder).rglob("*")
+            if LEFTOVERS.search(p.relative_to(repo).as_posix())] == []
+    loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")  # every paper added through the kills is served
+    import pandas as pd
+
+    hits = loaded.predict(pd.DataFrame({"query": titles, "k": [1.0] * len(titles)}))
+    assert hits.sort_values("request")["title"].tolist() == titles

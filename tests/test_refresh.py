@@ -32,6 +32,16 @@ def test_a_refresh_below_the_floor_or_the_recall_target_is_refused(served, index
     assert not refresh_decision(CHAMPION, CHANGE, check, CFG.primary_metric)["promote"]
 
 
+def test_a_refresh_trailing_a_baseline_by_noise_is_served_and_beyond_noise_refused():
+    trailing = report(0.25, 0.50, baseline=0.30)  # set a: served 0.05 behind bm25 on its mean
+    trailing["a"]["served_vs"] = {"bm25": {"ndcg@10_diff": -0.05, "ci_low": -0.12, "ci_high": 0.02}}
+    noise = check_refresh(trailing, INDEX, CFG, target_recall=0.95)
+    assert noise.passed and noise.floor["a/bm25"] == pytest.approx(-0.05)
+    trailing["a"]["served_vs"]["bm25"].update(ci_low=-0.09, ci_high=-0.01)
+    below = check_refresh(trailing, INDEX, CFG, target_recall=0.95)
+    assert not below.passed and "95% CI of the difference -0.0900 to -0.0100" in below.reason
+
+
 def test_the_description_and_tags_name_the_model_version_carried_through_refreshes():
     check = check_refresh(report(0.40, 0.50, baseline=0.30), INDEX, CFG, target_recall=0.95)
     trained = {"version": "1", "tags": {}}
