@@ -106,9 +106,9 @@ def main() -> None:
     from papersim.retrieval.search import _dense, _reconstruct, search_text, similar_papers
 
     encoder = load_text_encoder("", "auto", 128, 32)
-    print(f"| papers | index | dense search ms (p50 / p95) | dense similar (before) | text query, served | "
-          f"**similar, served** | similar / dense search | similar / text query |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| papers | index | dense search ms (p50 / p95) | dense similar (before) | text query, served | "
+          "**similar, served** | similar, more-like-this 50 | similar / dense search | similar / text query |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.papers:
             papers = corpus(n, Path(tmp))

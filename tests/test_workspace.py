@@ -104,6 +104,23 @@ def test_a_killed_run_leaves_params_intact_and_the_next_one_clears_its_leftovers
     assert sh(repo, "git", "worktree", "list").count("\n") == 1 and not (repo / OWNER).exists()
 
 
+def test_a_refresh_behind_a_retrain_says_whom_it_waits_for_then_runs(repo):
+    import threading
+
+    logged, order = [], []
+    with retrain_lock(repo, 0, flow="retrain"):
+        def refresh() -> None:
+            with retrain_lock(repo, 30, logged.append, flow="refresh"):
+                order.append("refresh")
+        waiting = threading.Thread(target=refresh)
+        waiting.start()
+        time.sleep(0.5)
+        order.append("retrain done")
+    waiting.join(timeout=30)
+    assert order == ["retrain done", "refresh"]  # it waited, and was not lost
+    assert logged[0].startswith("refresh: waiting up to 30 s") and '"flow": "retrain"' in logged[0]
+
+
 def test_a_live_holder_is_named_when_the_lock_is_taken(repo):
     with retrain_lock(repo, 0):
         start = time.monotonic()
