@@ -87,7 +87,9 @@ def test_scheduled_retrain_then_refresh_fire_and_complete_on_a_real_server(tmp_p
     try:
         retrained = _wait_for(prefect_api, "weekly", served, log_path, lambda run: True, 420)
         assert retrained, f"no scheduled retrain completed in time:\n{log_path.read_text()[-4000:]}"
-        deployments = _ask(prefect_api, lambda c: c.read_deployments(limit=50))
+        from prefect.client.schemas.sorting import DeploymentSort
+
+        deployments = _ask(prefect_api, lambda c: c.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC))
         assert {(d.name, d.schedules[0].schedule.cron) for d in deployments} >= {("weekly", "* * * * *"),
                                                                                 ("scheduled", "* * * * *")}
         with (repo / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl").open("a") as f:
