@@ -92,6 +92,7 @@ def score_refresh(root: Path, env: dict[str, str], version: versions.Version, sc
 @task(name="register_refresh", cache_policy=NO_CACHE)
 def register_refresh(root: Path, cfg: policy.RetrainConfig, champion: dict, version: versions.Version, scratch: Path,
                      decision: dict, description: str, run: tracking.FlowRun, tags: dict[str, str]) -> str:
+    """The refreshed index as a version carrying the champion's model (its serving tags too), promoted."""
     get_run_logger().info("register_refresh: %s", decision["reason"])
     carried = {k: v for k, v in champion["tags"].items() if k in SERVING_TAGS}
     number = versions.register(versions.Candidate.refreshed(root, version, scratch), cfg, decision,

@@ -271,6 +271,20 @@ def test_a_few_new_papers_are_a_refresh_served_by_the_champion_without_retrainin
     assert any("p99" in listing for listing in fresh["similar_old"].values()), fresh["similar_old"]
 
 
+def test_mlflow_models_serve_started_after_a_refresh_serves_the_new_paper(scenario, flow_tracking, tmp_path):
+    from tests.test_serving import _post, mlflow_serve
+
+    scenario(_new_papers)
+    with mlflow_serve(f"models:/{NAME}@champion", tmp_path / "serve.log") as url:
+        status, body = _post(f"{url}/invocations", json.dumps({"dataframe_records": [
+            {"query": NEW_TITLE, "k": 3}, {"paper_id": "p99", "k": 3}]}).encode())
+    assert status == 200, body
+    rows = body["predictions"]
+    assert [r["paper_id"] for r in rows if r["request"] == 0][0] == "p99"
+    similar = [r["paper_id"] for r in rows if r["request"] == 1]
+    assert len(similar) == 3 and "p99" not in similar
+
+
 def test_a_refresh_is_rolled_back_like_any_champion(scenario):
     scenario(_new_papers)
     assert registry.rollback(NAME).startswith(f"{NAME} v1 is the champion again")

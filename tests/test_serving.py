@@ -1,5 +1,6 @@
 """The registered model's behaviour, in process and behind the real `mlflow models serve`."""
 
+import contextlib
 import json
 import os
 import signal
@@ -96,6 +97,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def mlflow_serve(model_uri: str, log_path: Path):
+    """`mlflow models serve` of `model_uri` on a free port of 127.0.0.1, in a process group of its own;
+    yields its URL once /ping answers, then stops the group (mlflow and its uvicorn workers)."""
+    port, mlflow_bin = _free_port(), Path(sys.executable).with_name("mlflow")
+    log = log_path.open("w")
+    server = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", model_uri, "--env-manager", "local",
+                               "-h", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True,
+                              env={**os.environ, "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ['PATH']}"})
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert server.poll() is None, log_path.read_text()
+            assert time.time() < deadline, "server did not answer /ping within 120 s"
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
 def _post(url: str, body: bytes) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
@@ -113,27 +143,7 @@ def test_mlflow_serves_the_champion_over_rest(built, tracking, tmp_path):
         run_id, name, {"encoder": built / "models/encoder", "index": built / "artifacts/index",
                        "eval": built / "params.yaml", "params": built / "params.yaml"}, {}, tmp_path)
     registry.promote(name, version)
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", f"models:/{name}@champion",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                              env={**os.environ, "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ['PATH']}"})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.time() < deadline, "server did not answer /ping within 120 s"
-            time.sleep(1)
-
+    with mlflow_serve(f"models:/{name}@champion", tmp_path / "serve.log") as url:
         status, body = _post(f"{url}/invocations", json.dumps({"dataframe_records": [
             {"query": "supersonic wing flutter", "k": 3}, {"paper_id": "p1", "k": 2}]}).encode())
         assert status == 200, body
@@ -153,10 +163,6 @@ def test_mlflow_serves_the_champion_over_rest(built, tracking, tmp_path):
             assert len(json.dumps(body)) < 20_000, what  # the error does not echo a megabyte back
         status, _ = _post(f"{url}/invocations", b"{not json")
         assert 400 <= status < 500
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the group: mlflow and its uvicorn workers
-        server.wait(timeout=30)
-        log.close()
 
 
 def _run_id() -> str:
