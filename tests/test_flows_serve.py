@@ -92,6 +92,17 @@ def test_scheduled_retrain_then_refresh_fire_and_complete_on_a_real_server(tmp_p
         deployments = _ask(prefect_api, lambda c: c.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC))
         assert {(d.name, d.schedules[0].schedule.cron) for d in deployments} >= {("weekly", "* * * * *"),
                                                                                 ("scheduled", "* * * * *")}
+        # The retrain schedule is paused now (its scheduled runs are deleted): a retrain's drift check would
+        # serve the new paper through a refresh of its own, and this test is about the refresh deployment's.
+        weekly, = [d for d in deployments if d.name == "weekly"]
+        _ask(prefect_api, lambda c: c.pause_deployment(weekly.id))
+        for run in _runs(prefect_api, "weekly"):  # and any still scheduled, whatever the server kept
+            if run.state and run.state.is_scheduled():
+                _ask(prefect_api, lambda c, run=run: c.delete_flow_run(run.id))
+        deadline = time.monotonic() + 300
+        while any(r.state and (r.state.is_running() or r.state.is_pending()) for r in _runs(prefect_api, "weekly")):
+            assert time.monotonic() < deadline, "a retrain run did not end"
+            time.sleep(2)
         with (repo / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl").open("a") as f:
             f.write(json.dumps(paper(77, title="A scheduled refresh study of okapi migration")) + "\n")
         fresh = _wait_for(prefect_api, "scheduled", served, log_path, refreshed, 300)
