@@ -36,17 +36,6 @@ from papersim.env import apply_offline_defaults  # noqa: E402
 FUSION = {"method": "convex", "alpha": 0.5, "normalisation": "zscore", "rrf_k": 60, "depth": 100}
 
 
-def corpus(path: Path, n: int) -> pd.DataFrame:
-    from pipeline_scale import write_corpus
-
-    write_corpus(path, n)
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    return pd.DataFrame({"paper_id": [r["id"] for r in rows], "title": [r["title"] for r in rows],
-                         "abstract": [r["abstract"] for r in rows], "source": "synthetic",
-                         "groups": [r["categories"] for r in rows],
-                         "content_hash": [f"{i:032x}" for i in range(len(rows))]})
-
-
 def build(work: Path, papers: Path, out: Path, env: dict) -> tuple[float, dict]:
     from papersim.encoders.encode import model_folder
 
@@ -80,7 +69,9 @@ def main() -> None:
             "encoder": "base", "base_model": "", "reason": "benchmark: the main command's served system",
             "fusion": FUSION, "similar": {"encoder": "base", "terms": 25, "lexical": "paper",
                                          "view": {"tokens": 256, "windows": 1}, "fusion": FUSION}}))
-        papers = corpus(work / "papers.jsonl", args.papers + sum(args.new))
+        from similar_cost import corpus  # pipeline_scale's papers as a papers.parquet frame
+
+        papers = corpus(args.papers + sum(args.new), work)
         papers.head(args.papers).to_parquet(work / "papers_full.parquet", index=False)
         full_s, full = build(work, work / "papers_full.parquet", work / "index_full", env)
         print(f"full build: {full_s:.0f} s ({full['mode']}, encoded {full['papers_encoded']})", flush=True)

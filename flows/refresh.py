@@ -32,7 +32,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as prefect_flow_run
 
-from flows.retrain import STAGE_TIMEOUT_S, _stage_env, ingest, offline_prefect
+from flows.retrain import STAGE_TIMEOUT_S, _stage_env, ingest, offline_prefect, recover_killed_runs
 from papersim.atomic import dump_json, scratch_folder
 from papersim.config import build_config, check_params, read_params
 from papersim.errors import PapersimError
@@ -149,13 +149,7 @@ def refresh(root: str = ".", lock_timeout_s: float | None = None) -> dict:
         remove_leftovers(base, logger.warning)
         check_params(base / "params.yaml")
         params = read_params(base / "params.yaml")
-        tracking.check_store()
-        ended = tracking.end_orphaned_runs()
-        if ended:
-            logger.warning("marked %d MLflow runs of killed processes KILLED: %s", len(ended), ", ".join(ended))
-        finished = registry.finish_interrupted(cfg.model_name)
-        if finished:
-            logger.warning(finished)
+        recover_killed_runs(cfg.model_name, logger)
         flow_run_id = str(prefect_flow_run.id)
         tags = {"prefect.flow_run_id": flow_run_id, "mlflow.source.git.commit": git_commit(base)}
         with tracking.flow_run("refresh", {"model_name": cfg.model_name}, tags) as run:

@@ -191,18 +191,24 @@ def retrain(root: str = ".", overrides: dict[str, Any] | None = None, force: boo
             return _run(base, work, overrides or {}, force, logger)
 
 
+def recover_killed_runs(model_name: str, logger) -> None:
+    """Under the lock, before anything runs: the tracking store answers (check_store's retries), MLflow
+    runs of killed processes are marked KILLED, and a registration a killed run interrupted is finished."""
+    check_store()
+    ended = tracking.end_orphaned_runs()
+    if ended:
+        logger.warning("marked %d MLflow runs of killed processes KILLED: %s", len(ended), ", ".join(ended))
+    finished = registry.finish_interrupted(model_name)
+    if finished:
+        logger.warning(finished)
+
+
 def _run(base: Path, work: Path, overrides: dict[str, Any], force: bool, logger) -> dict:
     """The run under the lock, in `work` (the repository, or a scratch workspace with overrides)."""
     from flows.refresh import refresh_champion  # flows.refresh wires its tasks from this module's
     check_params(work / "params.yaml")
     params, cfg = read_params(work / "params.yaml"), policy.retrain_config(work / "params.yaml")
-    check_store()
-    ended = tracking.end_orphaned_runs()
-    if ended:
-        logger.warning("marked %d MLflow runs of killed processes KILLED: %s", len(ended), ", ".join(ended))
-    finished = registry.finish_interrupted(cfg.model_name)
-    if finished:
-        logger.warning(finished)
+    recover_killed_runs(cfg.model_name, logger)
     flow_run_id = str(prefect_flow_run.id)
     tags = {"prefect.flow_run_id": flow_run_id, "mlflow.source.git.commit": git_commit(base)}
     logged = {"overrides": json.dumps(overrides), "force": force, **asdict(cfg)}
