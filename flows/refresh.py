@@ -2,22 +2,28 @@
 
     python -m flows.refresh [--root .]
 
+0. Before any work: a retrain holding the repository skips this refresh (the next slot serves the new
+   papers; a retrain may run for hours); no champion yet ends it with that reason; a champion whose
+   index is gone, or a params.yaml whose build_index or evaluate sections are not the champion's, stop it
+   with a clear message.
 1. `dvc repro ingest`: new sources are read, normalised and validated; a rejected input fails here,
    with ingest's message, and nothing else runs.
 2. The current corpus against the champion's index: nothing new, changed or removed ends the run.
 3. The build_index stage with the champion's encoder, fusion and similar-papers settings, into a
    scratch copy of the champion's index: only new or changed papers are encoded (the embedding cache,
    build_index's incremental path); removed papers drop out; BM25 is rebuilt over the current corpus.
-4. The evaluate stage with the champion's served system on the current sets, then the data checks
+4. The evaluate stage with the champion's served system on the current sets and the champion's own
+   split (the test papers it was scored on, never papers it trained on), then the data checks
    (papersim.lifecycle.refresh.check_refresh): the index's recall@10, served not below the baseline
    floor. No significance test: the model did not change.
-5. `register`: a version carrying the champion's model and the new index, described as a refresh,
-   promoted to champion (a rollback returns to the version before it).
+5. `register`: a version holding the new index and referring to the champion's model (no copy of it),
+   described as a refresh, promoted to champion (a rollback returns to the version before it); refresh
+   versions beyond retrain.keep_refreshes are archived.
 
-It shares the retrain flow's lock (never two writers at once; a refresh waiting behind a retrain says
-so), its watchdog and its recovery of killed runs. The retrain flow runs the same steps when the drift
-check finds only a few new papers, and after a candidate that stays challenger. Wiring only: the
-decisions are in papersim.lifecycle.refresh.
+It shares the retrain flow's lock (never two writers at once), its watchdog and its recovery of killed
+runs. The retrain flow runs the same steps when the drift check finds only a few new papers, and after a
+candidate that stays challenger (never in a run with overrides). Wiring only: the decisions are in
+papersim.lifecycle.refresh.
 """
 
 import argparse
@@ -28,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as prefect_flow_run
@@ -42,7 +49,7 @@ from papersim.lifecycle.drift import corpus_change
 from papersim.lifecycle.processes import StageFailed, run_process, watchdog
 from papersim.lifecycle.refresh import (changed_anything, check_refresh, describe_change, model_version,
                                         refresh_decision, refresh_description, refresh_tags)
-from papersim.lifecycle.workspace import remove_leftovers, retrain_lock
+from papersim.lifecycle.workspace import LockHeld, remove_leftovers, retrain_lock
 from papersim.provenance import git_commit
 from papersim.retrieval.index import BuildIndexConfig, indexed_papers
 from papersim.stage import stage_command
@@ -83,34 +90,65 @@ def score_refresh(root: Path, env: dict[str, str], version: versions.Version, sc
                           version.folder.name)
     outputs = {"serving": "serving.json", "report": "evaluate.json", "table": "evaluate.md",
                "per-query": versions.PER_QUERY, "curve": "curve.csv", "plot": "curve.png"}
-    _stage_into(root, env, "evaluate", {"model": str(version.encoder),
-                                        **{flag: str(scratch / name) for flag, name in outputs.items()}},
-                "scoring the refreshed champion")
+    flags = {"model": str(version.encoder), **{flag: str(scratch / name) for flag, name in outputs.items()}}
+    if version.split is not None:  # the champion's test papers, whatever the workspace's split says now
+        (scratch / "pairs").mkdir(exist_ok=True)
+        shutil.copy(version.split, scratch / "pairs" / versions.SPLIT)
+        flags["pairs"] = str(scratch / "pairs")
+    else:
+        get_run_logger().warning("score_refresh: %s was registered without its split: scored on the workspace's",
+                                 version.name)
+    _stage_into(root, env, "evaluate", flags, "scoring the refreshed champion")
     return json.loads((scratch / "evaluate.json").read_text(encoding="utf-8"))
 
 
 @task(name="register_refresh", cache_policy=NO_CACHE)
 def register_refresh(root: Path, cfg: policy.RetrainConfig, champion: dict, version: versions.Version, scratch: Path,
                      decision: dict, description: str, run: tracking.FlowRun, tags: dict[str, str]) -> str:
-    """The refreshed index as a version carrying the champion's model (its serving tags too), promoted."""
+    """The refreshed index as a version referring to the champion's model (its serving tags too), promoted."""
     get_run_logger().info("register_refresh: %s", decision["reason"])
     carried = {k: v for k, v in champion["tags"].items() if k in SERVING_TAGS}
-    number = versions.register(versions.Candidate.refreshed(root, version, scratch), cfg, decision,
-                               champion["tags"].get("papersim.params_fingerprint", ""), run.run_id,
-                               {**tags, **carried}, description=description)
+    number = versions.register_refresh(root, version, champion["source"], scratch, cfg, decision,
+                                       champion["tags"].get("papersim.params_fingerprint", ""), run.run_id,
+                                       {**tags, **carried}, description)
     get_run_logger().info("register: %s", registry.promote(cfg.model_name, number))
     return number
+
+
+@task(name="prune_registry", cache_policy=NO_CACHE)
+def prune_registry(root: Path, cfg: policy.RetrainConfig) -> list[str]:
+    """retrain.keep_refreshes: older refresh versions are archived (their indexes removed)."""
+    removed = registry.prune_refreshes(cfg.model_name, cfg.keep_refreshes, root / versions.REGISTRY_CACHE)
+    if removed:
+        get_run_logger().info("prune_registry: archived refresh versions %s (retrain.keep_refreshes %d)",
+                              ", ".join(f"v{v}" for v in removed), cfg.keep_refreshes)
+    return removed
+
+
+def production_champion(root: Path, params: dict, cfg: policy.RetrainConfig) -> tuple[dict, versions.Version]:
+    """The champion a refresh of `root` may replace, checked before any work: it exists, its index is there,
+    and the workspace's params are the ones it was registered with where a refresh reads them."""
+    champion = tracking.model_version(cfg.model_name, alias=registry.CHAMPION)
+    if champion is None:
+        raise PapersimError(f"model {cfg.model_name!r} has no champion to refresh: run the retrain flow first "
+                            "(`python -m flows.retrain`)")
+    version = versions.fetch(cfg.model_name, champion["version"], root)
+    version.index  # noqa: B018  (a clear error when the champion's index is gone)
+    registered = yaml.safe_load((version.folder / "artifacts/params.yaml").read_text(encoding="utf-8")) or {}
+    differ = policy.refresh_params_differ(params, registered)
+    if differ:
+        raise PapersimError(f"{root / 'params.yaml'}: {', '.join(differ)} differ from the params champion "
+                            f"v{champion['version']} was registered with: a refresh would register an index those "
+                            "params do not describe. Nothing was changed. Retrain (`python -m flows.retrain`) to "
+                            "serve these params, or restore them")
+    return champion, version
 
 
 def refresh_champion(work: Path, env: dict[str, str], params: dict, cfg: policy.RetrainConfig, run: tracking.FlowRun,
                      tags: dict[str, str]) -> dict:
     """The champion's model over the corpus in `work` (ingested): a promoted refresh, or why not."""
     logger = get_run_logger()
-    champion = tracking.model_version(cfg.model_name, alias=registry.CHAMPION)
-    if champion is None:
-        raise PapersimError(f"model {cfg.model_name!r} has no champion to refresh: run the retrain flow first "
-                            "(`python -m flows.retrain`)")
-    version = versions.fetch(cfg.model_name, champion["version"], work)
+    champion, version = production_champion(work, params, cfg)
     change = corpus_change(indexed_papers(version.index), pd.read_parquet(work / "data/processed/papers.parquet"))
     run.log_metrics({"refresh.added": change.new, "refresh.changed": change.changed, "refresh.removed": change.removed})
     if not changed_anything(change):
@@ -131,9 +169,10 @@ def refresh_champion(work: Path, env: dict[str, str], params: dict, cfg: policy.
         number = register_refresh(work, cfg, champion, version, scratch, decision,
                                   refresh_description(champion, change, check), run,
                                   {**tags, **refresh_tags(champion, change)})
+    archived = prune_registry(work, cfg)
     return {"status": "refreshed", "version": number, "refresh_of": champion["version"],
             "model_version": model_version(champion), "reason": decision["reason"], "added": change.new,
-            "changed": change.changed, "removed": change.removed}
+            "changed": change.changed, "removed": change.removed, "archived": archived}
 
 
 @flow(name="refresh", log_prints=True)
@@ -145,19 +184,35 @@ def refresh(root: str = ".", lock_timeout_s: float | None = None) -> dict:
     cfg = policy.retrain_config(base / "params.yaml")
     wait = lock_timeout_s if lock_timeout_s is not None else cfg.refresh_lock_timeout_s
     logger = get_run_logger()
-    with watchdog(), retrain_lock(base, wait, logger.warning, flow="refresh"):
-        remove_leftovers(base, logger.warning)
-        check_params(base / "params.yaml")
-        params = read_params(base / "params.yaml")
-        recover_killed_runs(cfg.model_name, logger)
-        flow_run_id = str(prefect_flow_run.id)
-        tags = {"prefect.flow_run_id": flow_run_id, "mlflow.source.git.commit": git_commit(base)}
-        with tracking.flow_run("refresh", {"model_name": cfg.model_name}, tags) as run:
-            env = _stage_env(run, flow_run_id)
-            ingest(base, env)
-            outcome = refresh_champion(base, env, params, cfg, run, {**tags, "mlflow.run_id": run.run_id})
-            run.set_tags({"papersim.outcome": outcome["status"], "papersim.refresh_reason": outcome["reason"]})
-            return {**outcome, "mlflow_run_id": run.run_id}
+    with watchdog():
+        try:  # LockHeld comes only from taking the lock, never from the run under it
+            with retrain_lock(base, wait, logger.warning, flow="refresh", skip_behind=("retrain",)):
+                return _refresh_under_lock(base, cfg, logger)
+        except LockHeld as held:  # a retrain may run for hours: this slot is skipped, the next one refreshes
+            reason = f"a retrain is running ({held.holder}); the next scheduled refresh serves the new papers"
+            logger.warning("refresh skipped: %s", reason)
+            return {"status": "skipped", "reason": reason}
+
+
+def _refresh_under_lock(base: Path, cfg: policy.RetrainConfig, logger) -> dict:
+    remove_leftovers(base, logger.warning)
+    check_params(base / "params.yaml")
+    params = read_params(base / "params.yaml")
+    recover_killed_runs(cfg.model_name, logger)
+    if tracking.model_version(cfg.model_name, alias=registry.CHAMPION) is None:  # a schedule started before any model
+        reason = (f"model {cfg.model_name!r} has no champion to refresh yet: run the retrain flow first "
+                  "(`python -m flows.retrain`); nothing was read or changed")
+        logger.warning("refresh: %s", reason)
+        return {"status": "no champion", "reason": reason}
+    production_champion(base, params, cfg)  # before ingest: no work for a refresh that cannot register
+    flow_run_id = str(prefect_flow_run.id)
+    tags = {"prefect.flow_run_id": flow_run_id, "mlflow.source.git.commit": git_commit(base)}
+    with tracking.flow_run("refresh", {"model_name": cfg.model_name}, tags) as run:
+        env = _stage_env(run, flow_run_id)
+        ingest(base, env)
+        outcome = refresh_champion(base, env, params, cfg, run, {**tags, "mlflow.run_id": run.run_id})
+        run.set_tags({"papersim.outcome": outcome["status"], "papersim.refresh_reason": outcome["reason"]})
+        return {**outcome, "mlflow_run_id": run.run_id}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"refresh: {outcome['status']}" + (f" v{outcome['version']}" if "version" in outcome else "")
           + f" ({outcome['reason']})")
-    return 0 if outcome["status"] != "refused" else 1
+    return 1 if outcome["status"] in ("refused", "no champion") else 0  # skipped behind a retrain: the next slot
 
 
 if __name__ == "__main__":

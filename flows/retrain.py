@@ -99,14 +99,15 @@ def check_store() -> str:
 def check_drift(root: Path, params: dict, cfg: policy.RetrainConfig, champion: dict | None, run: tracking.FlowRun,
                 force: bool) -> dict:
     """Corpus and embedding drift against the champion; logs metrics and the drift-history plot."""
-    change = drift = None
+    drift = None
     params_changed, metrics = False, {}
     if champion is not None:
         version = versions.fetch(cfg.model_name, champion["version"], root)
-        change, drift = version.drift_against(pd.read_parquet(root / "data/processed/papers.parquet"), cfg)
+        drift = version.drift_against(pd.read_parquet(root / "data/processed/papers.parquet"), cfg)
         params_changed = champion["tags"].get("papersim.params_fingerprint") != policy.params_fingerprint(params)
-        metrics = versions.drift_metrics(change, drift)
-    decision = policy.retrain_needed(champion is not None, params_changed, change, drift, cfg, force)
+        metrics = versions.drift_metrics(drift, cfg)
+    decision = policy.retrain_needed(champion is not None, params_changed, drift and drift.since_training,
+                                     drift and drift.embedding, cfg, force, drift and drift.since_refresh)
     run.log_metrics(metrics)
     action = "retrain" if decision.retrain else "refresh" if decision.refresh else "skip"
     run.set_tags({"papersim.drift_decision": action,
@@ -218,6 +219,10 @@ def _run(base: Path, work: Path, overrides: dict[str, Any], force: bool, logger)
         ingest(work, env)
         drift = check_drift(work, params, cfg, champion, run, force)
         if not drift["retrain"]:
+            if drift["refresh"] and overrides:  # an experiment never writes to production
+                reason = f"{drift['reason']}; not refreshed: a run with overrides never refreshes the champion"
+                run.set_tags({"papersim.outcome": "skipped"})
+                return {"status": "skipped", "reason": reason, "mlflow_run_id": run.run_id}
             if drift["refresh"]:  # a few new papers: the champion's model serves them, no retraining
                 refreshed = refresh_champion(work, env, params, cfg, run, {**tags, "mlflow.run_id": run.run_id})
                 run.set_tags({"papersim.outcome": refreshed["status"]})
@@ -229,6 +234,8 @@ def _run(base: Path, work: Path, overrides: dict[str, Any], force: bool, logger)
         evaluate(work, env)
         decision = gate_task(work, env, cfg, champion)
         run.log_metrics(decision.pop("metrics"))
+        if overrides:  # an experiment: whatever its gate says, production stays as it is
+            decision = policy.experiment_decision(decision, overrides)
         build_index(work, env)
         version = register(work, params, cfg, decision, run, {**tags, "mlflow.run_id": run.run_id})
         status = "promoted" if decision["promote"] else "challenger"
@@ -239,7 +246,7 @@ def _run(base: Path, work: Path, overrides: dict[str, Any], force: bool, logger)
             run.log_artifact(Path(tmp) / "gate.json", "gate")
         outcome = {"status": status, "version": version, "reason": decision["reason"],
                    "champion_rescored": decision["rescored"], "drift": drift["reason"], "mlflow_run_id": run.run_id}
-        if not decision["promote"]:  # the champion keeps its model but serves the corpus the candidate saw
+        if not decision["promote"] and not overrides:  # the champion keeps its model, serves the candidate's corpus
             outcome["champion_refresh"] = refresh_champion(work, env, params, cfg, run,
                                                            {**tags, "mlflow.run_id": run.run_id})
         return outcome

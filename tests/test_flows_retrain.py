@@ -16,7 +16,7 @@ from papersim.cli import main as cli
 from papersim.errors import PapersimError
 from papersim.lifecycle import registry
 from papersim.lifecycle import tracking as tracking_api
-from papersim.lifecycle.workspace import LOCK
+from papersim.lifecycle.workspace import LOCK, OWNER
 from flows import retrain as flow_module
 from flows.refresh import refresh as refresh_flow
 from flows.retrain import retrain
@@ -49,6 +49,7 @@ def repo(tmp_path_factory, flow_tracking, tiny_model_dir):
     shared by this module's tests (the scenario below runs in it step by step)."""
     def known_choice(params: dict) -> None:  # learning rate 0: trained == base, and a tie keeps the base encoder
         params["train"]["learning_rate"] = 0.0
+        params["retrain"]["keep_refreshes"] = 1  # the second refresh archives the first
 
     return flow_repo(tmp_path_factory.mktemp("flow") / "repo", tiny_model_dir, known_choice)
 
@@ -150,23 +151,68 @@ def _removed_paper(repo: Path) -> dict:
                **{pid: _answers(repo, "similar", pid, "-k", "20") for pid in ("p2", "p10", "p99")}}
     again = refresh_flow(root=str(repo))
     return {"outcome": outcome, "again": again, "aliases": aliases(NAME), "answers": queries,
-            "version": tracking_api.model_version(NAME, version=outcome["version"])}
+            "version": tracking_api.model_version(NAME, version=outcome["version"]),
+            "history": tracking_api.champion_history(NAME),
+            "versions": [v["version"] for v in tracking_api.model_versions(NAME)]}
 
 
 def _retrain_loses(repo: Path) -> dict:
-    # A forced retrain with a recipe that wrecks the encoder (kept as challenger) on a corpus with one more
-    # paper: the champion's model keeps serving, refreshed to the corpus the candidate saw.
+    # A forced retrain with overrides (a recipe that wrecks the encoder) on a corpus with one more paper: an
+    # experiment, so production is left as it is: no refresh of the champion, its version and answers unchanged.
     with (repo / SOURCE).open("a") as f:
         f.write(json.dumps(paper(98, title="On laminar heat transfer, a new wind tunnel study", categories=["cat1"],
                                  abstract="We measure laminar heat transfer in experiment 98.")) + "\n")
+    query = ("search", "On laminar heat transfer, a new wind tunnel study", "-k", "3")
+    before = {"aliases": aliases(NAME), "search": _answers(repo, *query), "similar": _answers(repo, "similar", "p2")}
     outcome = retrain(root=str(repo), overrides={"train.learning_rate": 5.0, "train.max_steps": 6,
                                                  "train.select_encoder": False}, force=True)
-    return {"outcome": outcome, "aliases": aliases(NAME),
-            "search": _answers(repo, "search", "On laminar heat transfer, a new wind tunnel study", "-k", "3")}
+    after = {"aliases": aliases(NAME), "search": _answers(repo, *query), "similar": _answers(repo, "similar", "p2")}
+    refreshed = refresh_flow(root=str(repo))  # production's own refresh serves the new paper
+    return {"outcome": outcome, "before": before, "after": after, "refreshed": refreshed,
+            "served": _answers(repo, *query)}
+
+
+def _other_params_refuse_a_refresh(repo: Path) -> dict:
+    # params.yaml's build_index edited but not retrained: a refresh would register an index the champion's
+    # params do not describe. Refused before ingest, nothing changed.
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["build_index"]["recall_queries"] = 7
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = {"registry": tracking_api.model_versions(NAME), "papers": (repo / "data/processed/papers.parquet")
+              .read_bytes(), "source": (repo / SOURCE).read_text()}
+    with (repo / SOURCE).open("a") as f:
+        f.write(json.dumps(paper(97, title="A paper waiting for the next refresh")) + "\n")
+    try:
+        with pytest.raises(PapersimError) as error:
+            refresh_flow(root=str(repo))
+    finally:
+        (repo / "params.yaml").write_text(original)
+        (repo / SOURCE).write_text(before["source"])
+    return {"error": str(error.value), "before": before, "registry": tracking_api.model_versions(NAME),
+            "papers": (repo / "data/processed/papers.parquet").read_bytes()}
+
+
+def _no_champion(repo: Path) -> dict:
+    # A model with no champion yet: the refresh stops before ingest runs.
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["retrain"]["model_name"] = "never-trained"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    source = (repo / SOURCE).read_text()
+    papers = (repo / "data/processed/papers.parquet").read_bytes()
+    with (repo / SOURCE).open("a") as f:
+        f.write(json.dumps(paper(96, title="Another paper waiting for a refresh")) + "\n")
+    try:
+        outcome = refresh_flow(root=str(repo))
+    finally:
+        (repo / "params.yaml").write_text(original)
+        (repo / SOURCE).write_text(source)
+    return {"outcome": outcome, "unchanged": papers == (repo / "data/processed/papers.parquet").read_bytes()}
 
 
 STEPS = [_first_run, _worse_recipe, _unchanged, _promote_and_roll_back, _failing_stage, _new_papers,
-         _bad_new_papers, _removed_paper, _retrain_loses]
+         _bad_new_papers, _removed_paper, _retrain_loses, _other_params_refuse_a_refresh, _no_champion]
 
 
 @pytest.fixture(scope="module")
@@ -308,18 +354,49 @@ def test_removed_papers_disappear_and_an_unchanged_corpus_refreshes_nothing(scen
     for name, hits in removed["answers"].items():
         assert hits and "p6" not in {h["paper_id"] for h in hits}, (name, hits)
     assert removed["again"]["status"] == "up to date" and removed["again"]["version"] == outcome["version"]
+    # retrain.keep_refreshes 1: the refresh before it (v3) is archived; the trained v1 stays, and so does v4's model
+    assert outcome["archived"] == ["3"] and "3" not in removed["history"], outcome
+    assert removed["versions"] == ["4", "2", "1"] and removed["answers"]["search"]
 
 
-def test_a_retrain_that_stays_challenger_leaves_the_champion_serving_the_current_corpus(scenario, flow_tracking):
+def test_a_set_challenger_leaves_the_production_champion_unchanged(scenario, flow_tracking):
     lost = scenario(_retrain_loses)
     outcome = lost["outcome"]
-    assert outcome["status"] == "challenger" and outcome["champion_rescored"], outcome
-    fresh = outcome["champion_refresh"]
-    assert fresh["status"] == "refreshed" and fresh["added"] == 1 and fresh["model_version"] == "1", fresh
-    assert lost["aliases"] == {"champion": fresh["version"], "challenger": outcome["version"]}
-    assert lost["search"][0]["paper_id"] == "p98"
+    assert outcome["status"] == "challenger" and "champion_refresh" not in outcome, outcome
+    assert "never replaces the champion" in outcome["reason"], outcome
+    assert lost["after"]["aliases"]["champion"] == lost["before"]["aliases"]["champion"]
+    assert lost["after"]["aliases"]["challenger"] == outcome["version"]
+    assert lost["after"]["search"] == lost["before"]["search"] and lost["after"]["similar"] == lost["before"]["similar"]
+    assert "p98" not in {h["paper_id"] for h in lost["after"]["search"]}
     roles = [r.data.tags.get("papersim.role") for r in runs_of(flow_tracking, outcome["mlflow_run_id"])]
-    assert roles.count("champion_rescore") == 1 and roles.count("refresh") == 2
+    assert roles.count("refresh") == 0
+    fresh = lost["refreshed"]  # the production refresh after it: the champion's model, the new paper
+    assert fresh["status"] == "refreshed" and fresh["added"] == 1 and fresh["model_version"] == "1", fresh
+    assert lost["served"][0]["paper_id"] == "p98"
+
+
+def test_a_refresh_with_params_other_than_the_champions_is_refused_before_any_work(scenario):
+    refused = scenario(_other_params_refuse_a_refresh)
+    assert "build_index differ from the params champion" in refused["error"] and "Nothing was changed" in \
+        refused["error"], refused["error"]
+    assert refused["registry"] == refused["before"]["registry"] and refused["papers"] == refused["before"]["papers"]
+
+
+def test_a_refresh_without_a_champion_stops_before_ingest(scenario):
+    stopped = scenario(_no_champion)
+    assert stopped["outcome"]["status"] == "no champion" and stopped["unchanged"], stopped
+    assert "'never-trained' has no champion to refresh yet" in stopped["outcome"]["reason"]
+
+
+def test_a_refresh_skips_while_a_retrain_holds_the_repository(repo, prefect_server):
+    (repo / ".papersim").mkdir(exist_ok=True)
+    with FileLock(str(repo / LOCK)):
+        (repo / OWNER).write_text(json.dumps({"flow": "retrain", "pid": 1, "started": "2026-12-07T03:00:00Z"}))
+        try:
+            outcome = refresh_flow(root=str(repo))
+        finally:
+            (repo / OWNER).unlink()
+    assert outcome["status"] == "skipped" and "a retrain is running" in outcome["reason"], outcome
 
 
 def test_a_second_retrain_exits_while_one_holds_the_lock(repo, prefect_server):

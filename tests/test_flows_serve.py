@@ -1,6 +1,6 @@
-"""`python -m flows.serve` against a real Prefect server: both deployments are registered, a scheduled
-retrain completes, then a scheduled refresh serves a newly added paper (the tiny model, a tiny corpus,
-a SQLite MLflow store)."""
+"""`python -m flows.serve` against a real Prefect server: both deployments run together, one run at a
+time each; refreshes that come due while a retrain runs skip at once, none fails, and a refresh after it
+serves a newly added paper (the tiny model, a tiny corpus, a SQLite MLflow store)."""
 
 import asyncio
 import json
@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -49,20 +50,20 @@ def _wait_for(api: str, deployment: str, served: subprocess.Popen, log: Path, do
         found = [r for r in _runs(api, deployment) if r.state and r.state.is_completed() and done(r)]
         if found:
             return found
-        # A run scheduled while an earlier one holds the lock fails at once ("another retrain or refresh is
-        # running": the lock timeouts are 0 here), as it should: on a slow machine one run outlasts the minute.
         time.sleep(5)
     return []
 
 
-def test_scheduled_retrain_then_refresh_fire_and_complete_on_a_real_server(tmp_path, tiny_model_dir, prefect_api):
+def test_both_schedules_on_a_real_server_refreshes_skip_a_running_retrain_and_run_after_it(tmp_path, tiny_model_dir,
+                                                                                          prefect_api):
     def every_minute(params: dict) -> None:
-        params["retrain"].update(schedule_cron="* * * * *", refresh_cron="* * * * *", lock_timeout_s=0,
-                                 refresh_lock_timeout_s=0)
+        # both every minute; the first retrain (the first model, 40 training steps) outlasts a minute or two
+        params["retrain"].update(schedule_cron="* * * * *", refresh_cron="* * * * *", lock_timeout_s=600,
+                                 refresh_lock_timeout_s=30)
+        params["train"].update(max_steps=40, eval_steps=40, save_steps=40)
 
     repo = flow_repo(tmp_path / "repo", tiny_model_dir, every_minute)
     mlflow_store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a registry of its own: the first run is promoted
-    assert yaml.safe_load((repo / "params.yaml").read_text())["retrain"]["refresh_cron"] == "* * * * *"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "prefect"),
            "PREFECT_RUNNER_POLL_FREQUENCY": "5", "MLFLOW_TRACKING_URI": mlflow_store,
@@ -79,41 +80,44 @@ def test_scheduled_retrain_then_refresh_fire_and_complete_on_a_real_server(tmp_p
     def refreshed(run) -> bool:
         return any(r.data.tags.get("papersim.outcome") == "refreshed" for r in flow_runs(run, "refresh"))
 
+    def promoted(run) -> bool:
+        return any(r.data.tags.get("papersim.outcome") == "promoted" for r in flow_runs(run, "retrain"))
+
     log_path = tmp_path / "serve.log"
     log = open(log_path, "w")
     served = subprocess.Popen([sys.executable, "-m", "flows.serve", "--root", str(repo), "--params",
                                str(repo / "params.yaml")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        retrained = _wait_for(prefect_api, "weekly", served, log_path, lambda run: True, 420)
+        retrained = _wait_for(prefect_api, "weekly", served, log_path, promoted, 600)
         assert retrained, f"no scheduled retrain completed in time:\n{log_path.read_text()[-4000:]}"
         from prefect.client.schemas.sorting import DeploymentSort
 
         deployments = _ask(prefect_api, lambda c: c.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC))
-        assert {(d.name, d.schedules[0].schedule.cron) for d in deployments} >= {("weekly", "* * * * *"),
-                                                                                ("scheduled", "* * * * *")}
-        # The retrain schedule is paused now (its scheduled runs are deleted): a retrain's drift check would
-        # serve the new paper through a refresh of its own, and this test is about the refresh deployment's.
-        weekly, = [d for d in deployments if d.name == "weekly"]
-        _ask(prefect_api, lambda c: c.pause_deployment(weekly.id))
-        for run in _runs(prefect_api, "weekly"):  # and any still scheduled, whatever the server kept
-            if run.state and run.state.is_scheduled():
-                _ask(prefect_api, lambda c, run=run: c.delete_flow_run(run.id))
-        deadline = time.monotonic() + 300
-        while any(r.state and (r.state.is_running() or r.state.is_pending()) for r in _runs(prefect_api, "weekly")):
-            assert time.monotonic() < deadline, "a retrain run did not end"
-            time.sleep(2)
+        assert {(d.name, d.schedules[0].schedule.cron, d.concurrency_limit) for d in deployments} >= {
+            ("weekly", "* * * * *", 1), ("scheduled", "* * * * *", 1)}
         with (repo / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl").open("a") as f:
             f.write(json.dumps(paper(77, title="A scheduled refresh study of okapi migration")) + "\n")
-        fresh = _wait_for(prefect_api, "scheduled", served, log_path, refreshed, 300)
-        assert fresh, f"no scheduled refresh served the new paper in time:\n{log_path.read_text()[-4000:]}"
+        # the next refresh, or the next retrain's drift check, serves it: the weekly schedule keeps running
+        fresh = _wait_for(prefect_api, "scheduled", served, log_path, refreshed, 300) or \
+            _wait_for(prefect_api, "weekly", served, log_path, lambda run: any(
+                r.data.tags.get("papersim.outcome") == "refreshed" for r in flow_runs(run, "retrain")), 120)
+        assert fresh, f"no scheduled run served the new paper in time:\n{log_path.read_text()[-4000:]}"
+        runs = {name: _runs(prefect_api, name) for name in ("weekly", "scheduled")}
     finally:
         stop_group(served)
         log.close()
-    run = retrained[0]
-    assert run.auto_scheduled and run.parameters == {"root": str(repo)}
-    parent, = flow_runs(run, "retrain")
-    assert parent.info.status == "FINISHED" and parent.data.tags["papersim.outcome"] == "promoted"
-    assert fresh[0].auto_scheduled and fresh[0].parameters == {"root": str(repo)}
+    retrain_run = retrained[0]
+    assert retrain_run.auto_scheduled and retrain_run.parameters == {"root": str(repo)}
+    start, end = retrain_run.start_time, retrain_run.end_time
+    during = [r for r in runs["scheduled"] if r.start_time and start < r.start_time < end]
+    after = [r for r in runs["scheduled"] if r.start_time and r.start_time > end and r.state.is_completed()]
+    # refreshes came due while the retrain ran: each ended at once (skipped, not failed after a wait)
+    assert len(during) >= 2 and all(r.state.is_completed() and r.end_time - r.start_time < timedelta(seconds=60)
+                                    for r in during), [(r.start_time, r.state) for r in during]
+    assert after, "no refresh ran after the retrain"
+    failed = [(name, r.name, r.state.type) for name, found in runs.items() for r in found
+              if r.state and (r.state.is_failed() or r.state.is_crashed())]
+    assert not failed, failed
     champion = client.get_model_version_by_alias("papersim", "champion")
     assert champion.tags["papersim.refresh.added"] == "1" and champion.description.startswith("Refresh of")

@@ -5,9 +5,11 @@ import pandas as pd
 
 from papersim.encoders.cache import encode_cached
 from papersim.retrieval.index import (
+    IDS_FILE,
     BuildIndexConfig,
     build_index,
     choose_factory,
+    indexed_papers,
     new_papers,
 )
 from papersim.retrieval.passage import passage_text
@@ -39,6 +41,28 @@ def test_incremental_build_adds_only_new_papers_and_matches_a_full_build(tiny_en
     added = grown.iloc[41]
     rows = second.index.search(tiny_encoder.encode([passage_text(added["title"], added["abstract"])]), 1)[1]
     assert second.ids["paper_id"][rows[0, 0]] == "p41"
+
+
+def test_the_ids_carry_each_paper_as_the_corpus_holds_it_now_and_an_older_index_has_no_record_hash(
+        tiny_encoder, tmp_path):
+    def embed(texts):
+        return encode_cached(tiny_encoder, texts, tmp_path / "cache").vectors
+
+    cfg, queries = BuildIndexConfig(recall_queries=5), tiny_encoder.encode(["wing flutter"])
+    older = build_index(papers_frame(6), embed, queries, cfg, tiny_encoder.key)  # papers.parquet before record_hash
+    older.ids.to_parquet(tmp_path / IDS_FILE, index=False)
+    assert "record_hash" not in indexed_papers(tmp_path).columns  # compare content hashes with such an index
+    papers = papers_frame(8).assign(record_hash=[f"r{i}" for i in range(8)])
+    grown = build_index(papers, embed, queries, cfg, tiny_encoder.key, previous=older)
+    assert grown.info["mode"] == "incremental" and grown.ids["record_hash"].tolist() == [f"r{i}" for i in range(8)]
+    # A title's case and the groups changed: the same content hash (no re-encoding), a new record hash.
+    edited = papers.assign(title=papers["title"].where(papers.index != 2, papers["title"].str.upper()),
+                           groups=[g if i != 5 else ["page1", "page9"] for i, g in enumerate(papers["groups"])],
+                           record_hash=papers["record_hash"].replace({"r2": "e2", "r5": "e5"}))
+    again = build_index(edited, embed, queries, cfg, tiny_encoder.key, previous=grown)
+    assert again.info["mode"] == "incremental" and again.info["papers_added"] == 0
+    assert again.ids["record_hash"].tolist() == ["r0", "r1", "e2", "r3", "r4", "e5", "r6", "r7"]
+    assert again.ids.loc[2, "title"] == papers.loc[2, "title"].upper()
 
 
 def test_rebuild_when_papers_change_or_the_model_changes():

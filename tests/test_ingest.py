@@ -2,6 +2,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from papersim.data.ingest import PAPERS_SCHEMA, IngestConfig, ingest_corpus
+from papersim.data.normalise import record_hashes
 from papersim.data.sources import SourceSpec
 from papersim.errors import PapersimError
 from tests.conftest import paper, write_jsonl, write_page
@@ -24,12 +25,24 @@ def test_pages_and_jsonl_merge_into_one_table_keeping_every_group(tmp_path):
         {"path": str(tmp_path / "a.jsonl"), "name": "arxiv", "columns": {"groups": "categories"}},
     ])
     assert table.schema.equals(PAPERS_SCHEMA)
+    assert table["record_hash"].to_pylist() == record_hashes(table).to_pylist()  # of the merged groups
     rows = {r["title"]: r for r in table.to_pylist()}
     assert len(rows) == 3 and rejected == []
     assert rows["Shared Paper"]["groups"] == ["cs.LG", "page:one", "page:two"]
     assert rows["Shared Paper"]["source"] == "pages"  # the first source that had it
     assert report["rows_read"] == {"pages": 4, "arxiv": 2}
     assert report["duplicates_merged"] == 3 and report["rows_written"] == 3
+
+
+def test_an_edit_of_groups_or_title_case_changes_the_record_hash_not_the_content_hash(tmp_path):
+    source = [{"path": str(tmp_path / "a.jsonl"), "columns": {"groups": "categories"}}]
+    write_jsonl(tmp_path / "a.jsonl", [paper(1), paper(2), paper(3)])
+    before = {r["paper_id"]: r for r in run(tmp_path, source)[1].to_pylist()}
+    write_jsonl(tmp_path / "a.jsonl", [paper(1, categories=["cs.LG", "cs.IR"]),
+                                       paper(2, title=paper(2)["title"].upper()), paper(3)])
+    after = {r["paper_id"]: r for r in run(tmp_path, source)[1].to_pylist()}
+    assert [after[p]["content_hash"] == before[p]["content_hash"] for p in ("p1", "p2", "p3")] == [True] * 3
+    assert [after[p]["record_hash"] == before[p]["record_hash"] for p in ("p1", "p2", "p3")] == [False, False, True]
 
 
 def test_same_id_with_different_text_fails_naming_both_rows(tmp_path):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -15,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from papersim.stage import stage_command
 from tests.conftest import REPO, paper, project_repo, write_jsonl, write_page
 
-STAGES = ("ingest", "mine_pairs", "train", "evaluate", "build_index")
+STAGES = ("sources", "ingest", "mine_pairs", "train", "evaluate", "build_index")
+TRACKED = STAGES[1:]  # the stages with an MLflow run (sources, a listing of files, has none)
 
 
 def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -80,10 +82,11 @@ def test_dvc_repro_runs_the_stages_then_skips_then_keeps_outputs_on_bad_input(re
     assert '"rows_written": 11' in metrics
 
     second = sh(["dvc", "repro"], repo)
-    assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
+    assert "didn't change, skipping" in second.stdout
+    assert [s for s in STAGES if f"Running stage '{s}'" in second.stdout] == ["sources"]  # it always runs
 
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
-    assert sorted(r.info.run_name for r in runs) == sorted(STAGES)
+    assert sorted(r.info.run_name for r in runs) == sorted(TRACKED)
     evaluation = json.loads((repo / "reports/evaluate.json").read_text())
     assert evaluation["cranfield"]["bm25"]["recall@1"] == 1.0 and "hybrid" in evaluation["cranfield"]
     assert json.loads((repo / "reports/build_index.json").read_text())["papers"] == 11
@@ -112,3 +115,36 @@ def test_changing_params_reruns_the_stage(repo):
     assert "Running stage 'ingest'" in rerun.stdout
     report = json.loads((repo / "reports/ingest.json").read_text())
     assert report["rejected"]["abstract_length"] == 3 and report["rows_written"] == 9
+
+
+@pytest.fixture
+def ingest_repo(tmp_path, tracking) -> Path:
+    """A repository whose params.yaml adds a source outside the bundled paths (outside the repository, too)."""
+    root = tmp_path / "repo"
+    write_jsonl(root / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl", [paper(i) for i in range(1, 4)])
+    write_page(root / "data/raw/hf_pages/page_one.txt", [("A listed paper", "Its abstract, long enough to pass.")])
+    write_jsonl(root / "data/raw/beir/cranfield/corpus.jsonl", [
+        {"_id": "1", "title": "wing flutter", "text": "wing flutter at supersonic speed in a wind tunnel"}])
+    write_jsonl(tmp_path / "elsewhere/fresh.jsonl", [paper(50)])
+    project_repo(root, lambda params: params["ingest"]["sources"].append(
+        {"path": str(tmp_path / "elsewhere/fresh.jsonl"), "name": "fresh"}))
+    return root
+
+
+@pytest.mark.slow
+def test_papers_appended_to_a_source_added_through_params_rerun_ingest(ingest_repo, tmp_path):
+    fresh = tmp_path / "elsewhere/fresh.jsonl"
+    papers = ingest_repo / "data/processed/papers.parquet"
+    assert "Running stage 'ingest'" in sh(["dvc", "repro", "ingest"], ingest_repo).stdout
+    os.utime(fresh)  # touched, not changed
+    unchanged = sh(["dvc", "repro", "ingest"], ingest_repo).stdout
+    assert "Running stage 'sources'" in unchanged and "Running stage 'ingest'" not in unchanged
+    original = fresh.read_text()
+    with fresh.open("a") as f:
+        f.write("".join(json.dumps(paper(i)) + "\n" for i in (51, 52)))
+    assert "Running stage 'ingest'" in sh(["dvc", "repro", "ingest"], ingest_repo).stdout
+    assert {"p50", "p51", "p52"} <= set(pd.read_parquet(papers)["paper_id"])
+    fresh.write_text(original)  # the two papers removed again
+    assert "Running stage 'ingest'" in sh(["dvc", "repro", "ingest"], ingest_repo).stdout
+    ids = set(pd.read_parquet(papers)["paper_id"])
+    assert "p50" in ids and not {"p51", "p52"} & ids

@@ -82,3 +82,29 @@ def test_a_registration_a_kill_interrupted_is_finished_with_one_history_entry(ve
     assert "v3 is now the champion (was v1)" in registry.finish_interrupted(name)
     assert aliases(name) == {"champion": "3"} and tracking_api.champion_history(name) == ["1"]
     assert registry.finish_interrupted(name) is None  # nothing left to finish
+
+
+def test_retention_archives_old_refreshes_and_keeps_trained_and_aliased_versions(built, tracking, tmp_path, request):
+    from mlflow.tracking import MlflowClient
+
+    from papersim.lifecycle.refresh import REFRESH_TAG
+
+    name = "prune-" + request.node.name[:30]
+    made = []
+    for i, refresh_of in enumerate([None, "1", "2", "3", None, "5"]):  # v1 trained, v2-v4 refreshes, v5, v6
+        with tracking_api.flow_run("registry-test", {}, {}) as run:
+            tags = {"papersim.gate": "champion", **({REFRESH_TAG: refresh_of} if refresh_of else {})}
+            made.append((tracking_api.register_search_model(run.run_id, name, {"index": built / "artifacts/index"}, tags,
+                                                            tmp_path / f"w{i}"), run.run_id))
+    for version, _ in made:
+        registry.promote(name, version)
+    registry.mark_challenger(name, "3")
+    assert tracking_api.champion_history(name) == ["1", "2", "3", "4", "5"]
+    removed = registry.prune_refreshes(name, 1, tmp_path / "cache")
+    assert removed == ["2", "4"]  # v6 is the newest refresh, v3 holds an alias, v1 and v5 were trained
+    assert [v["version"] for v in tracking_api.model_versions(name)] == ["6", "5", "3", "1"]
+    assert tracking_api.champion_history(name) == ["1", "3", "5"]
+    assert MlflowClient().list_artifacts(made[1][1], "search_model") == []  # v2's index is gone from the store
+    assert MlflowClient().list_artifacts(made[2][1], "search_model")  # v3's is still there
+    assert registry.prune_refreshes(name, 1, tmp_path / "cache") == []
+    assert "v5 is the champion again" in registry.rollback(name)

@@ -286,3 +286,34 @@ def test_params_fingerprint_covers_the_pipeline_sections_only():
     same = {"train": {"max_steps": 30}, "retrain": {"min_delta": 0.5}}
     assert params_fingerprint(params) == params_fingerprint(same)
     assert params_fingerprint(params) != params_fingerprint({"train": {"max_steps": 31}})
+
+
+def test_a_retrain_fires_on_change_since_training_however_many_refreshes_served_it():
+    cfg = RetrainConfig(min_changed_share=0.1)
+    # 20 papers a day for a week: each refresh served the day's papers, the model still saw none of them
+    since_training = CorpusChange(1000, 1140, new=140, changed=0, removed=0)
+    since_refresh = CorpusChange(1120, 1140, new=20, changed=0, removed=0)
+    decision = retrain_needed(True, False, since_training, NO_DRIFT, cfg, since_refresh=since_refresh)
+    assert decision.retrain and "since the model was trained: 140 new" in decision.reason
+    within = CorpusChange(1000, 1080, new=80, changed=0, removed=0)
+    refresh = retrain_needed(True, False, within, NO_DRIFT, cfg, since_refresh=since_refresh)
+    assert refresh.refresh and not refresh.retrain and "20 new" in refresh.reason and "8.00%" in refresh.reason
+    served = retrain_needed(True, False, within, NO_DRIFT, cfg, since_refresh=UNCHANGED)
+    assert not served.refresh and not served.retrain and "nothing to do" in served.reason
+
+
+def test_a_run_with_overrides_is_never_promoted_whatever_its_gate():
+    from papersim.lifecycle.retrain import experiment_decision
+
+    passed = experiment_decision({"promote": True, "reason": "beats the champion"}, {"train.max_steps": 240})
+    assert not passed["promote"] and "train.max_steps" in passed["reason"] and "gate passed" in passed["reason"]
+
+
+def test_a_refresh_reads_only_the_sections_it_builds_with():
+    from papersim.lifecycle.retrain import refresh_params_differ
+
+    champion = {"ingest": {"sources": []}, "train": {"max_steps": 60}, "build_index": {"factory": "auto"},
+                "evaluate": {"depth": 100}}
+    assert refresh_params_differ({**champion, "ingest": {"sources": ["new.jsonl"]}, "train": {"max_steps": 9}},
+                                 champion) == []
+    assert refresh_params_differ({**champion, "build_index": {"factory": "HNSW32"}}, champion) == ["build_index"]

@@ -1,10 +1,13 @@
-"""A source as params.yaml names it: its format found from the path, BEIR's own field names."""
+"""A source as params.yaml names it: its format found from the path, the files it reads, BEIR's own field
+names."""
+
+from pathlib import Path
 
 import pytest
 
-from papersim.data.sources import SourceSpec, resolve_format
+from papersim.data.sources import SourceSpec, resolve_format, source_files
 from papersim.errors import PapersimError
-from tests.conftest import read_all, write_jsonl
+from tests.conftest import paper, read_all, write_jsonl, write_page
 
 
 def test_beir_folder_uses_its_id_title_text_fields(tmp_path):
@@ -21,3 +24,16 @@ def test_missing_path_and_unknown_extension_are_errors(tmp_path):
     (tmp_path / "a.xml").write_text("<a/>")
     with pytest.raises(PapersimError, match="does not know the extension '.xml'"):
         resolve_format(SourceSpec(str(tmp_path / "a.xml")))
+
+
+def test_the_files_a_source_reads_keep_the_path_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "cran/corpus.jsonl", [{"_id": "7", "title": "wing", "text": "wing flutter"}])
+    write_page(tmp_path / "pages/b.txt", [("Title", "An abstract.")])
+    write_page(tmp_path / "pages/a.txt", [("Title", "An abstract.")])
+    assert source_files(SourceSpec("cran")) == ("beir", [Path("cran/corpus.jsonl")])
+    assert source_files(SourceSpec("pages")) == ("hf_pages", [Path("pages/a.txt"), Path("pages/b.txt")])
+    assert source_files(SourceSpec(str(tmp_path / "pages/a.txt")))[1] == [tmp_path / "pages/a.txt"]
+    write_jsonl(tmp_path / "many/part1.jsonl", [paper(1)])
+    with pytest.raises(PapersimError, match="many: a jsonl source is one file, not a folder"):
+        source_files(SourceSpec("many", format="jsonl"))

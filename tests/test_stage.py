@@ -14,7 +14,7 @@ from papersim.provenance import file_md5
 from papersim.stage import Stage, run_stage, stage_command
 from tests.conftest import REPO
 
-STAGES = ("ingest", "mine_pairs", "train", "evaluate", "build_index")
+STAGES = ("sources", "ingest", "mine_pairs", "train", "evaluate", "build_index")
 
 
 @dataclasses.dataclass(frozen=True)

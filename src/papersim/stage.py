@@ -38,22 +38,25 @@ class Stage:
 
 
 def parse_stage_args(name: str, doc: str, paths: Mapping[str, str], optional: tuple[str, ...],
-                     argv: list[str] | None) -> argparse.Namespace:
+                     argv: list[str] | None, section: str = "") -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=doc.strip().split("\n")[0])
-    parser.add_argument("--params", type=Path, required=True, help=f"params file (section `{name}`)")
+    parser.add_argument("--params", type=Path, required=True, help=f"params file (section `{section or name}`)")
     for flag, text in paths.items():
         parser.add_argument(f"--{flag}", type=Path, required=flag not in optional, default=None, help=text)
     return parser.parse_args(argv)
 
 
 def run_stage(name: str, config: type, doc: str, paths: Mapping[str, str], execute: Callable[[Stage], str],
-              argv: list[str] | None = None, optional: tuple[str, ...] = ()) -> int:
+              argv: list[str] | None = None, optional: tuple[str, ...] = (), section: str = "") -> int:
     """Run one stage: `paths` maps each argument (`--<flag>`) to its help; those in `optional` may be
-    left out (None). `execute` returns the summary line(s) printed on success."""
-    args = parse_stage_args(name, doc, paths, optional, argv)
+    left out (None). The config is the params section named after the stage unless `section` names
+    another (a stage that prepares that section's stage). `execute` returns the summary line(s) printed
+    on success."""
+    section = section or name
+    args = parse_stage_args(name, doc, paths, optional, argv, section)
     apply_offline_defaults()
     try:
-        summary = execute(Stage(name, args, load_section(args.params, name, config)))
+        summary = execute(Stage(name, args, load_section(args.params, section, config)))
     except PapersimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,10 +1,10 @@
 """The ingest stage's core: sources -> validated, de-duplicated papers.parquet (+ rejected rows).
 
 Memory stays bounded: pass 1 streams batches (read, normalise, validate with Great
-Expectations, drop duplicates while remembering the groups they add) into a Parquet file, keeping
-only ids and content hashes in memory. Then id uniqueness is checked over the whole corpus; only
-when rows must be dropped (same id, different content) or groups merged does pass 2 rewrite the
-file, otherwise pass 1's file is the result.
+Expectations, drop duplicates while remembering the groups they add) into an Arrow spill file,
+keeping only ids and content hashes in memory. Then id uniqueness is checked over the whole corpus;
+pass 2 reads the spill back batch by batch, sets aside rows with a conflicting id (same id, different
+content), adds the groups of merged duplicates, hashes each final record and writes the Parquet table.
 """
 
 from collections import Counter
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from papersim.atomic import scratch_folder
 from papersim.config import build_config
-from papersim.data.normalise import normalise_batch, titles_as_text
+from papersim.data.normalise import normalise_batch, record_hashes, titles_as_text
 from papersim.data.records import GROUPS, RawBatch
 from papersim.data.rejection import REJECTED_SCHEMA, Rejection, reject_rows
 from papersim.data.sources import SourceSpec, read_source, resolve_format
@@ -34,8 +34,11 @@ PAPERS_SCHEMA = pa.schema(
         pa.field("source", pa.string(), nullable=False),  # the `name` of the source that first had it
         pa.field("groups", pa.list_(pa.string()), nullable=False),  # listing pages, categories
         pa.field("content_hash", pa.string(), nullable=False),  # SHA-1 (128 bits) of lower-cased title + abstract
+        pa.field("record_hash", pa.string(), nullable=False),  # SHA-1 (128 bits) of every field above but content_hash
     ]
 )
+# Pass 1's spill: record_hash waits for pass 2, where merged duplicates add their groups.
+SPILL_SCHEMA = PAPERS_SCHEMA.remove(PAPERS_SCHEMA.get_field_index("record_hash"))
 # Dictionary-encode only the repetitive columns: trying it on unique texts is wasted work.
 PARQUET_OPTIONS = {"use_dictionary": ["source", "groups.list.element"]}
 
@@ -113,7 +116,7 @@ def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> 
         kept_ids: list[pa.Array] = []  # paper_id of each written row, for the uniqueness check
         # Pass 1 spills to an uncompressed Arrow file: writing it is a copy, reading it back a
         # memory map, so the one real encoding is the final Parquet write of pass 2.
-        with pa.ipc.new_file(pass1, PAPERS_SCHEMA) as out:
+        with pa.ipc.new_file(pass1, SPILL_SCHEMA) as out:
             for spec, raw in _read_raw(cfg):
                 rows_read[spec.name] += len(raw) + len(raw.failures)
                 units[raw.file] = raw.unit
@@ -162,7 +165,7 @@ def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> 
                     "source": pa.array([batch.source] * int(mask.sum()), pa.string()),
                     "groups": batch.groups.filter(arrow_mask),
                     "content_hash": batch.content_hash.filter(arrow_mask),
-                }, schema=PAPERS_SCHEMA))
+                }, schema=SPILL_SCHEMA))
 
         ids = pa.chunked_array(kept_ids, pa.string()).combine_chunks()
         conflicts = duplicate_id_rows(ids) if len(ids) else []
@@ -202,7 +205,8 @@ def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> 
 def _write_papers(spill: pa.ipc.RecordBatchFileReader, papers_path: Path, conflicts: list[int],
                   origins: tuple[list[str], np.ndarray, np.ndarray], extra_groups: dict[str, set[str]],
                   rejected: Rejection, units: dict[str, str]) -> int:
-    """Pass 2: move rows with conflicting ids to rejected, add merged groups, write the Parquet table."""
+    """Pass 2: move rows with conflicting ids to rejected, add merged groups and record hashes, write the
+    Parquet table."""
     files, origin_file, origin_line = origins
     drop = np.zeros(len(origin_line), dtype=bool)
     drop[conflicts] = True
@@ -233,7 +237,7 @@ def _write_papers(spill: pa.ipc.RecordBatchFileReader, papers_path: Path, confli
                 index[touched] = table.num_rows + np.arange(len(touched))
                 groups = pa.concat_arrays([groups, patched]).take(pa.array(index))
                 table = table.set_column(table.schema.get_field_index("groups"), PAPERS_SCHEMA.field("groups"), groups)
-            out.write_table(table)
+            out.write_table(table.append_column(PAPERS_SCHEMA.field("record_hash"), record_hashes(table)))
             position += n
             written += table.num_rows
     return written

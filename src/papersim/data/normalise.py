@@ -90,6 +90,33 @@ def content_hashes(titles: pa.Array, abstracts: pa.Array) -> pa.Array:
     return pa.array(digests, pa.string())
 
 
+RECORD_FIELDS = ("paper_id", "title", "abstract", "source", "groups")  # every stored field but the hashes
+
+
+def record_hashes(table: pa.Table) -> pa.Array:
+    """SHA-1 (128 bits kept) of each row's RECORD_FIELDS as stored: any edit a reader would see changes it.
+
+    content_hash names the text a model encodes (lower-cased title + abstract); this one changes with a
+    title's case, the source or a group too. Every field (and every group) is length-prefixed, so no two
+    records hash the same bytes.
+    """
+    groups = table.column("groups").combine_chunks()
+    counts = pc.list_value_length(groups).fill_null(0).to_numpy(zero_copy_only=False)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    listed = pa.ListArray.from_arrays(offsets, _prefixed(pc.list_flatten(groups)))
+    fields = [_prefixed(table.column(name).combine_chunks()) for name in RECORD_FIELDS[:-1]]
+    rows = pc.binary_join_element_wise(*fields, _prefixed(pc.binary_join(listed, "")), "").cast(pa.large_binary())
+    row_off, data = _offsets_and_data(rows)
+    sha1 = hashlib.sha1
+    return pa.array([sha1(data[a:b]).hexdigest()[:32] for a, b in zip(row_off[:-1], row_off[1:])], pa.string())
+
+
+def _prefixed(values: pa.Array) -> pa.Array:
+    """Each string as '<bytes>:<string>' (a netstring without its comma)."""
+    values = values.cast(pa.string())
+    return pc.binary_join_element_wise(pc.binary_length(values).cast(pa.string()), values, ":")
+
+
 def _offsets_and_data(arr: pa.Array) -> tuple[list[int], memoryview]:
     """Row offsets (n + 1) and the data buffer of a large_binary array."""
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]

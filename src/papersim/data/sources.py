@@ -74,24 +74,37 @@ def resolve_format(spec: SourceSpec) -> str:
     return fmt
 
 
-def read_source(spec: SourceSpec, batch_rows: int) -> Iterator[RawBatch]:
-    """Stream a source as batches of raw records; structural problems raise PapersimError."""
+def source_files(spec: SourceSpec) -> tuple[str, list[Path]]:
+    """(the concrete format, the files a read of the source opens, in reading order). Paths keep the
+    form params.yaml gives (relative or absolute); a folder's files are sorted."""
     fmt = resolve_format(spec)
-    columns = {**DEFAULT_COLUMNS[fmt], **spec.columns}
     path = Path(spec.path)
     if fmt == "beir":
         path = path / "corpus.jsonl" if path.is_dir() else path
         if not path.is_file():
             raise PapersimError(f"{spec.path}: a beir source needs corpus.jsonl in this folder")
-    if fmt in ("jsonl", "beir"):
-        yield from _read_jsonl(path, columns, batch_rows)
-    elif fmt == "csv":
-        yield from _read_csv(path, columns, batch_rows)
-    elif fmt == "parquet":
-        yield from _read_parquet(path, columns, batch_rows)
-    else:
-        files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+        return fmt, [path]
+    if fmt == "hf_pages" and path.is_dir():
+        files = sorted(path.glob("*.txt"))
         if not files:
             raise PapersimError(f"{spec.path}: no *.txt listing pages in this folder")
-        for page in files:
-            yield from _read_page(page, batch_rows)
+        return fmt, files
+    if path.is_dir():
+        raise PapersimError(f"{spec.path}: a {fmt} source is one file, not a folder (source '{spec.name}' in "
+                            "params.yaml ingest.sources); list each file as a source of its own")
+    return fmt, [path]
+
+
+def read_source(spec: SourceSpec, batch_rows: int) -> Iterator[RawBatch]:
+    """Stream a source as batches of raw records; structural problems raise PapersimError."""
+    fmt, files = source_files(spec)
+    columns = {**DEFAULT_COLUMNS[fmt], **spec.columns}
+    for path in files:
+        if fmt in ("jsonl", "beir"):
+            yield from _read_jsonl(path, columns, batch_rows)
+        elif fmt == "csv":
+            yield from _read_csv(path, columns, batch_rows)
+        elif fmt == "parquet":
+            yield from _read_parquet(path, columns, batch_rows)
+        else:
+            yield from _read_page(path, batch_rows)

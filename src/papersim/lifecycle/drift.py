@@ -1,4 +1,4 @@
-"""Has the corpus moved since the champion model was trained? Counts of changed papers and an embedding drift test.
+"""Has the corpus moved since the champion's model was trained? Counts of changed papers and an embedding drift test.
 
 `corpus_change` compares paper ids and content hashes; `embedding_drift` is a kernel two-sample
 test (Gretton et al. 2012, https://jmlr.org/papers/v13/gretton12a.html) on embeddings of a
@@ -27,12 +27,12 @@ def _require(frame: pd.DataFrame, columns: list[str], name: str) -> None:
         )
 
 
-def _hashes(frame: pd.DataFrame, name: str) -> dict[str, str]:
+def _hashes(frame: pd.DataFrame, name: str, column: str = "content_hash") -> dict[str, str]:
     _require(frame, ID_COLUMNS, name)
     duplicated = frame["paper_id"][frame["paper_id"].duplicated()]
     if len(duplicated):
         raise PapersimError(f"{name} lists paper_id {duplicated.iloc[0]!r} more than once: paper ids must be unique")
-    return dict(zip(frame["paper_id"], frame["content_hash"]))
+    return dict(zip(frame["paper_id"], frame[column]))
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class CorpusChange:
     n_reference: int  # papers in the champion's corpus
     n_current: int
     new: int  # paper_id not in the reference
-    changed: int  # same paper_id, different content_hash
+    changed: int  # same paper_id, different record (record_hash where both have it: groups too), else content
     removed: int  # paper_id in the reference, not in the current corpus
 
     @property
@@ -52,8 +52,10 @@ class CorpusChange:
 
 
 def corpus_change(reference: pd.DataFrame, current: pd.DataFrame) -> CorpusChange:
-    """Count new, changed and removed papers by paper_id and content_hash (other columns are ignored)."""
-    before, after = _hashes(reference, "reference"), _hashes(current, "current")
+    """Count new, changed and removed papers by paper_id and record_hash (every stored field: an edit of a
+    paper's groups counts), or content_hash (title and abstract) where a table predates record_hash."""
+    column = "record_hash" if "record_hash" in reference and "record_hash" in current else "content_hash"
+    before, after = _hashes(reference, "reference", column), _hashes(current, "current", column)
     common = before.keys() & after.keys()
     return CorpusChange(
         n_reference=len(before),

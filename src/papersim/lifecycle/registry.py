@@ -1,7 +1,8 @@
 """The model registry's aliases: `champion` (what search and serving use) and `challenger`.
 
 Every promotion pushes the previous champion onto a history kept as a tag of the registered
-model, so `rollback` can put it back. MLflow calls go through papersim.lifecycle.tracking.
+model, so `rollback` can put it back. A retention rule keeps the registry small over months of
+hourly refreshes (`prune_refreshes`). MLflow calls go through papersim.lifecycle.tracking.
 """
 
 from datetime import datetime, timezone
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from papersim.errors import PapersimError
 from papersim.lifecycle import tracking
+from papersim.lifecycle.refresh import REFRESH_TAG
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -80,6 +82,26 @@ def rollback(model_name: str) -> str:
             "papersim.rolled_back_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     was = f" (v{current['version']} rolled back)" if current else ""
     return f"{model_name} v{previous} is the champion again{was}"
+
+
+def prune_refreshes(model_name: str, keep: int, cache: Path) -> list[str]:
+    """Retention: refresh versions older than the newest `keep` are archived: they leave the champion
+    history first (a rollback never names a removed version), then their artifacts (an index each), their
+    local copy under `cache` and their registry entry are removed; the runs that made them stay, with
+    their metrics and tags. Trained versions and versions holding an alias are never removed. Returns the
+    versions removed, oldest first."""
+    found = tracking.model_versions(model_name)  # newest first
+    refreshes = [v for v in found if REFRESH_TAG in v["tags"]]
+    old = [v["version"] for v in refreshes[keep:] if not v["aliases"]][::-1]
+    if not old:
+        return []
+    history = tracking.champion_history(model_name)
+    kept = [v for v in history if v not in old]
+    if kept != history:
+        tracking.set_champion_history(model_name, kept)
+    for number in old:
+        tracking.delete_version(model_name, number, cache)
+    return old
 
 
 def table(model_name: str, primary_metric_tag: str = "papersim.primary") -> str:

@@ -17,7 +17,12 @@ from papersim.evaluation.significance import (PairedDifference, clustered_differ
                                               paired_difference)
 from papersim.lifecycle.drift import CorpusChange, EmbeddingDrift
 
-PIPELINE_SECTIONS = ("ingest", "mine_pairs", "train", "evaluate", "build_index")  # what a model is built from
+# What a model is built from, the corpus aside: the corpus is counted paper by paper (drift), so a source
+# added to ingest.sources is new papers, served by a refresh or retrained on, not a new recipe.
+PIPELINE_SECTIONS = ("mine_pairs", "train", "evaluate", "build_index")
+# What a refresh builds with besides the champion's model: a workspace whose sections differ would
+# register an index the champion's params do not describe.
+REFRESH_SECTIONS = ("build_index", "evaluate")
 GATE_RULES = ("significant", "mean")
 
 
@@ -47,7 +52,12 @@ class RetrainConfig:
     drift_permutations: int = 200
     drift_p_value: float = 0.01               # embedding drift when the MMD permutation p-value is below
     lock_timeout_s: float = 900.0             # how long a retrain waits for a running refresh or retrain
-    refresh_lock_timeout_s: float = 3600.0    # how long a refresh waits for a running retrain or refresh
+    # how long a refresh waits for another refresh (~1 min); behind a retrain it skips at once: the next
+    # slot serves the papers, and a retrain may run for hours
+    refresh_lock_timeout_s: float = 300.0
+    # refresh versions kept (with their indexes) for rollback; older ones are archived: a day of hourly
+    # refreshes to step back through, trained versions always kept
+    keep_refreshes: int = 24
 
     def __post_init__(self) -> None:
         for name in (self.primary_metric, *self.guard_metrics, self.similar_metric):
@@ -68,6 +78,8 @@ class RetrainConfig:
                 raise PapersimError(f"{name} {getattr(self, name)!r}: five fields (minute hour day month weekday)")
         if self.lock_timeout_s < 0 or self.refresh_lock_timeout_s < 0:
             raise PapersimError("lock_timeout_s and refresh_lock_timeout_s must be >= 0")
+        if self.keep_refreshes < 1:
+            raise PapersimError(f"keep_refreshes must be >= 1 (the serving refresh), got {self.keep_refreshes}")
 
 
 def retrain_config(params_path: Path) -> RetrainConfig:
@@ -78,10 +90,17 @@ def retrain_config(params_path: Path) -> RetrainConfig:
     return build_config(RetrainConfig, section, f"{params_path}: retrain")
 
 
-def params_fingerprint(params: Mapping[str, Any]) -> str:
+def params_fingerprint(params: Mapping[str, Any], sections: tuple[str, ...] = PIPELINE_SECTIONS) -> str:
     """SHA-256 of the pipeline's sections of params.yaml: equal fingerprints, same recipe."""
-    recipe = {name: params.get(name) for name in PIPELINE_SECTIONS}
+    recipe = {name: params.get(name) for name in sections}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def refresh_params_differ(workspace: Mapping[str, Any], champion: Mapping[str, Any]) -> list[str]:
+    """The sections a refresh builds with (REFRESH_SECTIONS) where the workspace's params.yaml is not the
+    one the champion's model was registered with."""
+    return [name for name in REFRESH_SECTIONS
+            if params_fingerprint(workspace, (name,)) != params_fingerprint(champion, (name,))]
 
 
 @dataclass(frozen=True)
@@ -92,9 +111,12 @@ class RetrainDecision:
 
 
 def retrain_needed(champion_exists: bool, params_changed: bool, change: CorpusChange | None,
-                   drift: EmbeddingDrift | None, cfg: RetrainConfig, force: bool = False) -> RetrainDecision:
-    """Retrain unless the champion was built from these params and nothing drifted beyond the thresholds;
-    a corpus that changed within them (a few new papers) is a refresh, not a retrain."""
+                   drift: EmbeddingDrift | None, cfg: RetrainConfig, force: bool = False,
+                   since_refresh: CorpusChange | None = None) -> RetrainDecision:
+    """Retrain unless the champion's model was built from these params and the corpus has not moved beyond
+    the thresholds since that model was trained (`change`: cumulative, whatever refreshes served since);
+    papers the champion's index does not serve yet (`since_refresh`; None: as `change`) within them are a
+    refresh, not a retrain."""
     if force:
         return RetrainDecision(True, "forced by the caller")
     if not champion_exists:
@@ -103,18 +125,23 @@ def retrain_needed(champion_exists: bool, params_changed: bool, change: CorpusCh
     if params_changed:
         reasons.append("params differ from the champion's")
     if change is not None and change.share > cfg.min_changed_share:
-        reasons.append(f"corpus changed: {change.new} new, {change.changed} changed, {change.removed} removed "
-                       f"papers ({change.share:.2%} > {cfg.min_changed_share:.2%})")
+        reasons.append(f"corpus changed since the model was trained: {change.new} new, {change.changed} changed, "
+                       f"{change.removed} removed papers ({change.share:.2%} > {cfg.min_changed_share:.2%})")
     if drift is not None and drift.p_value < cfg.drift_p_value:
-        reasons.append(f"embedding drift: MMD^2 {drift.mmd2:.4g}, p {drift.p_value:.3g} < {cfg.drift_p_value}")
+        reasons.append(f"embedding drift since the model was trained: MMD^2 {drift.mmd2:.4g}, p {drift.p_value:.3g} "
+                       f"< {cfg.drift_p_value}")
     if reasons:
         return RetrainDecision(True, "; ".join(reasons))
     drifted = f", MMD^2 p {drift.p_value:.3g}" if drift is not None else ""
-    if change is not None and change.share > 0:
-        return RetrainDecision(False, f"refresh: {change.new} new, {change.changed} changed, {change.removed} removed "
-                                      f"papers ({change.share:.2%} <= {cfg.min_changed_share:.2%}){drifted}, same "
-                                      "params as the champion: its model serves them", refresh=True)
-    return RetrainDecision(False, f"nothing to do: corpus unchanged{drifted}, same params as the champion")
+    trained = (f"{change.share:.2%} changed since the model was trained (retrain above "
+               f"{cfg.min_changed_share:.2%})") if change is not None else ""
+    pending = since_refresh if since_refresh is not None else change
+    if pending is not None and pending.new + pending.changed + pending.removed > 0:
+        return RetrainDecision(False, f"refresh: {pending.new} new, {pending.changed} changed, {pending.removed} "
+                                      f"removed papers since the champion's index; {trained}{drifted}, same params "
+                                      "as the champion: its model serves them", refresh=True)
+    return RetrainDecision(False, f"nothing to do: the champion's index serves the current corpus; {trained}"
+                                  f"{drifted}, same params as the champion")
 
 
 @dataclass(frozen=True)
@@ -312,6 +339,15 @@ def needs_rescore(candidate: Mapping[str, Any], champion: Mapping[str, Any], cfg
         checks.append((cfg.similar_set, cfg.similar_metric.split("/")[0]))
     return any(want.get(s) is None or want.get(s) != have.get(s) or system not in champion.get(s, {})
                for s, system in checks)
+
+
+def experiment_decision(decision: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A run with overrides is an experiment: it is registered (challenger at most) and never promoted,
+    whatever its gate said; shipping its recipe means writing it into params.yaml and retraining."""
+    gate = "passed" if decision["promote"] else "did not pass"
+    return {**decision, "promote": False,
+            "reason": f"a run with overrides ({', '.join(sorted(overrides))}) never replaces the champion; its gate "
+                      f"{gate}: {decision['reason']}"}
 
 
 def gate_metrics(decision: GateDecision) -> dict[str, float]:

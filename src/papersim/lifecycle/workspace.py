@@ -40,11 +40,27 @@ UNSTAMPED_SCRATCH = (("data", "**/.ingest-*", re.compile(r"\.ingest-[a-z0-9_]{8}
                      ("cache/registry", "tmp*", re.compile(r"tmp[a-z0-9_]{8}")))
 
 
+class LockHeld(PapersimError):
+    """The repository is held by a run the caller does not wait for (retrain_lock's `skip_behind`)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"held by {holder}")
+        self.holder = holder
+
+
+def _holder_flow(holder: str) -> str | None:
+    try:
+        return json.loads(holder).get("flow")
+    except (ValueError, AttributeError):
+        return None
+
+
 @contextmanager
 def retrain_lock(root: Path, timeout_s: float, log: Callable[[str], None] = print,
-                 flow: str = "retrain") -> Iterator[None]:
+                 flow: str = "retrain", skip_behind: tuple[str, ...] = ()) -> Iterator[None]:
     """One writer at a time per repository (a retrain or a refresh); the holder's flow, pid and start time
-    name the culprit. A run that finds the lock held says whom it waits for, then waits up to `timeout_s`.
+    name the culprit. A run that finds the lock held says whom it waits for, then waits up to `timeout_s`;
+    held by a flow in `skip_behind`, it does not wait: LockHeld names the holder.
     An owner file whose process is gone (a killed run; the lock itself died with it) is reported."""
     lock_path, owner = root / LOCK, root / OWNER
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +69,8 @@ def retrain_lock(root: Path, timeout_s: float, log: Callable[[str], None] = prin
         lock.acquire(timeout=0)
     except Timeout:
         holder = owner.read_text(encoding="utf-8").strip() if owner.is_file() else "unknown holder"
+        if _holder_flow(holder) in skip_behind:
+            raise LockHeld(holder) from None
         if timeout_s > 0:
             log(f"{flow}: waiting up to {timeout_s:.0f} s for the run holding {root} ({holder})")
         try:

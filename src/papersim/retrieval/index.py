@@ -28,6 +28,7 @@ from papersim.retrieval.passage import passage_text
 from papersim.encoders.engine import EncodingEngine
 
 IDS_COLUMNS = ["paper_id", "title", "content_hash"]  # ids.parquet: row i of the index is paper i
+RECORD_HASH = "record_hash"  # ids.parquet too when papers.parquet has it (ingest's hash of every stored field)
 DETAIL_COLUMNS = ["paper_id", "abstract", "source", "groups"]  # papers.parquet: what a page shows of row i
 FAISS_FILE, IDS_FILE, INFO_FILE, BM25_FOLDER = "index.faiss", "ids.parquet", "index.json", "bm25"
 DETAILS_FILE = "papers.parquet"
@@ -69,7 +70,7 @@ def choose_factory(n_papers: int, dim: int, cfg: BuildIndexConfig) -> str:
 @dataclass(frozen=True)
 class BuiltIndex:
     index: faiss.Index
-    ids: pd.DataFrame  # IDS_COLUMNS, one row per index row
+    ids: pd.DataFrame  # IDS_COLUMNS (and RECORD_HASH when the papers have it), one row per index row
     info: dict  # what was measured and decided: written as index.json
     similar: faiss.Index | None = None  # the similar task's own index (another encoder), rows as `index`
 
@@ -121,6 +122,10 @@ def build_index(papers: pd.DataFrame, embed: Callable[[list[str]], np.ndarray], 
         ids = papers[IDS_COLUMNS].reset_index(drop=True)
         mode = "full"
     build_seconds = time.perf_counter() - start
+    # Every row as the corpus holds it now: an edit that keeps a paper's content hash (and so its vector),
+    # such as a title's case or its groups, reaches the ids and their record hash, as it reaches the details.
+    columns = IDS_COLUMNS + [RECORD_HASH] * (RECORD_HASH in papers.columns)
+    ids = papers.iloc[[row_of[pid] for pid in ids["paper_id"]]][columns].reset_index(drop=True)
     # Ground truth and measurements use the index's own row order.
     ordered = vectors[[row_of[pid] for pid in ids["paper_id"]]]
     k = min(10, len(ordered))
@@ -242,5 +247,8 @@ def read_details(folder: Path) -> pd.DataFrame | None:
 
 
 def indexed_papers(folder: Path) -> pd.DataFrame:
-    """The index's ids.parquet (paper_id, title, content_hash): what a version was built from."""
+    """The index's ids.parquet: what a version was built from. paper_id, title, content_hash, and
+    record_hash (a hash of every stored field of the paper, papersim.data.normalise.record_hashes) when
+    the papers it was built from had one; an index built before record_hash existed has no such column,
+    and only content hashes can be compared with it."""
     return pd.read_parquet(Path(folder) / IDS_FILE)

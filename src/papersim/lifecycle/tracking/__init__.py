@@ -10,9 +10,12 @@ stage's run under it, with the tags in PAPERSIM_RUN_TAGS (JSON). `runs`: stage a
 from papersim.lifecycle.tracking.models import (
                                                 HISTORY_TAG,
                                                 MODEL_ARTIFACT_PATH,
+                                                REFRESH_ARTIFACT_PATH,
                                                 champion_history,
                                                 delete_alias,
+                                                delete_version,
                                                 download_model,
+                                                local_artifact,
                                                 model_version,
                                                 model_versions,
                                                 register_search_model,
@@ -39,7 +42,8 @@ from papersim.lifecycle.tracking.runs import (
                                                 tracking_uri,
 )
 
-__all__ = ["HISTORY_TAG", "MODEL_ARTIFACT_PATH", "champion_history", "delete_alias", "download_model", "model_version",
+__all__ = ["HISTORY_TAG", "MODEL_ARTIFACT_PATH", "REFRESH_ARTIFACT_PATH", "champion_history", "delete_alias",
+           "delete_version", "download_model", "local_artifact", "model_version",
            "model_versions", "register_search_model", "set_alias", "set_champion_history", "set_version_tags",
            "EXPERIMENT", "FLOW_TAG", "MAX_TAG_CHARS", "PARENT_RUN_ENV", "RUN_TAGS_ENV", "check_store",
            "end_orphaned_runs", "FlowRun", "StageRun",

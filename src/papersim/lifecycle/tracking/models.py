@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from papersim.atomic import scratch_folder
+from papersim.errors import PapersimError
 from papersim.lifecycle.tracking.runs import MAX_TAG_CHARS, _client
 
 HISTORY_TAG = "papersim.champion_history"  # registered-model tag: earlier champions, oldest first
 MODEL_ARTIFACT_PATH = "search_model"
+# A refresh version's folder in its run: a retrain run that refreshes the champion registers both.
+REFRESH_ARTIFACT_PATH = "refresh_model"
 
 
 def _search_signature():
@@ -37,7 +40,8 @@ REQUIREMENTS = ("mlflow", "sentence-transformers", "torch", "openvino", "faiss-c
 
 
 def register_search_model(run_id: str, model_name: str, artifacts: Mapping[str, str | Path],
-                          tags: Mapping[str, Any], workdir: Path, description: str = "") -> str:
+                          tags: Mapping[str, Any], workdir: Path, description: str = "",
+                          artifact_path: str = MODEL_ARTIFACT_PATH) -> str:
     """Save the model (code from search_model.py, the papersim package as its code, an input example
     it is checked against), upload it to run `run_id`, then register it: returns the version.
 
@@ -51,7 +55,7 @@ def register_search_model(run_id: str, model_name: str, artifacts: Mapping[str, 
     import papersim
 
     client = _client()
-    local = workdir / MODEL_ARTIFACT_PATH
+    local = workdir / artifact_path
     package = workdir / "code" / "papersim"  # the package without caches or bytecode
     shutil.copytree(Path(papersim.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     with warnings.catch_warnings():
@@ -62,10 +66,10 @@ def register_search_model(run_id: str, model_name: str, artifacts: Mapping[str, 
                                  artifacts={k: str(v) for k, v in artifacts.items()}, code_paths=[str(package)],
                                  signature=_search_signature(), input_example=pd.DataFrame(INPUT_EXAMPLE),
                                  pip_requirements=[f"{pkg}=={version(pkg).split('+')[0]}" for pkg in REQUIREMENTS])
-    client.log_artifacts(run_id, str(local), MODEL_ARTIFACT_PATH)
+    client.log_artifacts(run_id, str(local), artifact_path)
     if not _registered_model(client, model_name):
         client.create_registered_model(model_name, description="papersim similar-paper search: encoder + index")
-    mv = client.create_model_version(model_name, f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}", run_id=run_id,
+    mv = client.create_model_version(model_name, f"runs:/{run_id}/{artifact_path}", run_id=run_id,
                                      tags={k: str(v)[:MAX_TAG_CHARS] for k, v in tags.items()},
                                      description=description)
     return str(mv.version)
@@ -104,11 +108,55 @@ def model_versions(model_name: str) -> list[dict]:
                   key=lambda v: -int(v["version"]))
 
 
+def _store_path(uri: str) -> Path | None:
+    """The local folder of a runs:/ artifact URI when the run's artifact store is on this disk."""
+    from urllib.parse import unquote, urlparse
+
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    root = urlparse(_client().get_run(run_id).info.artifact_uri)
+    if root.scheme not in ("file", ""):
+        return None
+    return Path(unquote(root.path)) / path
+
+
+def local_artifact(uri: str, cache: Path) -> Path:
+    """A runs:/ artifact as a local path: the artifact store's own file or folder when the store is on this
+    disk (no copy), else a copy downloaded once under `cache`."""
+    import hashlib
+
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = _store_path(uri)
+        if local is not None and local.exists():
+            return local
+        target = cache / hashlib.sha1(uri.encode()).hexdigest()[:16]
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        if (target / name).exists():
+            return target / name
+        with scratch_folder(cache, target.name) as tmp:
+            got = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp)))
+            target.mkdir(parents=True, exist_ok=True)
+            os.replace(got, target / name)
+        return target / name
+    except (MlflowException, OSError) as exc:
+        raise PapersimError(f"{uri}: the artifact store does not hold this model artifact ({exc}); the version "
+                            "that refers to it cannot load: promote a trained version (`papersim registry list`)") \
+            from None
+
+
 def download_model(model_name: str, version: str, dst: Path) -> Path:
-    """The version's model folder under `dst` (downloaded once; a finished download has MLmodel)."""
+    """The version's model folder: the artifact store's own when it is on this disk (no copy), else
+    downloaded once under `dst` (a finished download has MLmodel)."""
     import mlflow.artifacts
 
-    _client()
+    client = _client()
+    source = client.get_model_version_download_uri(model_name, str(version))
+    if source.startswith("runs:/"):
+        local = _store_path(source)
+        if local is not None and (local / "MLmodel").is_file():
+            return local
     target = dst / f"{model_name}-v{version}"
     if (target / "MLmodel").is_file():
         return target
@@ -117,6 +165,28 @@ def download_model(model_name: str, version: str, dst: Path) -> Path:
                                                          dst_path=str(tmp)))
         os.replace(local, target)
     return target
+
+
+def delete_version(model_name: str, version: str, dst: Path) -> None:
+    """Remove a version for good: its artifacts from the store, its local copy under `dst`, then the registry
+    entry (a kill in between leaves an entry without artifacts, which the next removal finishes). Its run
+    stays, with its metrics and tags."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = _client()
+    try:
+        source = client.get_model_version_download_uri(model_name, str(version))
+    except MlflowException:
+        return  # already gone
+    if source.startswith("runs:/"):
+        run_id, _, path = source.removeprefix("runs:/").partition("/")
+        try:
+            get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(path)
+        except (MlflowException, FileNotFoundError):
+            pass  # removed by an earlier, interrupted removal
+    shutil.rmtree(dst / f"{model_name}-v{version}", ignore_errors=True)
+    client.delete_model_version(model_name, str(version))
 
 
 def set_alias(model_name: str, alias: str, version: str) -> None:

@@ -2,7 +2,9 @@
 
 MLflow runs this file when it saves and when it loads the model: `set_model` names the model. The
 papersim package travels with the model (`code_paths`), so a version loads and answers where
-papersim is not installed; its artifacts are the encoder and the index folder.
+papersim is not installed; its artifacts are the encoder and the index folder. A refresh version holds
+its index and a model_ref.json naming its trained version's encoder in the artifact store instead of a
+copy: it loads where the tracking store that registered it answers (MLFLOW_TRACKING_URI).
 """
 
 from pathlib import Path
@@ -18,9 +20,12 @@ class PapersimSearch(mlflow.pyfunc.PythonModel):
     """DataFrame of requests (query or paper_id, optional k, mode) -> top-k paper_id, title, score."""
 
     def load_context(self, context):
+        from papersim.lifecycle.versions import Version
         from papersim.retrieval.serving import SearchService
 
-        self.service = SearchService.load(Path(context.artifacts["encoder"]), Path(context.artifacts["index"]))
+        # the model folder as papersim reads a registered version (its encoder, or the one its model_ref names)
+        version = Version(Path(context.artifacts["index"]).parent.parent)
+        self.service = SearchService.load(version.encoder, version.index)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from papersim.errors import PapersimError
