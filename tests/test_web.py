@@ -1,7 +1,12 @@
 """The web pages over HTTP, in process (Starlette's TestClient): the JSON every page answers, bad input, read-only."""
 
 import contextlib
+import logging
 import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import quote
 
 import pytest
@@ -17,14 +22,15 @@ from papersim.web.pages import abstract_start, rank_moves, registry_page, report
 
 
 @contextlib.contextmanager
-def web_client(web_site, model: str | None, index: str, **client_args):
+def web_client(web_site, model: str | None, index: str, registry_type: type[Registry] = Registry, **client_args):
     """A TestClient of the app serving `model` (None: the index folder `index`), the registry read from
-    the session's store; the client carries its store and config."""
+    the session's store (through `registry_type`: one whose loads are held or fail); the client carries
+    its store and config."""
     with pytest.MonkeyPatch.context() as mp:
         for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
             mp.setenv(key, web_site.env[key])
         cfg = retrain_config(web_site.root / "params.yaml")
-        registry = Registry(cfg.model_name, web_site.root)
+        registry = registry_type(cfg.model_name, web_site.root)
         served = served_model(model, web_site.root / index, registry, web_site.root)
         store = ModelStore(served, registry, web_site.root / "artifacts/index")
         with TestClient(create_app(store, cfg), **client_args) as client:
@@ -243,6 +249,44 @@ def test_the_champion_serves_every_page(web_site):
         assert [v["version"] for v in page["versions"]] == [web_site.versions[0], None]
 
 
+def set_champion(web_site, version: str) -> None:
+    """Move the champion alias as a promotion by another process would."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
+            mp.setenv(key, web_site.env[key])
+        tracking.set_alias(web_site.model_name, "champion", version)
+
+
+def health_until(client, done, within_s: float = 120) -> dict:
+    """/health, asked again until `done(answer)`: the alias is followed in the background."""
+    deadline = time.monotonic() + within_s
+    while True:
+        health = client.get("/health").json()
+        if done(health) or time.monotonic() > deadline:
+            return health
+        time.sleep(0.05)
+
+
+class HeldRegistry(Registry):
+    """A registry whose loads, once `hold` is armed, wait for it: a promoted version's slow load, at will.
+    `started` is set when such a load begins; `fail`: how many of the next loads raise (an unreadable index)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hold: threading.Event | None = None
+        self.started, self.fail, self.loads = threading.Event(), 0, []
+
+    def load(self, found: dict):
+        self.loads.append(found["version"])
+        if self.hold is not None:
+            self.started.set()
+            assert self.hold.wait(120), "the held load was never released"
+        if self.fail:
+            self.fail -= 1
+            raise OSError(f"index of v{found['version']} unreadable")
+        return super().load(found)
+
+
 def test_the_served_champion_follows_its_alias_without_a_restart(web_site):
     first, second = web_site.versions[0], web_site.versions[1]
     with web_client(web_site, "champion", "nowhere") as client:
@@ -251,21 +295,114 @@ def test_the_served_champion_follows_its_alias_without_a_restart(web_site):
         ids = lambda: [h["paper_id"] for h in client.get("/?q=flutter", headers=JSON).json()["hits"]]  # noqa: E731
         hits_before = ids()
         try:
-            with pytest.MonkeyPatch.context() as mp:
-                for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
-                    mp.setenv(key, web_site.env[key])
-                tracking.set_alias(web_site.model_name, "champion", second)  # a promotion by another process
-            health = client.get("/health").json()
-            assert health["version"] == second and health["model"].endswith(f"v{second}")
+            set_champion(web_site, second)
+            health = health_until(client, lambda h: h["version"] == second)
+            assert health["version"] == second and health["model"].endswith(f"v{second}") and health["loading"] is None
             page = client.get("/?q=flutter")
             assert page.status_code == 200 and f"serving {web_site.model_name} v{second}" in page.text
             assert ids() != hits_before  # the second encoder ranks the papers differently
         finally:
-            with pytest.MonkeyPatch.context() as mp:
-                for key in ("MLFLOW_TRACKING_URI", "PAPERSIM_EXPERIMENT"):
-                    mp.setenv(key, web_site.env[key])
-                tracking.set_alias(web_site.model_name, "champion", first)
-        assert client.get("/health").json()["version"] == first
+            set_champion(web_site, first)
+        assert health_until(client, lambda h: h["version"] == first)["version"] == first
+
+
+def test_requests_during_a_swap_are_answered_by_the_old_version_without_waiting(web_site):
+    first, second = web_site.versions[0], web_site.versions[1]
+    with web_client(web_site, "champion", "nowhere", registry_type=HeldRegistry) as client, \
+            ThreadPoolExecutor(4) as pool:
+        registry = client.store.registry
+        registry.ttl_s, registry.hold = 0, threading.Event()
+        hits_before = [h["paper_id"] for h in client.get("/?q=flutter", headers=JSON).json()["hits"]]
+
+        def answered(url: str, **kwargs):
+            """The answer within 10 s: a request held by the load (it never ends while held) fails here."""
+            try:
+                return pool.submit(client.get, url, **kwargs).result(timeout=10)
+            except FutureTimeout:
+                pytest.fail(f"{url} waited for v{second}'s load")
+
+        try:
+            set_champion(web_site, second)
+            assert answered("/health").json()["version"] == first  # this request starts the load, and is not held
+            assert registry.started.wait(60), "the promoted version's load never started"
+            for _ in range(3):  # the load is under way: every page is answered, by the version served before it
+                health = answered("/health").json()
+                assert (health["version"], health["loading"]) == (first, second)
+                assert [h["paper_id"] for h in answered("/?q=flutter", headers=JSON).json()["hits"]] == hits_before
+                page = answered("/paper/p3")
+                assert page.status_code == 200 and f"serving {web_site.model_name} v{first}" in page.text
+            registry.hold.set()
+            health = health_until(client, lambda h: h["version"] == second)
+            assert (health["version"], health["loading"]) == (second, None)
+            assert f"serving {web_site.model_name} v{second}" in answered("/?q=flutter").text
+            assert [h["paper_id"] for h in answered("/?q=flutter", headers=JSON).json()["hits"]] != hits_before
+        finally:
+            registry.hold.set()
+            set_champion(web_site, first)
+        assert health_until(client, lambda h: h["version"] == first)["version"] == first
+
+
+def test_a_version_the_alias_left_during_its_load_is_never_served(web_site):
+    first, second = web_site.versions[0], web_site.versions[1]
+    with web_client(web_site, "champion", "nowhere", registry_type=HeldRegistry) as client:
+        registry = client.store.registry
+        registry.ttl_s, registry.hold = 0, threading.Event()
+        registry.loads.clear()  # the first champion's, at start
+        try:
+            set_champion(web_site, second)
+            client.get("/health")
+            assert registry.started.wait(60), "the promoted version's load never started"
+            set_champion(web_site, first)  # a rollback while the promoted version loads
+            registry.hold.set()
+            health = health_until(client, lambda h: h["loading"] is None)
+            assert health["version"] == first and registry.loads == [second]
+            for _ in range(3):
+                assert client.get("/health").json()["version"] == first
+        finally:
+            registry.hold.set()
+            set_champion(web_site, first)
+
+
+def test_a_failed_load_keeps_the_old_version_and_is_tried_again_after_the_ttl(web_site, caplog):
+    first, second = web_site.versions[0], web_site.versions[1]
+    with web_client(web_site, "champion", "nowhere", registry_type=HeldRegistry) as client, \
+            caplog.at_level(logging.ERROR, logger="papersim.web"):
+        registry = client.store.registry
+        registry.ttl_s, registry.fail, registry.hold = 0, 1, threading.Event()
+        registry.loads.clear()  # the first champion's, at start
+        try:
+            set_champion(web_site, second)
+            client.get("/health")
+            assert registry.started.wait(60), "the promoted version's load never started"
+            registry.ttl_s = 3600  # from now on the TTL runs: the failed version is not tried again within it
+            registry.hold.set()
+            health = health_until(client, lambda h: h["loading"] is None)
+            assert health["version"] == first and registry.loads == [second]
+            assert f"could not load {web_site.model_name} v{second}" in caplog.text and "unreadable" in caplog.text
+            for _ in range(3):
+                assert client.get("/?q=flutter").status_code == 200
+            assert client.get("/health").json()["version"] == first and registry.loads == [second]
+            registry.ttl_s = 0  # the TTL over: the next request tries again, and the new version is served
+            assert health_until(client, lambda h: h["version"] == second)["version"] == second
+            assert registry.loads == [second, second]
+        finally:
+            set_champion(web_site, first)
+        assert health_until(client, lambda h: h["version"] == first)["version"] == first
+
+
+def test_a_registry_that_does_not_answer_keeps_the_champion_serving(web_site, caplog):
+    first = web_site.versions[0]
+    with web_client(web_site, "champion", "nowhere") as client, \
+            caplog.at_level(logging.WARNING, logger="papersim.web"), \
+            pytest.MonkeyPatch.context() as mp:  # inside web_client's own: undone before it
+        client.store.registry.ttl_s = 0
+        mp.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # a stopped tracking server: nothing listens there
+        mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+        for _ in range(3):
+            assert client.get("/?q=flutter").status_code == 200
+        health = health_until(client, lambda h: "did not answer" in caplog.text and h["loading"] is None, 60)
+        assert health["version"] == first and "keep serving" in caplog.text
 
 
 def test_web_command_errors_are_one_line(web_site, tmp_path, monkeypatch, capsys):

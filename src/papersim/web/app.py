@@ -79,20 +79,24 @@ def create_app(store: ModelStore, cfg: RetrainConfig, ui: str | None = None) -> 
     style = (files("papersim.web") / "static" / "style.css").read_bytes()
     drift = DriftPlot(store.registry, cfg.drift_p_value)
 
-    def respond(request: Request, template: str, page: dict, status: int = 200) -> Response:
+    def respond(request: Request, template: str, page: dict, status: int = 200,
+                served: Model | None = None) -> Response:
+        """`served`: the model that answered the page, named at its top (a swap may have switched since)."""
         if wants_json(request):
             return JSONResponse(page, status, headers=HEADERS)
-        html = env.get_template(template).render(page=page, served=store.served.label, path=request.url.path)
+        html = env.get_template(template).render(page=page, served=(served or store.served).label,
+                                                 path=request.url.path)
         return HTMLResponse(html, status, headers=HEADERS)
 
     def search(request: Request) -> Response:
-        q = request.query_params
+        q, served = request.query_params, store.served
         return respond(request, "search.html", pages.search_page(
-            store.served, q.get("q"), pages.parse_k(q.get("k")), q.get("mode") or pages.DEFAULT_MODE))
+            served, q.get("q"), pages.parse_k(q.get("k")), q.get("mode") or pages.DEFAULT_MODE), served=served)
 
     def paper(request: Request) -> Response:
+        served = store.served
         return respond(request, "paper.html", pages.paper_page(
-            store.served, request.path_params["paper_id"], pages.parse_k(request.query_params.get("k"))))
+            served, request.path_params["paper_id"], pages.parse_k(request.query_params.get("k"))), served=served)
 
     def compare(request: Request) -> Response:
         q = request.query_params
@@ -109,7 +113,7 @@ def create_app(store: ModelStore, cfg: RetrainConfig, ui: str | None = None) -> 
     def health(request: Request) -> Response:
         served = store.served
         return JSONResponse({"status": "ok", "model": served.label, "version": served.version,
-                             "papers": len(served.titles)})
+                             "papers": len(served.titles), "loading": store.loading})
 
     async def stylesheet(request: Request) -> Response:
         return Response(style, media_type="text/css", headers={**HEADERS, "Cache-Control": "max-age=3600"})

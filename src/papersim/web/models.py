@@ -1,9 +1,11 @@
 """What the pages answer from: the served model, and registry versions for compare, each loaded on first use
 and kept. A model served by alias (champion, challenger) follows its alias: a version promoted since (a
-retrain that won the gate, a refresh, a rollback) is loaded and served from the next request after the
-registry is re-read (every Registry.ttl_s). Read-only: nothing here sets an alias or a tag."""
+retrain that won the gate, a refresh, a rollback) is loaded beside the served one, in the background, and
+served once it is fully loaded; requests are answered by the old version meanwhile, never held by the
+load. Read-only: nothing here sets an alias or a tag."""
 
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -14,6 +16,7 @@ from papersim.retrieval.search import SearchIndex, attach_encoder, load_search_i
 
 REGISTRY_REFS = ("champion", "challenger")
 DRIFT_KEYS = ("drift.changed_share", "drift.mmd2", "drift.p_value")  # what the retrain flow logs per run
+log = logging.getLogger("papersim.web")
 WORKSPACE = "workspace"  # the index the pipeline built in this repository, not a registered version
 NO_DETAILS = ("this index folder was built before index folders held papers.parquet: titles only; rebuild it "
               "(`dvc repro build_index`, or the main command) to see abstracts, sources and groups")
@@ -154,34 +157,77 @@ def _without_password(uri: str) -> str:
 
 class ModelStore:
     """The served model and, for compare, the versions asked for by alias, number or `workspace`; at
-    most `keep` of those stay loaded besides the served one (each holds an encoder and an index)."""
+    most `keep` of those stay loaded besides the served one (each holds an encoder and an index).
+
+    Served by alias, the model follows the alias from a background thread, one at a time, started by a
+    request at most every `registry.ttl_s`: it re-reads the registry and, when the alias names another
+    version, loads that version beside the served one and switches the served reference only once the
+    load is done. A request never waits for the registry or a load: it gets the model served at that
+    moment. A registry that does not answer, or a load that fails, keeps the served model (the failure
+    logged, tried again a TTL later); an alias moved again during a load is read again before the
+    switch, and a version no longer named is dropped, not served, for the newest."""
 
     def __init__(self, served: Model, registry: Registry, workspace_index: Path, keep: int = 3) -> None:
         self._served, self.registry, self.workspace_index, self.keep = served, registry, Path(workspace_index), keep
         self._loaded: OrderedDict[str, Model] = OrderedDict()
         self._lock = threading.Lock()  # one load at a time: two requests for a new version load it once
-        self._swap = threading.Lock()  # one switch of the served model at a time
+        self._follow = threading.Lock()  # guards the follower's state below, held for a moment only
+        self._follower: threading.Thread | None = None
+        self._checked_at = time.monotonic()  # `served` came from a registry read just now
+        self.loading: str | None = None  # the version loading beside the served one, until switched in or dropped
 
     @property
     def served(self) -> Model:
-        """The served model. Served by alias, it follows the alias: when the registry (re-read every
-        `registry.ttl_s`) names another version, that version is loaded and served from this request on.
-        A registry that does not answer keeps the loaded model serving."""
+        """The model served now. Served by alias, a request after `registry.ttl_s` also starts the check
+        of the alias in the background (at most one at a time); this request does not wait for it."""
         current = self._served
-        if current.ref not in REGISTRY_REFS:
-            return current
+        if current.ref in REGISTRY_REFS and time.monotonic() - self._checked_at >= self.registry.ttl_s:
+            with self._follow:
+                if (self._follower is None or not self._follower.is_alive()) and \
+                        time.monotonic() - self._checked_at >= self.registry.ttl_s:
+                    self._follower = threading.Thread(target=self._follow_alias, name="papersim-web-follow",
+                                                      daemon=True)
+                    self._follower.start()
+        return current
+
+    def _follow_alias(self) -> None:
+        """Load the version the alias names now, beside the served one, and switch to it when loaded;
+        read the alias again after the load, so that a version it no longer names is never served."""
+        ref = self._served.ref
         try:
-            found = self.registry.find(current.ref)
-        except PapersimError:  # unreachable store, or the alias gone (a rollback mid-way): keep serving
-            return current
-        if found["version"] == current.version:
-            return current
-        with self._swap:
-            if self._served.version != found["version"]:
-                model = self.registry.load(found)
-                model.ref = current.ref
-                self._served = model
-            return self._served
+            while True:
+                try:
+                    found = self.registry.find(ref)
+                except PapersimError as exc:  # unreachable store, or the alias gone (a rollback mid-way): keep serving
+                    log.warning("keep serving %s: %s", self._served.label, exc)
+                    return
+                if found["version"] == self._served.version:
+                    return
+                self.loading = found["version"]
+                start = time.perf_counter()
+                try:
+                    model = self.registry.load(found)
+                except Exception:  # a broken or missing version: the served one stays, tried again a TTL later
+                    log.exception("could not load %s v%s (%s): keep serving %s, trying again in %g s",
+                                  self.registry.model_name, found["version"], ref, self._served.label,
+                                  self.registry.ttl_s)
+                    return
+                model.ref = ref
+                try:
+                    now = self.registry.find(ref)["version"]
+                except PapersimError:
+                    now = found["version"]  # the store stopped answering during the load: serve what it named
+                if now != found["version"]:
+                    log.info("%s moved to v%s while v%s loaded: v%s dropped", ref, now, found["version"],
+                             found["version"])
+                    continue
+                previous, self._served = self._served, model
+                log.info("serving %s (%s) in place of %s, loaded in %.1f s", model.label, ref, previous.label,
+                         time.perf_counter() - start)
+                return
+        finally:
+            self.loading = None
+            self._checked_at = time.monotonic()
 
     def get(self, ref: str) -> Model:
         ref = ref.strip()
