@@ -71,9 +71,9 @@ def _stage_into(root: Path, env: dict[str, str], stage: str, flags: dict[str, st
 def refresh_index(root: Path, env: dict[str, str], version: versions.Version, scratch: Path) -> dict:
     """build_index with the version's served system over the current papers, into scratch/index."""
     get_run_logger().info("refresh_index: build_index with the served system of %s, into a scratch copy of its "
-                          "index", version.folder.name)
+                          "index", version.name)
     serving = versions.rescore_serving(version)
-    dump_json(replace(serving, reason=f"refresh: the served system of {version.folder.name}").to_dict(),
+    dump_json(replace(serving, reason=f"refresh: the served system of {version.name}").to_dict(),
               scratch / "serving.json")
     if not (scratch / "index").exists():  # the version's own index: build_index adds only what is new
         shutil.copytree(version.index, scratch / "index")
@@ -87,7 +87,7 @@ def refresh_index(root: Path, env: dict[str, str], version: versions.Version, sc
 def score_refresh(root: Path, env: dict[str, str], version: versions.Version, scratch: Path) -> dict:
     """evaluate with the version's served system on the current sets, into the scratch folder."""
     get_run_logger().info("score_refresh: evaluate with the served system of %s on the current sets",
-                          version.folder.name)
+                          version.name)
     outputs = {"serving": "serving.json", "report": "evaluate.json", "table": "evaluate.md",
                "per-query": versions.PER_QUERY, "curve": "curve.csv", "plot": "curve.png"}
     flags = {"model": str(version.encoder), **{flag: str(scratch / name) for flag, name in outputs.items()}}

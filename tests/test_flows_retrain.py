@@ -21,7 +21,9 @@ from flows import retrain as flow_module
 from flows.refresh import refresh as refresh_flow
 from flows.retrain import retrain
 from papersim.lifecycle.processes import StageFailed
-from tests.conftest import REPO, flow_repo, paper
+from papersim.lifecycle import versions
+from papersim.retrieval.index import indexed_papers
+from tests.conftest import REPO, flow_repo, paper, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -211,8 +213,33 @@ def _no_champion(repo: Path) -> dict:
     return {"outcome": outcome, "unchanged": papers == (repo / "data/processed/papers.parquet").read_bytes()}
 
 
+def _own_source(repo: Path) -> dict:
+    # A source of the user's own, added through params.yaml: papers appended to it, then some removed; each
+    # refresh serves exactly the file's papers (ingest depends on every source, whatever its path).
+    fresh = repo / "data/raw/fresh.jsonl"
+    rows = [paper(300 + i, title=f"Okapi migration field study number {i}", categories=["own"],
+                  abstract=f"We follow okapi herds across season {i} and count {i + 3} crossings.") for i in range(3)]
+    write_jsonl(fresh, rows[:2])
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["ingest"]["sources"].append({"path": "data/raw/fresh.jsonl", "format": "jsonl", "name": "fresh"})
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def served() -> set[str]:
+        champion = tracking_api.model_version(NAME, alias="champion")
+        index = versions.fetch(NAME, champion["version"], repo).index
+        return set(indexed_papers(index)["paper_id"]) & {"p300", "p301", "p302"}
+
+    seen = {"added": (refresh_flow(root=str(repo)), served())}
+    with fresh.open("a") as f:
+        f.write(json.dumps(rows[2]) + "\n")
+    seen["appended"] = (refresh_flow(root=str(repo)), served())
+    write_jsonl(fresh, rows[1:])
+    seen["removed"] = (refresh_flow(root=str(repo)), served())
+    return seen
+
+
 STEPS = [_first_run, _worse_recipe, _unchanged, _promote_and_roll_back, _failing_stage, _new_papers,
-         _bad_new_papers, _removed_paper, _retrain_loses, _other_params_refuse_a_refresh, _no_champion]
+         _bad_new_papers, _removed_paper, _retrain_loses, _other_params_refuse_a_refresh, _no_champion, _own_source]
 
 
 @pytest.fixture(scope="module")
@@ -397,6 +424,13 @@ def test_a_refresh_skips_while_a_retrain_holds_the_repository(repo, prefect_serv
         finally:
             (repo / OWNER).unlink()
     assert outcome["status"] == "skipped" and "a retrain is running" in outcome["reason"], outcome
+
+
+def test_a_source_added_through_params_is_served_as_its_file_changes(scenario):
+    seen = scenario(_own_source)
+    assert seen["added"][0]["status"] == "refreshed" and seen["added"][1] == {"p300", "p301"}, seen["added"]
+    assert seen["appended"][0]["added"] == 1 and seen["appended"][1] == {"p300", "p301", "p302"}, seen["appended"]
+    assert seen["removed"][0]["removed"] == 1 and seen["removed"][1] == {"p301", "p302"}, seen["removed"]
 
 
 def test_a_second_retrain_exits_while_one_holds_the_lock(repo, prefect_server):

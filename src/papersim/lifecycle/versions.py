@@ -56,10 +56,11 @@ class Version:
     """A downloaded version folder (tracking.download_model)."""
 
     folder: Path
+    label: str = ""  # "papersim v3" (fetch); the folder's name otherwise
 
     @property
     def name(self) -> str:
-        return self.folder.name
+        return self.label or self.folder.name
 
     def model_ref(self) -> dict | None:
         """A refresh version's reference to its trained version's artifacts (None: a trained version)."""
@@ -155,7 +156,7 @@ def fetch(model_name: str, version: str, root: Path) -> Version:
     once into the repository's registry cache."""
     from papersim.lifecycle import tracking
 
-    return Version(tracking.download_model(model_name, version, Path(root) / REGISTRY_CACHE))
+    return Version(tracking.download_model(model_name, version, Path(root) / REGISTRY_CACHE), f"{model_name} v{version}")
 
 
 def drift_metrics(drift: CorpusDrift, cfg: RetrainConfig) -> dict[str, float]:
