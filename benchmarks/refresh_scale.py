@@ -48,7 +48,10 @@ def build(work: Path, papers: Path, out: Path, env: dict) -> tuple[float, dict]:
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"build_index failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
-    return wall, json.loads(report.read_text(encoding="utf-8"))
+    from papersim.stage import timings_path
+
+    timings = json.loads(timings_path(report).read_text(encoding="utf-8"))  # encode/index seconds: not in the report
+    return wall, {**json.loads(report.read_text(encoding="utf-8")), **timings}
 
 
 def main() -> None:

@@ -115,7 +115,8 @@ def check_drift(root: Path, params: dict, cfg: policy.RetrainConfig, champion: d
     if metrics:
         history = tracking.flow_metric_history("retrain", ["drift.changed_share", "drift.mmd2", "drift.p_value"])
         with tempfile.TemporaryDirectory() as tmp:
-            save_drift_plot(history_frame(history), Path(tmp) / "drift_history.png", cfg.drift_p_value)
+            save_drift_plot(history_frame(history), Path(tmp) / "drift_history.png", cfg.drift_p_value,
+                            cfg.min_changed_share)
             run.log_artifact(Path(tmp) / "drift_history.png", "drift")
     get_run_logger().info("check_drift: %s (%s)", action, decision.reason)
     return {"retrain": decision.retrain, "refresh": decision.refresh, "reason": decision.reason, "metrics": metrics}

@@ -13,8 +13,8 @@ from papersim.encoders.encode import load_text_encoder, model_folder
 from papersim.encoders.windows import PaperView, windowed_embed
 from papersim.encoders.engine import EncodingEngine, with_engine
 from papersim.retrieval.index import (BuildIndexConfig, bm25_index, build_index, build_similar_index, paper_details,
-                                      passages, read_previous, recall_queries, save_index_folder)
-from papersim.stage import Stage, require, run_stage
+                                      TIMINGS, passages, read_previous, recall_queries, save_index_folder)
+from papersim.stage import Stage, require, run_stage, split_timings, timings_path
 from papersim.retrieval.choice import read_serving
 
 PATHS = {"papers": "ingested papers", "pairs": "mine_pairs output: held-out titles measure recall and speed",
@@ -65,16 +65,20 @@ def execute(stage: Stage) -> str:
                 built = replace(built, similar=similar)
                 facts.update(similar_info, papers_encoded=sum(encoded), similar_view=view.to_dict(),
                              similar_model_fingerprint=similar_encoder.fingerprint)
+        stable = dict(built.info)
+        timings = split_timings(stable, TIMINGS)
+        built = replace(built, info=stable)
         with atomic_outputs(args.out, args.report) as (out, report):
             info = save_index_folder(out, built, bm25_index(papers, built.ids, cfg.stemmer), facts,
                                      paper_details(papers, built.ids))
             dump_json(info, report)
-        run.log_metrics({k: v for k, v in info.items() if k != "serving"})
+        dump_json(timings, timings_path(args.report))
+        run.log_metrics({k: v for k, v in {**info, **timings}.items() if k != "serving"})
         run.set_tags({"index.factory": info["factory"], "index.mode": info["mode"], **serving.tags()})
         run.log_artifact(args.report, "reports")
     return (f"build_index: {info['papers']} papers -> {args.out} ({info['factory']}, {info['mode']}: "
             f"{info['mode_reason']}; encoded {info['papers_encoded']}); recall@10 {info.get('recall@10', 1.0):.3f}, "
-            f"{info['queries_per_second']:.0f} queries/s, {info['memory_bytes'] / 2**20:.1f} MiB; serves the "
+            f"{timings['queries_per_second']:.0f} queries/s, {info['memory_bytes'] / 2**20:.1f} MiB; serves the "
             f"{serving.encoder} encoder, {serving.fusion.describe()}"
             + (f"; papers: {serving.similar.describe()}" if serving.similar is not None else ""))
 

@@ -18,9 +18,10 @@ from papersim.encoders.cache import cached_embedder
 from papersim.encoders.encode import model_folder
 from papersim.encoders.windows import PaperView, windowed_embed
 from papersim.encoders.load import load_encoder
-from papersim.stage import Stage, require_files, run_stage
+from papersim.stage import Stage, require_files, run_stage, split_timings, timings_path
 from papersim.training.selection import choose_serving
-from papersim.training.train import TrainConfig, loss_table, run_fingerprint, save_loss_plot, train_encoder
+from papersim.training.train import (TrainConfig, loss_table, run_fingerprint, save_encoder, save_loss_plot,
+                                     TIMINGS, train_encoder)
 
 PATHS = {"pairs": "folder with train/val/split.parquet", "papers": "ingested papers (validation pseudo-queries)",
          "model": "output model folder", "serving": "the served encoder (trained or base) and fusion",
@@ -47,7 +48,7 @@ def execute(stage: Stage) -> str:
         table = loss_table(trainer.state.log_history)
         outputs = (args.model, args.serving, args.report, args.loss_csv, args.plot)
         with atomic_outputs(*outputs) as (out, serving_path, rep, csv, png):
-            model.save(str(out))  # the best checkpoint's weights (load_best_model_at_end)
+            save_encoder(model, out)  # the best checkpoint's weights (load_best_model_at_end)
             wants_base = cfg.select_encoder or cfg.similar_encoder != "trained"
             candidates = {"trained": str(out), **({"base": cfg.base_model} if wants_base else {})}
             def paper_embed(name: str, view: PaperView):  # the similar task's paper vectors, as build_index makes them
@@ -61,10 +62,13 @@ def execute(stage: Stage) -> str:
                                      train["source"].value_counts().to_dict() if "source" in train else None,
                                      paper_embed)
             report["serving"] = serving.to_dict()
+            timings = split_timings(report, TIMINGS)
             dump_json(serving.to_dict(), serving_path)
             dump_json(report, rep)
             table.to_csv(csv, index=False)
             save_loss_plot(table, report["val_ndcg@10_by_step"], png)
+        dump_json(timings, timings_path(args.report))
+        run.log_metrics(timings)
         run.log_metrics({k: v for k, v in report.items() if k not in ("val_ndcg@10_by_step", "serving")})
         run.log_metrics({f"serving.{k}": v for k, v in serving.evidence.items()})
         run.log_metrics({f"similar.{k}": v for k, v in serving.similar.evidence.items()})

@@ -16,6 +16,15 @@ def test_dense_search_orders_by_score_breaks_ties_by_row_and_can_exclude_a_row()
     assert ranked == {"q": ["b", "d"]}
 
 
+def test_equal_scores_cut_at_k_keep_the_lowest_rows():
+    # Duplicate texts have equal vectors: which of them a top-k keeps decides mined negatives, so it is the
+    # lowest rows, not whichever the partition happened to leave in front.
+    docs = np.tile(np.array([[0.6, 0.8]], dtype=np.float32), (40, 1))
+    docs[::7] = [1, 0]  # rows 0, 7, ..., 35 differ; the other 34 rows tie
+    rows, scores = dense_search(docs, np.array([[0.6, 0.8]], dtype=np.float32), k=5)
+    assert rows.tolist() == [[1, 2, 3, 4, 5]] and scores[0].tolist() == pytest.approx([1.0] * 5)
+
+
 def test_dense_hits_keep_cosine_scores_best_first():
     docs = np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32)
     dense = dense_hits(["a", "b", "c"], docs, ["q"], np.array([[0, 1]], dtype=np.float32), depth=2)

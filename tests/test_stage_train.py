@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -210,3 +211,39 @@ def test_training_made_worse_on_purpose_leaves_the_base_serving_search_on_every_
     assert serving["encoder"] == "base" and serving["evidence"]["evidence"] == "none"
     assert serving["fusion"]["alpha"] == 0.5 and "the base model serves" in serving["reason"]
     assert serving["similar"]["encoder"] == "base"  # no listings: nothing to choose on, base
+
+
+def test_mine_pairs_then_train_give_the_same_bytes_again_whatever_the_embedding_cache_holds(
+        tmp_path, monkeypatch, tracking, stage_argv, tiny_model_dir):
+    # `dvc repro` must reproduce dvc.lock: the second round reads vectors that a later stage cached with other
+    # texts batched together, as a working copy's cache holds them, where the first started empty as a clone.
+    from papersim.encoders.cache import cached_embedder
+    from stages.mine_pairs import main as mine
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/pairs").mkdir(parents=True)
+    write_corpus(tmp_path, 60, real=True)
+    papers = pd.read_parquet(tmp_path / "data/processed/papers.parquet")
+    papers.assign(groups=[[f"page{i % 6}"] for i in range(len(papers))]).to_parquet(
+        tmp_path / "data/processed/papers.parquet", index=False)  # listings: co-listed pairs, same-group filter
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "mine_pairs": {"val_fraction": 0.2, "test_fraction": 0.2, "group_test_fraction": 0.0,
+                       "group_val_fraction": 0.2, "num_negatives": 2, "range_max": 20, "model": str(tiny_model_dir),
+                       "max_seq_length": 32},
+        "train": {"base_model": str(tiny_model_dir), **TINY, "num_negatives": 1, "selection_queries": 8}}))
+    cache = tmp_path / "later-stage-cache"
+    texts = [*papers["abstract"], *papers["title"]]
+    cached_embedder(str(tiny_model_dir), "auto", 32, 5, cache)([texts[i] for i in np.random.default_rng(1).permutation(
+        len(texts))])
+    outputs = []
+    for run, embedding_cache in (("first", "clone-cache"), ("second", str(cache))):
+        pairs, out = f"{run}/pairs", f"{run}/out"
+        assert mine(stage_argv("mine_pairs", out=pairs, report=f"{out}/mine_pairs.json",
+                               embedding_cache=embedding_cache)) == 0
+        assert main(stage_argv("train", pairs=pairs, model=f"{out}/encoder", serving=f"{out}/serving.json",
+                               embedding_cache=embedding_cache, checkpoints=f"{run}/checkpoints",
+                               report=f"{run}/train.json", loss_csv=f"{out}/loss.csv", plot=f"{out}/loss.png")) == 0
+        outputs.append({str(p.relative_to(tmp_path / run)): p.read_bytes()
+                        for folder in (pairs, out) for p in sorted((tmp_path / folder).rglob("*")) if p.is_file()})
+    assert "out/encoder/model.safetensors" in outputs[0] and "pairs/train.parquet" in outputs[0]
+    assert [name for name in outputs[0] if outputs[0][name] != outputs[1].get(name)] == []

@@ -60,12 +60,16 @@ def summary(root: Path) -> str:
     index = root / STAGE_REPORTS["build_index"]
     if index.is_file():
         r = json.loads(index.read_text(encoding="utf-8"))
+        from papersim.stage import timings_path
+
+        timings = timings_path(index)
+        speed = json.loads(timings.read_text(encoding="utf-8")) if timings.is_file() else {}
+        qps = f"{speed['queries_per_second']:.0f} queries/s, " if "queries_per_second" in speed else ""
         lines += [
             "build_index",
             f"  papers indexed     {r['papers']} ({r['factory']}, {r['mode']}: {r['mode_reason']}; "
             f"encoded {r['papers_encoded']}) -> artifacts/index",
-            f"  recall@10 {r.get('recall@10', 1.0):.3f} vs exact, {r['queries_per_second']:.0f} queries/s, "
-            f"{r['memory_bytes'] / 2**20:.1f} MiB",
+            f"  recall@10 {r.get('recall@10', 1.0):.3f} vs exact, {qps}{r['memory_bytes'] / 2**20:.1f} MiB",
         ]
     if not lines:
         raise PapersimError(f"no reports under {root / 'reports'}: run the pipeline first (`dvc repro`)")

@@ -65,6 +65,17 @@ def run_stage(name: str, config: type, doc: str, paths: Mapping[str, str], execu
     return 0
 
 
+def split_timings(report: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Take the wall-clock measurements out of a report: they differ run to run, so they go to the stage's
+    MLflow run and a sibling file (timings_path), never into what DVC records (dvc.lock stays reproducible)."""
+    return {k: report.pop(k) for k in keys if k in report}
+
+
+def timings_path(report: Path) -> Path:
+    """`reports/train.json` -> `reports/train.timings.json` (gitignored, not a DVC output)."""
+    return Path(report).with_name(f"{Path(report).stem}.timings.json")
+
+
 def require(present: bool, path: Path, what: str, stage: str) -> None:
     """Fail before any work when the output of an earlier stage is missing, naming that stage."""
     if not present:

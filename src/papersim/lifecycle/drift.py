@@ -175,9 +175,9 @@ def history_frame(history: list[dict]) -> pd.DataFrame:
                           "p_value": h["drift.p_value"]} for h in history], columns=DRIFT_HISTORY_COLUMNS)
 
 
-def save_drift_plot(history: pd.DataFrame, path: Path, p_value: float) -> None:
-    """Share of changed papers and MMD^2 per run (time order), drifts (p below `p_value`, the decision's
-    threshold) in red, as a PNG."""
+def save_drift_plot(history: pd.DataFrame, path: Path, p_value: float, trigger_share: float | None = None) -> None:
+    """Share of papers changed since the model was trained and MMD^2 per run (time order), drifts (p below
+    `p_value`, the decision's threshold) in red, the share that retrains (`trigger_share`) as a line, as a PNG."""
     _require(history, DRIFT_HISTORY_COLUMNS, "drift history")
     from papersim.plots import pyplot
 
@@ -192,7 +192,10 @@ def save_drift_plot(history: pd.DataFrame, path: Path, p_value: float) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.5 * len(history) + 2), 6), sharex=True)
     top.bar(x, share, color="tab:blue")
     top.yaxis.set_major_formatter(PercentFormatter(1.0))
-    top.set(ylabel="new/changed/removed", title="corpus change since the champion's corpus")
+    if trigger_share is not None:
+        top.axhline(trigger_share, color="tab:red", linestyle="--", linewidth=1, label="retrain above")
+        top.legend()
+    top.set(ylabel="new/changed/removed", title="corpus change since the model was trained")
     bottom.plot(x, mmd2, color="tab:gray", linewidth=1)  # NaN runs leave a gap
     bottom.scatter(x[~significant], mmd2[~significant], color="tab:gray", label=f"p >= {p_value:g}", zorder=3)
     bottom.scatter(x[significant], mmd2[significant], color="tab:red", label=f"p < {p_value:g}", zorder=3)

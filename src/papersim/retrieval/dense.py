@@ -29,10 +29,23 @@ def dense_search(doc_vectors: np.ndarray, query_vectors: np.ndarray, k: int,
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(
             np.arange(sims.shape[1]), (len(sims), 1))
         top_scores = np.take_along_axis(sims, top, axis=1)
+        if k < sims.shape[1]:
+            _lowest_rows_at_the_cut(sims, top, top_scores)
         order = np.lexsort((top, -top_scores), axis=1)  # score descending, ties by row ascending
         rows[start:start + len(sims)] = np.take_along_axis(top, order, axis=1)
         scores[start:start + len(sims)] = np.take_along_axis(top_scores, order, axis=1)
     return rows, scores
+
+
+def _lowest_rows_at_the_cut(sims: np.ndarray, top: np.ndarray, top_scores: np.ndarray) -> None:
+    """Where more rows than fit tie with the k-th best score, keep the lowest of them (in place): which
+    equal-scoring rows argpartition keeps is its own choice. Exact ties are identical vectors (duplicate
+    texts); the check is one comparison pass over the chunk's scores."""
+    kth = top_scores.min(axis=1, keepdims=True)  # (chunk, 1)
+    for q in np.flatnonzero((sims >= kth).sum(axis=1) > top.shape[1]).tolist():
+        rows = np.flatnonzero(sims[q] >= kth[q])
+        rows = rows[np.lexsort((rows, -sims[q, rows]))[:top.shape[1]]]  # score descending, ties by row
+        top[q], top_scores[q] = rows, sims[q, rows]
 
 
 def dense_rankings(doc_ids: Sequence[str], doc_vectors: np.ndarray, query_ids: Sequence[str],

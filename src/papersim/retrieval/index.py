@@ -32,6 +32,8 @@ RECORD_HASH = "record_hash"  # ids.parquet too when papers.parquet has it (inges
 DETAIL_COLUMNS = ["paper_id", "abstract", "source", "groups"]  # papers.parquet: what a page shows of row i
 FAISS_FILE, IDS_FILE, INFO_FILE, BM25_FOLDER = "index.faiss", "ids.parquet", "index.json", "bm25"
 DETAILS_FILE = "papers.parquet"
+# Wall-clock facts of a build: in the stage's MLflow run, never in index.json or the report (stage.split_timings)
+TIMINGS = ("build_seconds", "encode_seconds", "index_seconds", "queries_per_second")
 SIMILAR_FILE = "similar.faiss"  # the similar task's vectors, when its encoder is not the query encoder
 
 

@@ -84,7 +84,9 @@ def dense_candidates(anchor_emb: np.ndarray, corpus_emb: np.ndarray, positives: 
     probe = anchor_emb[:200]
     _, recall = ann.tune_search_effort(index, probe, ann.exact_neighbours(corpus_emb, probe, k),
                                        target_recall=0.95, k=k)
-    scores, indices = index.search(np.ascontiguousarray(anchor_emb, dtype=np.float32), k)
+    scores, indices = index.search(np.ascontiguousarray(anchor_emb, dtype=np.float32), k)  # (n, k) each
+    order = np.lexsort((indices, -scores), axis=1)  # equal scores by row, as exact search orders them
+    indices, scores = np.take_along_axis(indices, order, axis=1), np.take_along_axis(scores, order, axis=1)
     return Candidates(indices.astype(np.int64), scores, positive_scores), recall
 
 
