@@ -14,8 +14,9 @@
    build_index's incremental path); removed papers drop out; BM25 is rebuilt over the current corpus.
 4. The evaluate stage with the champion's served system on the current sets and the champion's own
    split (the test papers it was scored on, never papers it trained on), then the data checks
-   (papersim.lifecycle.refresh.check_refresh): the index's recall@10, served not below the baseline
-   floor. No significance test: the model did not change.
+   (papersim.lifecycle.refresh.check_refresh): the index's recall@10 (refused below its target); served
+   below the baseline floor is a warning tag the next retrain check retrains on. No significance test:
+   the model did not change.
 5. `register`: a version holding the new index and referring to the champion's model (no copy of it),
    described as a refresh, promoted to champion (a rollback returns to the version before it); refresh
    versions beyond retrain.keep_refreshes are archived.
@@ -163,12 +164,14 @@ def refresh_champion(work: Path, env: dict[str, str], params: dict, cfg: policy.
         report = score_refresh(work, env, version, scratch)
         check = check_refresh(report, built, cfg, target)
         decision = refresh_decision(champion, change, check, cfg.primary_metric)
+        if check.warnings:
+            logger.warning("refresh of v%s: %s", champion["version"], "; ".join(check.warnings))
         if not check.passed:
             logger.warning("refresh of v%s %s; the champion is unchanged", champion["version"], check.reason)
             return {"status": "refused", "version": champion["version"], "reason": decision["reason"]}
         number = register_refresh(work, cfg, champion, version, scratch, decision,
                                   refresh_description(champion, change, check), run,
-                                  {**tags, **refresh_tags(champion, change)})
+                                  {**tags, **refresh_tags(champion, change, check)})
     archived = prune_registry(work, cfg)
     return {"status": "refreshed", "version": number, "refresh_of": champion["version"],
             "model_version": model_version(champion), "reason": decision["reason"], "added": change.new,

@@ -44,6 +44,7 @@ from papersim.lifecycle import registry, tracking, versions
 from papersim.lifecycle import retrain as policy
 from papersim.lifecycle.drift import history_frame, save_drift_plot
 from papersim.lifecycle.processes import StageFailed, run_process, watchdog
+from papersim.lifecycle.refresh import WARNING_TAG
 from papersim.lifecycle.workspace import remove_leftovers, retrain_lock, scratch_workspace
 from papersim.provenance import git_commit
 from papersim.stage import stage_command
@@ -106,8 +107,9 @@ def check_drift(root: Path, params: dict, cfg: policy.RetrainConfig, champion: d
         drift = version.drift_against(pd.read_parquet(root / "data/processed/papers.parquet"), cfg)
         params_changed = champion["tags"].get("papersim.params_fingerprint") != policy.params_fingerprint(params)
         metrics = versions.drift_metrics(drift, cfg)
+    warning = champion["tags"].get(WARNING_TAG, "") if champion is not None else ""
     decision = policy.retrain_needed(champion is not None, params_changed, drift and drift.since_training,
-                                     drift and drift.embedding, cfg, force, drift and drift.since_refresh)
+                                     drift and drift.embedding, cfg, force, drift and drift.since_refresh, warning)
     run.log_metrics(metrics)
     action = "retrain" if decision.retrain else "refresh" if decision.refresh else "skip"
     run.set_tags({"papersim.drift_decision": action,

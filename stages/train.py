@@ -75,7 +75,8 @@ def execute(stage: Stage) -> str:
         run.set_tags(serving.tags())
         for path in (args.report, args.loss_csv, args.plot):
             run.log_artifact(path, "reports")
-        run.log_sentence_transformer(model)
+        # No copy of the model in the tracking store: the registry holds the served encoder, DVC's cache the
+        # trained one (models/encoder); a logged copy per retrain was ~90 MB a week that nothing read.
     shutil.rmtree(args.checkpoints, ignore_errors=True)  # finished: nothing left to resume
     return (f"train: {report['steps']} steps (resumed from {report['resumed_from_step']}) on {report['device']}, "
             f"best {report['best_metric']} {report['best_metric_value'] or float('nan'):.4f} at step "

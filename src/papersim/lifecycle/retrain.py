@@ -112,11 +112,12 @@ class RetrainDecision:
 
 def retrain_needed(champion_exists: bool, params_changed: bool, change: CorpusChange | None,
                    drift: EmbeddingDrift | None, cfg: RetrainConfig, force: bool = False,
-                   since_refresh: CorpusChange | None = None) -> RetrainDecision:
+                   since_refresh: CorpusChange | None = None, floor_warning: str = "") -> RetrainDecision:
     """Retrain unless the champion's model was built from these params and the corpus has not moved beyond
     the thresholds since that model was trained (`change`: cumulative, whatever refreshes served since);
     papers the champion's index does not serve yet (`since_refresh`; None: as `change`) within them are a
-    refresh, not a retrain."""
+    refresh, not a retrain. `floor_warning`: the champion's latest refresh served below the baseline floor on
+    the current corpus (its tag): a retrain is due."""
     if force:
         return RetrainDecision(True, "forced by the caller")
     if not champion_exists:
@@ -130,6 +131,8 @@ def retrain_needed(champion_exists: bool, params_changed: bool, change: CorpusCh
     if drift is not None and drift.p_value < cfg.drift_p_value:
         reasons.append(f"embedding drift since the model was trained: MMD^2 {drift.mmd2:.4g}, p {drift.p_value:.3g} "
                        f"< {cfg.drift_p_value}")
+    if floor_warning:
+        reasons.append(f"the champion's latest refresh trails a baseline on the current corpus: {floor_warning}")
     if reasons:
         return RetrainDecision(True, "; ".join(reasons))
     drifted = f", MMD^2 p {drift.p_value:.3g}" if drift is not None else ""

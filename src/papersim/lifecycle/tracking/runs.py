@@ -104,16 +104,6 @@ class StageRun:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
-    def log_sentence_transformer(self, model, name: str = "model") -> None:
-        """The encoder as an MLflow sentence-transformers model (explicit requirements: no slow inference)."""
-        from importlib.metadata import version
-
-        self._mlflow.sentence_transformers.log_model(
-            model, name=name,
-            pip_requirements=[f"sentence-transformers=={version('sentence-transformers')}",
-                              f"torch=={version('torch').split('+')[0]}"],
-        )
-
     def trainer_callback(self):
         """A transformers TrainerCallback that sends the trainer's logs (loss, lr, val metrics) to this run."""
         from transformers import TrainerCallback
