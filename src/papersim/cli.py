@@ -68,7 +68,7 @@ def summary(root: Path) -> str:
         lines += [
             "build_index",
             f"  papers indexed     {r['papers']} ({r['factory']}, {r['mode']}: {r['mode_reason']}; "
-            f"encoded {r['papers_encoded']}) -> artifacts/index",
+            f"encoded {speed.get('papers_encoded', '?')}) -> artifacts/index",
             f"  recall@10 {r.get('recall@10', 1.0):.3f} vs exact, {qps}{r['memory_bytes'] / 2**20:.1f} MiB",
         ]
     if not lines:
