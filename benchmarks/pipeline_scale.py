@@ -59,15 +59,20 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> None:
             out.write(json.dumps(row) + "\n")
 
 
-def make_repo(root: Path, n: int, model: Path) -> None:
-    """The project's pipeline in a fresh git + DVC repository over an n-paper synthetic corpus."""
-    for item in ("dvc.yaml", "params.yaml", "stages", "src/papersim", "data/raw/beir/cranfield"):
+def copy_project(root: Path, items: tuple[str, ...]) -> None:
+    """The repository's files and folders `items` under `root` (without bytecode caches)."""
+    for item in items:
         src, dst = REPO / item, root / item
         if src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dst)
+
+
+def make_repo(root: Path, n: int, model: Path) -> None:
+    """The project's pipeline in a fresh git + DVC repository over an n-paper synthetic corpus."""
+    copy_project(root, ("dvc.yaml", "params.yaml", "stages", "src/papersim", "data/raw/beir/cranfield"))
     write_corpus(root / "data/raw/arxiv/ml_kaggle_abstracts_sample.jsonl", n)
     (root / "data/raw/hf_pages").mkdir(parents=True)
     (root / "data/raw/hf_pages/README").write_text("no listing pages in this benchmark\n")

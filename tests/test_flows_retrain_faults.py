@@ -199,9 +199,10 @@ def test_sigkill_in_every_phase_loses_nothing_and_the_next_run_recovers(repo, st
     assert [p for folder in ("data", "models", "artifacts", "reports", "cache") for p in (repo / folder).rglob("*")
             if LEFTOVERS.search(p.relative_to(repo).as_posix())] == []
     assert subprocess.run(["git", "worktree", "list"], cwd=repo, capture_output=True, text=True).stdout.count("\n") == 1
-    status = subprocess.run([str(Path(sys.executable).with_name("dvc")), "status"], cwd=repo, capture_output=True,
-                            text=True, env=flow_env(store, None, tmp_path / "prefect"))
-    assert "up to date" in status.stdout, status.stdout
+    status = subprocess.run([str(Path(sys.executable).with_name("dvc")), "status", "--json"], cwd=repo,
+                            capture_output=True, text=True, env=flow_env(store, None, tmp_path / "prefect"))
+    # every stage up to date; the sources stage re-reads its sources on every repro (always_changed)
+    assert json.loads(status.stdout) in ({}, {"sources": ["always changed"]}), status.stdout
     experiment = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
     runs = MlflowClient().search_runs([experiment], max_results=1000)
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
