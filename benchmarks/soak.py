@@ -180,7 +180,7 @@ def checks(rows: list[Day], min_changed_share: float, sizes: dict[str, list[floa
          f"check(s) of day(s) {', '.join(str(r.day) for r in due if r.fired) or 'none'}"
          + (f"; missed at day(s) {missed}" if missed else "") + ("; no check after a crossing" if not due else "")
          + (f"; the flow's drift.changed_share differs from the table on day(s) {mismatch}" if mismatch else "")
-         + (f"; retrained below the share (embedding drift): {', '.join(early)}" if early else ""))
+         + (f"; retrained below the share (embedding drift or a refresh's floor warning): {', '.join(early)}" if early else ""))
     unserved = [f"day {r.day} ({r.served} served / {r.corpus})" for r in rows if not r.all_served]
     b = "every day" if not unserved else "not on " + ", ".join(unserved)
     # each trained version at its own size: one holding a second encoder (the similar task's) is ~2x another
