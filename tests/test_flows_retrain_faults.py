@@ -241,7 +241,7 @@ REFRESH_FAULTS = [
     ("ingest", after_line("Running stage 'ingest'", 1.0), "stages.ingest"),
     ("building the index", after_line("refresh_index: ", 2.0), "stages.build_index"),
     ("scoring", after_line("score_refresh: ", 2.0), "stages.evaluate"),
-    ("registering, before the version exists", after_line("register_refresh: ", 0.3), ""),
+    ("registering, before the version exists", after_line("register_refresh: ", 0.0), ""),
     ("registering, the version made but no alias yet", new_version, ""),
 ]
 
@@ -263,7 +263,9 @@ def test_sigkill_in_every_phase_of_a_refresh_leaves_the_previous_champion_servin
         assert any(started in name for name in killed["started"]), f"{phase}: not killed there: {killed['started']}"
         assert (repo / "params.yaml").read_bytes() == params, f"{phase}: params.yaml changed"
         after = registry_state()
-        if when is new_version:  # a version without its alias (the next run promotes it), or promoted already
+        if when is new_version or (phase.startswith("registering") and after != before):
+            # a version without its alias (the next run promotes it), or promoted already: a refresh version
+            # is small, so its registration may finish between the log line and the kill landing
             assert after["versions"][1:] == before["versions"], (phase, after)
             assert after["aliases"] in (before["aliases"], {**before["aliases"], "champion": after["versions"][0]})
         else:  # the previous champion serves, and nothing was registered
