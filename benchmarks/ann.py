@@ -32,6 +32,7 @@ from papersim.retrieval.ann import (
     tune_search_effort,
 )
 from papersim.retrieval.index import BuildIndexConfig
+from record import record
 
 # The build_index defaults (one source of truth), so that the benchmark measures the index the pipeline builds.
 DEFAULTS = BuildIndexConfig()
@@ -113,14 +114,15 @@ def main() -> None:
             rows.append((n, name, seconds, size, effort, recall, qps[name], qps[name] / qps["Flat"]))
         del built
 
-    print(f"\n| size | index | build s | memory MiB | bytes/vector | effort | recall@{K} | QPS | QPS vs Flat |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    for n, name, seconds, size, effort, recall, qps, ratio in rows:
-        print(f"| {n:,} | {name} | {seconds:,.1f} | {size / 2**20:,.0f} | {size / n:,.0f} | {effort or '-'} "
-              f"| {recall:.3f} | {qps:,.0f} | {ratio:.1f}x |")
-    n, name, *_, recall, _, ratio = rows[-1]
-    print(f"\n{name} at {n:,}: {ratio:.1f}x Flat's queries/s at recall@{K} {recall:.3f} "
-          f"(goal: >= 20x at 1,000,000 with recall@{K} >= {TARGET_RECALL})")
+    with record("ann"):
+        print(f"\n| size | index | build s | memory MiB | bytes/vector | effort | recall@{K} | QPS | QPS vs Flat |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for n, name, seconds, size, effort, recall, qps, ratio in rows:
+            print(f"| {n:,} | {name} | {seconds:,.1f} | {size / 2**20:,.0f} | {size / n:,.0f} | {effort or '-'} "
+                  f"| {recall:.3f} | {qps:,.0f} | {ratio:.1f}x |")
+        n, name, *_, recall, _, ratio = rows[-1]
+        print(f"\n{name} at {n:,}: {ratio:.1f}x Flat's queries/s at recall@{K} {recall:.3f} "
+              f"(goal: >= 20x at 1,000,000 with recall@{K} >= {TARGET_RECALL})")
 
 
 if __name__ == "__main__":

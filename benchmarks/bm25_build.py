@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from pipeline_scale import write_corpus  # the same synthetic corpus (benchmarks/ is this script's path)
+from record import record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,18 +62,19 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     print("command: .venv/bin/python benchmarks/bm25_build.py --papers " + " ".join(map(str, args.papers)))
-    print("\n| papers | build | seconds | peak RSS added by the build | vs bm25s: time | vs bm25s: memory "
-          "| max score difference |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
-    for n in args.papers:
-        corpus = args.workdir / f"corpus{n}.jsonl"
-        write_corpus(corpus, n)
-        base_s, base_rss = build("bm25s", corpus, args.workdir / "bm25s.npy")
-        ours_s, ours_rss = build("papersim", corpus, args.workdir / "papersim.npy")
-        diff = float(np.abs(np.load(args.workdir / "bm25s.npy") - np.load(args.workdir / "papersim.npy")).max())
-        print(f"| {n:,} | bm25s (baseline) | {base_s:.1f} | {base_rss / 2**30:.2f} GiB | 1.00x | 1.00x | - |")
-        print(f"| {n:,} | papersim | {ours_s:.1f} | {ours_rss / 2**30:.2f} GiB | {base_s / ours_s:.2f}x faster | "
-              f"{ours_rss / base_rss:.2f}x | {diff:.1e} |", flush=True)
+    with record("bm25_build"):
+        print("\n| papers | build | seconds | peak RSS added by the build | vs bm25s: time | vs bm25s: memory "
+              "| max score difference |")
+        print("|---:|---|---:|---:|---:|---:|---:|")
+        for n in args.papers:
+            corpus = args.workdir / f"corpus{n}.jsonl"
+            write_corpus(corpus, n)
+            base_s, base_rss = build("bm25s", corpus, args.workdir / "bm25s.npy")
+            ours_s, ours_rss = build("papersim", corpus, args.workdir / "papersim.npy")
+            diff = float(np.abs(np.load(args.workdir / "bm25s.npy") - np.load(args.workdir / "papersim.npy")).max())
+            print(f"| {n:,} | bm25s (baseline) | {base_s:.1f} | {base_rss / 2**30:.2f} GiB | 1.00x | 1.00x | - |")
+            print(f"| {n:,} | papersim | {ours_s:.1f} | {ours_rss / 2**30:.2f} GiB | {base_s / ours_s:.2f}x faster | "
+                  f"{ours_rss / base_rss:.2f}x | {diff:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from papersim.env import apply_offline_defaults  # noqa: E402
 from papersim.evaluation.metrics import score_rankings  # noqa: E402
 from papersim.evaluation.sets import load_beir_set  # noqa: E402
 from papersim.retrieval.dense import dense_rankings  # noqa: E402
+from record import record  # noqa: E402
 
 
 def timed(encode, texts: list[str]) -> tuple[np.ndarray, float]:
@@ -61,15 +62,16 @@ def main() -> None:
     cosine = (base_vectors * ours_vectors).sum(axis=1)
     base_ndcg, ours_ndcg = cranfield_ndcg(plain), cranfield_ndcg(encoder.encode)
 
-    print(f"\n{len(texts)} abstracts, 128 tokens, batch 32\n")
-    print("| encoder | seconds | docs/s | speed-up | Cranfield nDCG@10 (dense) |")
-    print("|---|---:|---:|---:|---:|")
-    print(f"| SentenceTransformer.encode (torch fp32) | {base_s:.1f} | {len(texts) / base_s:.1f} | 1.00x "
-          f"| {base_ndcg:.4f} |")
-    print(f"| papersim encoder ({encoder.backend}) | {ours_s:.1f} | {len(texts) / ours_s:.1f} "
-          f"| {base_s / ours_s:.2f}x | {ours_ndcg:.4f} |")
-    print(f"\ncosine(plain, papersim) per abstract: min {cosine.min():.5f}, mean {cosine.mean():.5f}; "
-          f"nDCG@10 difference {ours_ndcg - base_ndcg:+.4f}")
+    with record("encode"):
+        print(f"\n{len(texts)} abstracts, 128 tokens, batch 32\n")
+        print("| encoder | seconds | docs/s | speed-up | Cranfield nDCG@10 (dense) |")
+        print("|---|---:|---:|---:|---:|")
+        print(f"| SentenceTransformer.encode (torch fp32) | {base_s:.1f} | {len(texts) / base_s:.1f} | 1.00x "
+              f"| {base_ndcg:.4f} |")
+        print(f"| papersim encoder ({encoder.backend}) | {ours_s:.1f} | {len(texts) / ours_s:.1f} "
+              f"| {base_s / ours_s:.2f}x | {ours_ndcg:.4f} |")
+        print(f"\ncosine(plain, papersim) per abstract: min {cosine.min():.5f}, mean {cosine.mean():.5f}; "
+              f"nDCG@10 difference {ours_ndcg - base_ndcg:+.4f}")
     print(json.dumps({"speedup": base_s / ours_s, "ndcg_delta": ours_ndcg - base_ndcg}))
 
 

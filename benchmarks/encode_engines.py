@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "src"))
 from papersim.encoders.encode import load_text_encoder  # noqa: E402
 from papersim.encoders.engine import EncodingEngine, with_engine  # noqa: E402
 from papersim.env import apply_offline_defaults  # noqa: E402
+from record import record  # noqa: E402
 
 
 def timed(encode, texts: list[str]) -> tuple[np.ndarray, float]:
@@ -71,21 +72,22 @@ def main() -> None:
             ("local, torch", small, torch_vectors, torch_s),
             (f"ray, {args.actors} actors", small, first, first_s),
             (f"ray, {args.actors} actors", texts, large, large_s)]
-    print(f"\nabstracts, all-MiniLM-L6-v2, 128 tokens, batch 32, {os.cpu_count()} CPU cores\n")
-    print("| engine | docs | seconds | docs/s | vs baseline | min cosine to local OpenVINO |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, docs, vectors, seconds in rows:
-        reference = base if len(docs) == len(small) else local_large
-        cosine = float((vectors * reference).sum(axis=1).min())
-        print(f"| {name} | {len(docs):,} | {seconds:.1f} | {len(docs) / seconds:.1f} | "
-              f"{(len(docs) / seconds) / (len(small) / base_s):.2f}x | {cosine:.5f} |")
-    # Each call starts its actor pool (a model load and OpenVINO conversion per actor): a fixed cost per
-    # call. The docs/s past it (the larger call minus the smaller) is what a long encode runs at.
-    extra = len(texts) - len(small)
-    local_rate, ray_rate = extra / (local_large_s - base_s), extra / (large_s - first_s)
-    fixed = first_s - len(small) / ray_rate
-    print(f"\nPast the start: local {local_rate:.1f} docs/s, ray {ray_rate:.1f} docs/s "
-          f"({ray_rate / local_rate:.2f}x local); ray's fixed cost per call ~{fixed:.1f} s.")
+    with record("encode_engines"):
+        print(f"\nabstracts, all-MiniLM-L6-v2, 128 tokens, batch 32, {os.cpu_count()} CPU cores\n")
+        print("| engine | docs | seconds | docs/s | vs baseline | min cosine to local OpenVINO |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, docs, vectors, seconds in rows:
+            reference = base if len(docs) == len(small) else local_large
+            cosine = float((vectors * reference).sum(axis=1).min())
+            print(f"| {name} | {len(docs):,} | {seconds:.1f} | {len(docs) / seconds:.1f} | "
+                  f"{(len(docs) / seconds) / (len(small) / base_s):.2f}x | {cosine:.5f} |")
+        # Each call starts its actor pool (a model load and OpenVINO conversion per actor): a fixed cost per
+        # call. The docs/s past it (the larger call minus the smaller) is what a long encode runs at.
+        extra = len(texts) - len(small)
+        local_rate, ray_rate = extra / (local_large_s - base_s), extra / (large_s - first_s)
+        fixed = first_s - len(small) / ray_rate
+        print(f"\nPast the start: local {local_rate:.1f} docs/s, ray {ray_rate:.1f} docs/s "
+              f"({ray_rate / local_rate:.2f}x local); ray's fixed cost per call ~{fixed:.1f} s.")
 
 
 if __name__ == "__main__":

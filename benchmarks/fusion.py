@@ -39,6 +39,7 @@ from papersim.retrieval.lexical import BM25, lexical_hits  # noqa: E402
 from papersim.retrieval.passage import passage_text  # noqa: E402
 from papersim.training.pairs import MinePairsConfig, assign_splits  # noqa: E402
 from papersim.training.selection import pseudo_queries, select_serving  # noqa: E402
+from record import record  # noqa: E402
 
 CRANFIELD = REPO / "data/raw/beir/cranfield"
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -110,23 +111,24 @@ def main() -> None:
         rows.append({"shape": shape, "docs": len(ids), "pseudo_queries": len(pq.query_ids), **scores,
                      "alpha zscore": alphas["zscore"], "alpha minmax": alphas["minmax"]})
     table = pd.DataFrame(rows)
-    print(f"\nCranfield's {len(qids)} judged queries, nDCG@10 (base = packaged all-MiniLM-L6-v2, {encoder.backend}, "
-          f"{args.max_seq_length} tokens)\n")
-    print("| shape | docs | " + " | ".join(rules) + " | auto alpha (zscore / minmax) |")
-    print("|---|---:|" + "---:|" * len(rules) + "---|")
-    for r in rows:
-        best = max(r[rule] for rule in ("bm25", "base", "rrf"))
-        cells = [f"**{r[rule]:.4f}**" if r[rule] >= best and rule not in ("bm25", "base", "rrf")
-                 else f"{r[rule]:.4f}" for rule in rules]
-        print(f"| {r['shape']} | {r['docs']} | " + " | ".join(cells)
-              + f" | {r['alpha zscore']:g} / {r['alpha minmax']:g} |")
-    means = table[rules].mean()
-    print("| **mean** | | " + " | ".join(f"{means[rule]:.4f}" for rule in rules) + " | |")
-    print("\nbold: at least the best baseline (bm25, base, rrf) of that shape")
-    for rule in rules[3:]:
-        floor = int(sum(r[rule] >= max(r["bm25"], r["base"], r["rrf"]) for r in rows))
-        print(f"{rule}: mean - rrf mean = {means[rule] - means['rrf']:+.4f}; "
-              f">= best baseline on {floor}/{len(rows)} shapes")
+    with record("fusion"):
+        print(f"\nCranfield's {len(qids)} judged queries, nDCG@10 (base = packaged all-MiniLM-L6-v2, "
+              f"{encoder.backend}, {args.max_seq_length} tokens)\n")
+        print("| shape | docs | " + " | ".join(rules) + " | auto alpha (zscore / minmax) |")
+        print("|---|---:|" + "---:|" * len(rules) + "---|")
+        for r in rows:
+            best = max(r[rule] for rule in ("bm25", "base", "rrf"))
+            cells = [f"**{r[rule]:.4f}**" if r[rule] >= best and rule not in ("bm25", "base", "rrf")
+                     else f"{r[rule]:.4f}" for rule in rules]
+            print(f"| {r['shape']} | {r['docs']} | " + " | ".join(cells)
+                  + f" | {r['alpha zscore']:g} / {r['alpha minmax']:g} |")
+        means = table[rules].mean()
+        print("| **mean** | | " + " | ".join(f"{means[rule]:.4f}" for rule in rules) + " | |")
+        print("\nbold: at least the best baseline (bm25, base, rrf) of that shape")
+        for rule in rules[3:]:
+            floor = int(sum(r[rule] >= max(r["bm25"], r["base"], r["rrf"]) for r in rows))
+            print(f"{rule}: mean - rrf mean = {means[rule] - means['rrf']:+.4f}; "
+                  f">= best baseline on {floor}/{len(rows)} shapes")
     print(json.dumps({rule: round(float(means[rule]), 4) for rule in rules}))
 
 

@@ -61,6 +61,7 @@ from papersim.evaluation.shapes import read_beir_papers, reshape  # noqa: E402
 from papersim.retrieval.passage import passage_text  # noqa: E402
 from papersim.training.pairs import MinePairsConfig, mine_pairs  # noqa: E402
 from papersim.training.train import TrainConfig, train_encoder  # noqa: E402
+from record import record  # noqa: E402
 
 CRANFIELD = REPO / "data/raw/beir/cranfield"
 WORK = REPO / "benchmarks/.work/gpu_profile"
@@ -268,27 +269,28 @@ def main() -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    print(f"\nCranfield ({len(papers)} papers, {len(qids)} judged queries), nDCG@10; pairs mined with "
-          f"{'+'.join(mine.miners)} negatives: {pairs.report['pairs']['train']['total']} train, "
-          f"{pairs.report['pairs']['val']['total']} val; served-style fusion = convex z-score alpha 0.5 of bm25 and "
-          f"the trained encoder\n")
-    print("| recipe | steps (epochs) | train pairs/s (trainer) | pairs/s (steps only) | s/step | train wall s "
-          "| device | peak GPU mem GiB | tokens eval | bm25 | base | trained | base_hybrid | hybrid | convex |")
-    print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        recipe = (f"{r['recipe']} ({r['loss']}, batch {r['batch_size']}, {r['max_seq_length']} tok, "
-                  f"{r['num_negatives']} neg)")
-        if not r.get("ndcg@10"):
-            steps = f"{r['steps']} ({r['epochs']})" if "steps" in r else "-"
-            print(f"| {recipe} | {steps} | - | - | - | - | - | - | - | {r['error']} |||||")
-            continue
-        for n, s in r["ndcg@10"].items():
-            mem = f"{r['peak_gpu_mem_gib']:.1f}" if r["peak_gpu_mem_gib"] is not None else "-"
-            step_pps = f"{r['step_pairs_per_s']:.1f}" if r["step_pairs_per_s"] else "-"
-            step_s = f"{r['step_s_median']:.3f}" if r["step_s_median"] else "-"
-            print(f"| {recipe} | {r['steps']} ({r['epochs']}) | {r['train_pairs_per_s']:.1f} | {step_pps} | "
-                  f"{step_s} | {r['wall_s']} | {r['device']} | {mem} | {n} | {s['bm25']:.4f} | {s['base']:.4f} | "
-                  f"{s['trained']:.4f} | {s['base_hybrid']:.4f} | {s['hybrid']:.4f} | {s['served']:.4f} |")
+    with record("gpu_profile"):
+        print(f"\nCranfield ({len(papers)} papers, {len(qids)} judged queries), nDCG@10; pairs mined with "
+              f"{'+'.join(mine.miners)} negatives: {pairs.report['pairs']['train']['total']} train, "
+              f"{pairs.report['pairs']['val']['total']} val; served-style fusion = convex z-score alpha 0.5 of "
+              f"bm25 and the trained encoder\n")
+        print("| recipe | steps (epochs) | train pairs/s (trainer) | pairs/s (steps only) | s/step | train wall s "
+              "| device | peak GPU mem GiB | tokens eval | bm25 | base | trained | base_hybrid | hybrid | convex |")
+        print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            recipe = (f"{r['recipe']} ({r['loss']}, batch {r['batch_size']}, {r['max_seq_length']} tok, "
+                      f"{r['num_negatives']} neg)")
+            if not r.get("ndcg@10"):
+                steps = f"{r['steps']} ({r['epochs']})" if "steps" in r else "-"
+                print(f"| {recipe} | {steps} | - | - | - | - | - | - | - | {r['error']} |||||")
+                continue
+            for n, s in r["ndcg@10"].items():
+                mem = f"{r['peak_gpu_mem_gib']:.1f}" if r["peak_gpu_mem_gib"] is not None else "-"
+                step_pps = f"{r['step_pairs_per_s']:.1f}" if r["step_pairs_per_s"] else "-"
+                step_s = f"{r['step_s_median']:.3f}" if r["step_s_median"] else "-"
+                print(f"| {recipe} | {r['steps']} ({r['epochs']}) | {r['train_pairs_per_s']:.1f} | {step_pps} | "
+                      f"{step_s} | {r['wall_s']} | {r['device']} | {mem} | {n} | {s['bm25']:.4f} | {s['base']:.4f} | "
+                      f"{s['trained']:.4f} | {s['base_hybrid']:.4f} | {s['hybrid']:.4f} | {s['served']:.4f} |")
     out = args.json
     if out:
         Path(out).write_text(json.dumps({"device": device_name(), "torch": torch.__version__,

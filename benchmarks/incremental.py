@@ -27,6 +27,7 @@ from papersim.encoders.cache import encode_cached  # noqa: E402
 from papersim.encoders.encode import load_text_encoder  # noqa: E402
 from papersim.env import apply_offline_defaults  # noqa: E402
 from papersim.retrieval.index import BuildIndexConfig, build_index  # noqa: E402
+from record import record  # noqa: E402
 
 
 def main() -> None:
@@ -54,13 +55,14 @@ def main() -> None:
         full = build_index(papers, lambda t: encode_cached(encoder, t, cold).vectors, queries, cfg, encoder.key)
         full_s = time.perf_counter() - start
     assert inc.info["mode"] == "incremental" and full.info["mode"] == "full"
-    print(f"\n{len(papers)} papers, {len(papers) - n_old} new ({args.new_fraction:.0%}), index {full.info['factory']}, "
-          f"encoder {encoder.backend}\n")
-    print("| build | seconds | papers encoded | ratio to full |")
-    print("|---|---:|---:|---:|")
-    print(f"| full rebuild (empty cache) | {full_s:.2f} | {len(papers)} | 100.0% |")
-    print(f"| incremental (previous index + cache) | {inc_s:.2f} | {inc.info['papers_added']} | "
-          f"{inc_s / full_s:.1%} |")
+    with record("incremental"):
+        print(f"\n{len(papers)} papers, {len(papers) - n_old} new ({args.new_fraction:.0%}), "
+              f"index {full.info['factory']}, encoder {encoder.backend}\n")
+        print("| build | seconds | papers encoded | ratio to full |")
+        print("|---|---:|---:|---:|")
+        print(f"| full rebuild (empty cache) | {full_s:.2f} | {len(papers)} | 100.0% |")
+        print(f"| incremental (previous index + cache) | {inc_s:.2f} | {inc.info['papers_added']} | "
+              f"{inc_s / full_s:.1%} |")
     print(json.dumps({"ratio": inc_s / full_s}))
 
 

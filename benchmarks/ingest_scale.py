@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import yaml
+from record import record
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ("neural network model learning training data graph attention representation embedding "
@@ -108,14 +109,15 @@ def main() -> None:
 
     rows = [("papersim ingest (validated)", *ours[:2]), ("pandas read_json + to_parquet", *base[:2])]
     size = corpus.stat().st_size / 2**20
-    print(f"\ningest of {args.papers:,} rows, {size:,.0f} MiB JSONL "
-          f"({report['duplicates_merged']:,} cross-listed repeats merged), {os.cpu_count()} cores\n")
-    print(f"| {'system':<30} | {'seconds':>8} | {'rows/s':>9} | {'peak RSS MiB':>12} |")
-    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 11}|{'-' * 14}|")
-    for name, seconds, rss in rows:
-        print(f"| {name:<30} | {seconds:>8.1f} | {args.papers / seconds:>9,.0f} | {rss / 2**20:>12,.0f} |")
-    print(f"\nthroughput ratio papersim/pandas: {base[0] / ours[0]:.2f}x (goal >= 1.0); "
-          f"papersim peak RSS {ours[1] / 2**30:.2f} GiB (goal <= 2 GiB)")
+    with record("ingest_scale"):
+        print(f"\ningest of {args.papers:,} rows, {size:,.0f} MiB JSONL "
+              f"({report['duplicates_merged']:,} cross-listed repeats merged), {os.cpu_count()} cores\n")
+        print(f"| {'system':<30} | {'seconds':>8} | {'rows/s':>9} | {'peak RSS MiB':>12} |")
+        print(f"|{'-' * 32}|{'-' * 10}|{'-' * 11}|{'-' * 14}|")
+        for name, seconds, rss in rows:
+            print(f"| {name:<30} | {seconds:>8.1f} | {args.papers / seconds:>9,.0f} | {rss / 2**20:>12,.0f} |")
+        print(f"\nthroughput ratio papersim/pandas: {base[0] / ours[0]:.2f}x (goal >= 1.0); "
+              f"papersim peak RSS {ours[1] / 2**30:.2f} GiB (goal <= 2 GiB)")
     if not args.keep:
         corpus.unlink()
 

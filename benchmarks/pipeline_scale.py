@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from papersim.encoders.load import save_tiny_encoder
+from record import record
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "mine_pairs", "train", "evaluate", "build_index")
@@ -129,15 +130,16 @@ def main() -> None:
         report = json.loads((root / "reports/ingest.json").read_text())
         print(f"  ({report['rows_written']:,} papers ingested)")
     sizes = sorted(results)
-    print("\n| stage | " + " | ".join(f"{n:,}: s | peak RSS" for n in sizes) + " | "
-          + " | ".join(f"growth {a:,}->{b:,}" for a, b in zip(sizes, sizes[1:])) + " |")
-    print("|---|" + "---:|---:|" * len(sizes) + "---:|" * (len(sizes) - 1))
-    for stage in (*STAGES, "total"):
-        t = {n: sum(s for s, _ in results[n].values()) if stage == "total" else results[n][stage][0] for n in sizes}
-        cells = [f"{t[n]:,.0f} | " + ("" if stage == "total" else f"{results[n][stage][1] / 2**30:.2f} GiB")
-                 for n in sizes]
-        growth = [f"{math.log(t[b] / t[a]) / math.log(b / a):.2f}" for a, b in zip(sizes, sizes[1:])]
-        print(f"| {stage} | " + " | ".join(cells) + " | " + " | ".join(growth) + " |")
+    with record("pipeline_scale"):
+        print("\n| stage | " + " | ".join(f"{n:,}: s | peak RSS" for n in sizes) + " | "
+              + " | ".join(f"growth {a:,}->{b:,}" for a, b in zip(sizes, sizes[1:])) + " |")
+        print("|---|" + "---:|---:|" * len(sizes) + "---:|" * (len(sizes) - 1))
+        for stage in (*STAGES, "total"):
+            t = {n: sum(s for s, _ in results[n].values()) if stage == "total" else results[n][stage][0] for n in sizes}
+            cells = [f"{t[n]:,.0f} | " + ("" if stage == "total" else f"{results[n][stage][1] / 2**30:.2f} GiB")
+                     for n in sizes]
+            growth = [f"{math.log(t[b] / t[a]) / math.log(b / a):.2f}" for a, b in zip(sizes, sizes[1:])]
+            print(f"| {stage} | " + " | ".join(cells) + " | " + " | ".join(growth) + " |")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from record import record
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -79,12 +80,14 @@ def main() -> None:
         refresh, said_refresh = timed(repo, env, "flows.refresh")
         append_papers(repo, args.new, args.new)
         retrain, said_retrain = timed(repo, env, "flows.retrain", "--force")
-    print(f"\n| {args.new} new papers reach the champion by | wall seconds (Prefect start-up included) | "
-          "ratio to the retrain | outcome |")
-    print("|---|---:|---:|---|")
-    print(f"| **refresh** (`python -m flows.refresh`) | **{refresh:.0f}** | **{refresh / retrain:.2f}** | "
-          f"{said_refresh[:120]} |")
-    print(f"| retrain (`python -m flows.retrain --force`, the baseline) | {retrain:.0f} | 1.00 | {said_retrain[:120]} |")
+    with record("refresh_sample"):
+        print(f"\n| {args.new} new papers reach the champion by | wall seconds (Prefect start-up included) | "
+              "ratio to the retrain | outcome |")
+        print("|---|---:|---:|---|")
+        print(f"| **refresh** (`python -m flows.refresh`) | **{refresh:.0f}** | **{refresh / retrain:.2f}** | "
+              f"{said_refresh[:120]} |")
+        print(f"| retrain (`python -m flows.retrain --force`, the baseline) | {retrain:.0f} | 1.00 | "
+              f"{said_retrain[:120]} |")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from papersim.env import apply_offline_defaults  # noqa: E402
+from record import record  # noqa: E402
 
 FUSION = {"method": "convex", "alpha": 0.5, "normalisation": "zscore", "rrf_k": 60, "depth": 100}
 
@@ -89,14 +90,16 @@ def main() -> None:
             wall, info = build(work, work / f"papers_{new}.parquet", out, env)
             rows.append((new, wall, info))
             print(f"refresh +{new}: {wall:.0f} s ({info['mode']}, encoded {info['papers_encoded']})", flush=True)
-    print(f"\n| build_index over {args.papers:,} papers | wall s | papers encoded (both indexes) | search index: "
-          "encode s | search index: build s | ratio to the full build |")
-    print("|---|---:|---:|---:|---:|---:|")
-    print(f"| full build (empty cache, no previous index: the baseline) | {full_s:.0f} | {full['papers_encoded']:,} | "
-          f"{full['encode_seconds']:.0f} | {full['index_seconds']:.0f} | 1.000 |")
-    for new, wall, info in rows:
-        print(f"| **refresh: +{new:,} new papers** ({info['mode']}) | **{wall:.0f}** | {info['papers_encoded']:,} | "
-              f"{info['encode_seconds']:.0f} | {info['index_seconds']:.0f} | **{wall / full_s:.3f}** |")
+    with record("refresh_scale"):
+        print(f"\n| build_index over {args.papers:,} papers | wall s | papers encoded (both indexes) | search index: "
+              "encode s | search index: build s | ratio to the full build |")
+        print("|---|---:|---:|---:|---:|---:|")
+        print(f"| full build (empty cache, no previous index: the baseline) | {full_s:.0f} | "
+              f"{full['papers_encoded']:,} | {full['encode_seconds']:.0f} | {full['index_seconds']:.0f} | 1.000 |")
+        for new, wall, info in rows:
+            print(f"| **refresh: +{new:,} new papers** ({info['mode']}) | **{wall:.0f}** | "
+                  f"{info['papers_encoded']:,} | {info['encode_seconds']:.0f} | {info['index_seconds']:.0f} | "
+                  f"**{wall / full_s:.3f}** |")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from papersim.retrieval.passage import passage_text  # noqa: E402
 from papersim.training.pairs import MinePairsConfig, mine_pairs  # noqa: E402
 from papersim.training.selection import FAMILIES, choose_serving, pseudo_queries, select_serving  # noqa: E402
 from papersim.training.train import TrainConfig, train_encoder  # noqa: E402
+from record import record  # noqa: E402
 
 CRANFIELD = REPO / "data/raw/beir/cranfield"
 WORK = REPO / "benchmarks/.work"
@@ -128,27 +129,28 @@ def main() -> None:
                      "reason": serving.reason, "evidence": serving.evidence, "choose_s": round(choose_s, 1),
                      "pseudo_queries_say": said})
         print(json.dumps(rows[-1], default=str), flush=True)
-    print(f"\nCranfield's judged queries, nDCG@10; train: {cfg.loss}, lr {cfg.learning_rate:g}, {cfg.max_steps} "
-          "steps (params.yaml unless overridden)\n")
-    print("| shape | docs | train pairs | bm25 | base | trained | base_hybrid | **served** | served - best baseline "
-          "| trained - base (95% CI) | judgments favour | chosen | fusion |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|---|")
-    for r in rows:
-        tb = r["trained_minus_base"]
-        kinds = ", ".join(f"{k} {v}" for k, v in r["train_pairs"].items() if k != "total")
-        print(f"| {r['shape']} | {r['docs']} | {kinds} | {r['bm25']:.4f} | {r['base']:.4f} | {r['trained']:.4f} | "
-              f"{r['base_hybrid']:.4f} | **{r['served']:.4f}** | {r['served_minus_best']:+.4f} | "
-              f"{tb[0]:+.4f} ({tb[1]:+.3f} to {tb[2]:+.3f}) | {r['judgments_favour']} | {r['chosen_encoder']} | "
-              f"{r['fusion']} |")
-    print("\nWhat validation pseudo-queries say, trained - base dense nDCG@10 (95% CI), were they evidence:\n")
-    print("| shape | title + sentence queries (the former rule) | sentence queries only |")
-    print("|---|---|---|")
-    for r in rows:
-        cells = [f"{v['mean']:+.4f} ({v['ci95'][0]:+.3f} to {v['ci95'][1]:+.3f}; {v['n']} queries)" if "mean" in v
-                 else "no query" for v in r["pseudo_queries_say"].values()]
-        print(f"| {r['shape']} | " + " | ".join(cells) + " |")
-    for r in rows:
-        print(f"\n{r['shape']}: {r['reason']}")
+    with record("selection_shapes"):
+        print(f"\nCranfield's judged queries, nDCG@10; train: {cfg.loss}, lr {cfg.learning_rate:g}, {cfg.max_steps} "
+              "steps (params.yaml unless overridden)\n")
+        print("| shape | docs | train pairs | bm25 | base | trained | base_hybrid | **served** "
+              "| served - best baseline | trained - base (95% CI) | judgments favour | chosen | fusion |")
+        print("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|---|")
+        for r in rows:
+            tb = r["trained_minus_base"]
+            kinds = ", ".join(f"{k} {v}" for k, v in r["train_pairs"].items() if k != "total")
+            print(f"| {r['shape']} | {r['docs']} | {kinds} | {r['bm25']:.4f} | {r['base']:.4f} | {r['trained']:.4f} | "
+                  f"{r['base_hybrid']:.4f} | **{r['served']:.4f}** | {r['served_minus_best']:+.4f} | "
+                  f"{tb[0]:+.4f} ({tb[1]:+.3f} to {tb[2]:+.3f}) | {r['judgments_favour']} | {r['chosen_encoder']} | "
+                  f"{r['fusion']} |")
+        print("\nWhat validation pseudo-queries say, trained - base dense nDCG@10 (95% CI), were they evidence:\n")
+        print("| shape | title + sentence queries (the former rule) | sentence queries only |")
+        print("|---|---|---|")
+        for r in rows:
+            cells = [f"{v['mean']:+.4f} ({v['ci95'][0]:+.3f} to {v['ci95'][1]:+.3f}; {v['n']} queries)" if "mean" in v
+                     else "no query" for v in r["pseudo_queries_say"].values()]
+            print(f"| {r['shape']} | " + " | ".join(cells) + " |")
+        for r in rows:
+            print(f"\n{r['shape']}: {r['reason']}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
 

@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from papersim.env import apply_offline_defaults  # noqa: E402
 from papersim.errors import PapersimError  # noqa: E402
+from record import record  # noqa: E402
 
 BAD = {
     "missing fields": lambda i, ids: json.dumps({"dataframe_records": [{"k": 3}]}),
@@ -195,10 +196,11 @@ def main() -> None:
             server.stop()
         print(f"  {workers} worker(s) done", flush=True)
     columns = ["requests/s", "p50 ms", "p99 ms", "5xx", "good 200", "bad 4xx", "1,000-row request s"]
-    print("\n| system | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
-    for name, row in rows.items():
-        cells = [f"{row[c]:,.1f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    with record("serve_load"):
+        print("\n| system | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
+        for name, row in rows.items():
+            cells = [f"{row[c]:,.1f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+            print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "src"))
 from papersim.env import apply_offline_defaults  # noqa: E402
 from papersim.retrieval.search import search_text, served_encoder_folder  # noqa: E402
 from papersim.retrieval.serving import SearchService  # noqa: E402
+from record import record  # noqa: E402
 
 
 def main() -> None:
@@ -50,12 +51,13 @@ def main() -> None:
     same = all(batched[batched["request"] == i]["paper_id"].tolist() == rows[i]["paper_id"].tolist()
                for i in range(len(rows)))
     base = best["row by row (baseline)"]
-    print(f"\n{args.rows} text rows, k 10, served fusion, {len(service.index.ids):,} papers\n")
-    print("| answer | seconds | rows/s | speed-up |")
-    print("|---|---:|---:|---:|")
-    for name, seconds in best.items():
-        print(f"| {name} | {seconds:.2f} | {args.rows / seconds:,.0f} | {base / seconds:.1f}x |")
-    print(f"\nsame papers in the same order for every row: {same}")
+    with record("serving_batch"):
+        print(f"\n{args.rows} text rows, k 10, served fusion, {len(service.index.ids):,} papers\n")
+        print("| answer | seconds | rows/s | speed-up |")
+        print("|---|---:|---:|---:|")
+        for name, seconds in best.items():
+            print(f"| {name} | {seconds:.2f} | {args.rows / seconds:,.0f} | {base / seconds:.1f}x |")
+        print(f"\nsame papers in the same order for every row: {same}")
 
 
 if __name__ == "__main__":

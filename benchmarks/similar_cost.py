@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from papersim.env import apply_offline_defaults  # noqa: E402
+from record import record  # noqa: E402
 
 
 def corpus(n: int, folder: Path) -> pd.DataFrame:
@@ -103,35 +104,38 @@ def main() -> None:
     args = parser.parse_args()
     apply_offline_defaults()
     from papersim.encoders.encode import load_text_encoder
-    from papersim.retrieval.search import _dense, _reconstruct, search_text, similar_papers
+    from papersim.retrieval.ann import reconstruct_rows
+    from papersim.retrieval.search import _dense, search_text, similar_papers
 
     encoder = load_text_encoder("", "auto", 128, 32)
-    print("| papers | index | dense search ms (p50 / p95) | dense similar (before) | text query, served | "
-          "**similar, served** | similar, more-like-this 50 | similar / dense search | similar / text query |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in args.papers:
-            papers = corpus(n, Path(tmp))
-            si, factory, effort, recall = build(papers)
-            si.embed = encoder.encode
-            mlt = with_lexical(si, "mlt")
-            rng = np.random.default_rng(2)
-            rows = rng.choice(len(papers), args.calls, replace=False).tolist()
-            pids = [papers["paper_id"].iat[r] for r in rows]
-            titles = [papers["title"].iat[r] for r in rows]
-            stored = {r: _reconstruct(si.index, [r]) for r in rows}
-            results = {
-                "dense": timed(lambda r: si.index.search(stored[r], 10), rows),
-                "dense_similar": timed(lambda r: _dense(si, stored[r][0], 10, skip_row=r), rows),
-                "text": timed(lambda t: search_text(si, t, 10, "served"), titles),
-                "similar": timed(lambda p: similar_papers(si, p, 10), pids),
-                "mlt": timed(lambda p: similar_papers(mlt, p, 10), pids),
-            }
-            p50 = {k: float(np.median(v)) for k, v in results.items()}
-            p95 = {k: float(np.percentile(v, 95)) for k, v in results.items()}
-            cells = " | ".join(f"{p50[k]:.2f} / {p95[k]:.2f}" for k in ("dense", "dense_similar", "text", "similar", "mlt"))
-            print(f"| {n:,} | {factory} (effort {effort}, recall@10 {recall:.3f}) | {cells} | "
-                  f"{p50['similar'] / p50['dense']:.1f}x | {p50['similar'] / p50['text']:.2f}x |", flush=True)
+    with record("similar_cost"):
+        print("| papers | index | dense search ms (p50 / p95) | dense similar (before) | text query, served | "
+              "**similar, served** | similar, more-like-this 50 | similar / dense search | similar / text query |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in args.papers:
+                papers = corpus(n, Path(tmp))
+                si, factory, effort, recall = build(papers)
+                si.embed = encoder.encode
+                mlt = with_lexical(si, "mlt")
+                rng = np.random.default_rng(2)
+                rows = rng.choice(len(papers), args.calls, replace=False).tolist()
+                pids = [papers["paper_id"].iat[r] for r in rows]
+                titles = [papers["title"].iat[r] for r in rows]
+                stored = {r: reconstruct_rows(si.index, [r]) for r in rows}
+                results = {
+                    "dense": timed(lambda r: si.index.search(stored[r], 10), rows),
+                    "dense_similar": timed(lambda r: _dense(si, stored[r][0], 10, skip_row=r), rows),
+                    "text": timed(lambda t: search_text(si, t, 10, "served"), titles),
+                    "similar": timed(lambda p: similar_papers(si, p, 10), pids),
+                    "mlt": timed(lambda p: similar_papers(mlt, p, 10), pids),
+                }
+                p50 = {k: float(np.median(v)) for k, v in results.items()}
+                p95 = {k: float(np.percentile(v, 95)) for k, v in results.items()}
+                cells = " | ".join(f"{p50[k]:.2f} / {p95[k]:.2f}"
+                                   for k in ("dense", "dense_similar", "text", "similar", "mlt"))
+                print(f"| {n:,} | {factory} (effort {effort}, recall@10 {recall:.3f}) | {cells} | "
+                      f"{p50['similar'] / p50['dense']:.1f}x | {p50['similar'] / p50['text']:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from papersim.env import apply_offline_defaults  # noqa: E402
 from papersim.evaluation.sets import listing_clusters  # noqa: E402
 from papersim.evaluation.significance import clustered_difference  # noqa: E402
 from papersim.training.train import TrainConfig, train_encoder  # noqa: E402
+from record import record  # noqa: E402
 
 # recipe -> (pair sources kept (None: all), train params changed)
 RECIPES = {
@@ -82,16 +83,17 @@ def main() -> None:
     views = {"256": VIEWS["256"]}
     results = {name: score_task(task, encoders, views, lexical=("paper",)) for name, task in sets.items()}
     clusters = {name: listing_clusters(task, task.query_ids) for name, task in sets.items()}
-    print("\n| recipe | val P@10 dense | val - base (95% CI by listing) | test P@10 dense | test - base | "
-          "test P@10 + bm25 paper z0.5 |")
-    print("|---|---|---|---|---|---|")
-    for name in encoders:
-        row = f"{name}@256"
-        diffs = {s: clustered_difference(results[s][row], results[s]["base@256"], clusters[s]) for s in sets}
-        print(f"| {name} | {results['val'][row].mean():.3f} | {diffs['val'].mean:+.3f} ({diffs['val'].low:+.3f} to "
-              f"{diffs['val'].high:+.3f}) | {results['test'][row].mean():.3f} | {diffs['test'].mean:+.3f} "
-              f"({diffs['test'].low:+.3f} to {diffs['test'].high:+.3f}) | "
-              f"{results['test'][row + ' + paper z0.5'].mean():.3f} |")
+    with record("similar_recipes"):
+        print("\n| recipe | val P@10 dense | val - base (95% CI by listing) | test P@10 dense | test - base | "
+              "test P@10 + bm25 paper z0.5 |")
+        print("|---|---|---|---|---|---|")
+        for name in encoders:
+            row = f"{name}@256"
+            diffs = {s: clustered_difference(results[s][row], results[s]["base@256"], clusters[s]) for s in sets}
+            print(f"| {name} | {results['val'][row].mean():.3f} | {diffs['val'].mean:+.3f} ({diffs['val'].low:+.3f} to "
+                  f"{diffs['val'].high:+.3f}) | {results['test'][row].mean():.3f} | {diffs['test'].mean:+.3f} "
+                  f"({diffs['test'].low:+.3f} to {diffs['test'].high:+.3f}) | "
+                  f"{results['test'][row + ' + paper z0.5'].mean():.3f} |")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from papersim.retrieval.fusion import Fusion  # noqa: E402
 from papersim.retrieval.lexical import BM25  # noqa: E402
 from papersim.retrieval.similar import (drop_rows, duplicates, excluded_rows, lexical_neighbours,  # noqa: E402
                                         paper_neighbours, similar_hits)
+from record import record  # noqa: E402
 
 VIEWS = {"128": PaperView(128, 1), "256": PaperView(256, 1), "128x4": PaperView(128, 4), "256x3": PaperView(256, 3)}
 LEXICAL = {"paper": None, "mlt25": 25, "mlt50": 50, "mlt100": 100, "mlt-all": 0}
@@ -110,19 +111,20 @@ def main() -> None:
         results[name] = score_task(task, encoders)
     clusters = {name: listing_clusters(task, task.query_ids) for name, task in sets.items()}
     best = {name: max(("bm25 paper", "base@128"), key=lambda r: results[name][r].mean()) for name in sets}
-    print(f"\n| system | val P@10 | test P@10 | test - {best['test']} (95% CI by listing) |")
-    print("|---|---|---|---|")
-    for row in results["val"]:
-        d = clustered_difference(results["test"][row], results["test"][best["test"]], clusters["test"])
-        print(f"| {row} | {results['val'][row].mean():.3f} | {results['test'][row].mean():.3f} | "
-              f"{d.mean:+.3f} ({d.low:+.3f} to {d.high:+.3f}) |")
-    papers = read_papers(REPO / "data/processed/papers.parquet")
-    texts = (papers["title"] + ". " + papers["abstract"]).sample(args.time_papers, random_state=0).tolist()
-    rates = encode_cost(texts)
-    print(f"\n| paper view | papers/s (base, {args.time_papers} papers) | x the 128-token view's time |")
-    print("|---|---|---|")
-    for name, rate in rates:
-        print(f"| {name} | {rate:.1f} | {rates[0][1] / rate:.2f} |")
+    with record("similar_views"):
+        print(f"\n| system | val P@10 | test P@10 | test - {best['test']} (95% CI by listing) |")
+        print("|---|---|---|---|")
+        for row in results["val"]:
+            d = clustered_difference(results["test"][row], results["test"][best["test"]], clusters["test"])
+            print(f"| {row} | {results['val'][row].mean():.3f} | {results['test'][row].mean():.3f} | "
+                  f"{d.mean:+.3f} ({d.low:+.3f} to {d.high:+.3f}) |")
+        papers = read_papers(REPO / "data/processed/papers.parquet")
+        texts = (papers["title"] + ". " + papers["abstract"]).sample(args.time_papers, random_state=0).tolist()
+        rates = encode_cost(texts)
+        print(f"\n| paper view | papers/s (base, {args.time_papers} papers) | x the 128-token view's time |")
+        print("|---|---|---|")
+        for name, rate in rates:
+            print(f"| {name} | {rate:.1f} | {rates[0][1] / rate:.2f} |")
 
 
 if __name__ == "__main__":

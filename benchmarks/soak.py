@@ -365,6 +365,9 @@ def main() -> None:
         lines += summary
         if args.out:
             write_out(args.out, rows, lines)
+        from record import write_result  # benchmarks/ is on sys.path when run as a script (tests import soak)
+
+        write_result("soak", "\n".join(lines[1:]))  # lines[0] is the command, which the record names itself
 
 
 if __name__ == "__main__":

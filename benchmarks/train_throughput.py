@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from papersim.stage import stage_command
+from record import record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,20 +96,21 @@ def main() -> None:
     pairs = args.steps * args.batch_size
     rows = [("papersim train stage", ours["train_pairs_per_s"], pairs / ours_wall, ours_wall),
             ("plain sentence-transformers", base["train_pairs_per_s"], pairs / base_wall, base_wall)]
-    print(f"\ntrain throughput: all-MiniLM-L6-v2, {args.steps} steps x {args.batch_size} pairs, "
-          f"{args.negatives} negative(s), {args.seq} tokens, device {ours['device']}\n")
-    print(f"| {'system':<28} | {'loop pairs/s':>12} | {'wall pairs/s':>12} | {'wall s':>7} |")
-    print(f"|{'-' * 30}|{'-' * 14}|{'-' * 14}|{'-' * 9}|")
-    for name, loop, wall, seconds in rows:
-        print(f"| {name:<28} | {loop:>12.2f} | {wall:>12.2f} | {seconds:>7.1f} |")
-    print(f"\nratio papersim/plain: training loop {ours['train_pairs_per_s'] / base['train_pairs_per_s']:.3f}, "
-          f"whole process {base_wall / ours_wall:.3f} (goal >= 0.95)")
-    if ours["device"] == "cuda":
-        texts = args.batch_size * (2 + args.negatives)
-        tokens_per_s = ours["train_pairs_per_s"] / args.batch_size * texts * args.seq  # upper bound: padded length
-        flops = 6 * 22.7e6 * tokens_per_s  # ~6 x params per token for forward + backward (MiniLM-L6: 22.7M params)
-        print(f"tokens/s (padded) {tokens_per_s:,.0f}; model FLOPs {flops / 1e12:.2f} TFLOP/s "
-              f"(MFU = this / the GPU's bf16 peak)")
+    with record("train_throughput"):
+        print(f"\ntrain throughput: all-MiniLM-L6-v2, {args.steps} steps x {args.batch_size} pairs, "
+              f"{args.negatives} negative(s), {args.seq} tokens, device {ours['device']}\n")
+        print(f"| {'system':<28} | {'loop pairs/s':>12} | {'wall pairs/s':>12} | {'wall s':>7} |")
+        print(f"|{'-' * 30}|{'-' * 14}|{'-' * 14}|{'-' * 9}|")
+        for name, loop, wall, seconds in rows:
+            print(f"| {name:<28} | {loop:>12.2f} | {wall:>12.2f} | {seconds:>7.1f} |")
+        print(f"\nratio papersim/plain: training loop {ours['train_pairs_per_s'] / base['train_pairs_per_s']:.3f}, "
+              f"whole process {base_wall / ours_wall:.3f} (goal >= 0.95)")
+        if ours["device"] == "cuda":
+            texts = args.batch_size * (2 + args.negatives)
+            tokens_per_s = ours["train_pairs_per_s"] / args.batch_size * texts * args.seq  # upper bound: padded length
+            flops = 6 * 22.7e6 * tokens_per_s  # ~6 x params per token for forward + backward (MiniLM-L6: 22.7M params)
+            print(f"tokens/s (padded) {tokens_per_s:,.0f}; model FLOPs {flops / 1e12:.2f} TFLOP/s "
+                  f"(MFU = this / the GPU's bf16 peak)")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import pandas as pd
 import yaml
 
 from pipeline_scale import write_corpus  # the same synthetic corpus (benchmarks/ is this script's path)
+from record import record
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ["served"] * 7 + ["dense", "bm25", "hybrid"]
@@ -287,10 +288,11 @@ def main() -> None:
         measure(f"{args.papers:,} synthetic", root, args.requests, args.clients, results)
     columns = ["requests/s", "search p50", "search p95", "search served p50", "paper p50", "paper p95",
                "compare p50", "compare p95", "compare / served search p50"]
-    print("\n| corpus | system | " + " | ".join(columns) + " |\n|---|---|" + "---:|" * len(columns))
-    for (corpus, system), row in results.items():
-        cells = [f"{row[c]:.2f}x" if c.startswith("compare /") else f"{row[c]:,.1f}" for c in columns]
-        print(f"| {corpus} | {system} | " + " | ".join(cells) + " |")
+    with record("web_load"):
+        print("\n| corpus | system | " + " | ".join(columns) + " |\n|---|---|" + "---:|" * len(columns))
+        for (corpus, system), row in results.items():
+            cells = [f"{row[c]:.2f}x" if c.startswith("compare /") else f"{row[c]:,.1f}" for c in columns]
+            print(f"| {corpus} | {system} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

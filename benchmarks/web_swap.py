@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from web_load import env_for, free_port, synthetic_workspace  # the same corpus and environment
+from record import record
 
 REPO = Path(__file__).resolve().parents[1]
 TTL_S = 1.0  # the server's registry re-read: short, so that the swap starts soon after the move
@@ -221,10 +222,11 @@ def main() -> None:
     rows += [(f"all {args.runs}", system, summary(*pooled[system])) for system in SYSTEMS]  # swap s: the mean
     print(f"load average {os.getloadavg()[0]:.1f} after")
     columns = ["swap s", "pages", "p50", "p99", "max", "pages > 250 ms", "answered by v1"]
-    print("\n| run | system | " + " | ".join(columns) + " |\n|---:|---|" + "---:|" * len(columns))
-    for run, system, row in rows:
-        cells = [f"{row[c]:.1f}" if isinstance(row[c], float) else f"{row[c]:,}" for c in columns]
-        print(f"| {run} | {SYSTEMS[system]} | " + " | ".join(cells) + " |")
+    with record("web_swap"):
+        print("\n| run | system | " + " | ".join(columns) + " |\n|---:|---|" + "---:|" * len(columns))
+        for run, system, row in rows:
+            cells = [f"{row[c]:.1f}" if isinstance(row[c], float) else f"{row[c]:,}" for c in columns]
+            print(f"| {run} | {SYSTEMS[system]} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from papersim.encoders.windows import PaperView, windowed_embed
 from papersim.encoders.engine import EncodingEngine, with_engine
 from papersim.retrieval.index import (BuildIndexConfig, bm25_index, build_index, build_similar_index, paper_details,
                                       TIMINGS, passages, read_previous, recall_queries, save_index_folder)
+from papersim.progress import Heartbeat, working_on
 from papersim.stage import Stage, require, run_stage, split_timings, timings_path
 from papersim.retrieval.choice import read_serving
 
@@ -35,15 +36,18 @@ def execute(stage: Stage) -> str:
         encoder = with_engine(load_text_encoder(folder, cfg.backend, cfg.max_seq_length, cfg.batch_size,
                                                 converted_cache(args.embedding_cache)), folder,
                               cfg.max_seq_length, EncodingEngine.of(cfg))
-        queries = encode_cached(encoder, recall_queries(papers, split, cfg.recall_queries), args.embedding_cache)
+        with working_on("recall queries"):
+            queries = encode_cached(encoder, recall_queries(papers, split, cfg.recall_queries), args.embedding_cache)
         encoded = []  # what the papers' encoding had to run (the rest came from the cache)
 
         def embed(texts: list[str]):
-            result = encode_cached(encoder, texts, args.embedding_cache, progress=True)
+            with working_on("papers"):
+                result = encode_cached(encoder, texts, args.embedding_cache)
             encoded.append(result.n_encoded)
             return result.vectors
 
-        built = build_index(papers, embed, queries.vectors, cfg, encoder.key, read_previous(args.out))
+        with Heartbeat("building the index"):  # faiss' training and adding say nothing while they run
+            built = build_index(papers, embed, queries.vectors, cfg, encoder.key, read_previous(args.out))
         # what this run had to encode depends on the embedding cache's state, not on the index: a run fact, like timings
         ran = {"papers_encoded": sum(encoded)}
         facts = {"backend": encoder.backend, "max_seq_length": cfg.max_seq_length,
@@ -58,12 +62,14 @@ def execute(stage: Stage) -> str:
                                               other, view.tokens, EncodingEngine.of(cfg))
 
                 def embed_papers(texts: list[str]):
-                    result = encode_cached(similar_encoder, texts, args.embedding_cache, progress=True)
+                    with working_on(f"papers at {view.describe()} (similar papers)"):
+                        result = encode_cached(similar_encoder, texts, args.embedding_cache)
                     encoded.append(result.n_encoded)
                     return result.vectors
 
                 vectors = windowed_embed(embed_papers, model_folder(other), view)(passages(papers, built.ids))
-                similar, similar_info = build_similar_index(vectors, built.info["factory"], cfg)
+                with Heartbeat("building the similar papers' index"):
+                    similar, similar_info = build_similar_index(vectors, built.info["factory"], cfg)
                 built = replace(built, similar=similar)
                 ran["papers_encoded"] = sum(encoded)
                 facts.update(similar_info, similar_view=view.to_dict(),

@@ -78,9 +78,14 @@ def papers_frame(n: int, start: int = 0):
     """Ingested papers (papers.parquet's columns) on four topics; pages group papers of one topic."""
     import pandas as pd
 
+    # Metadata as ingest keeps it: every sixth paper has none (no date, authors, link or categories).
     rows = [{"paper_id": f"p{i}", "title": f"A study of {TOPICS[i % 4]}, part {i}",
              "abstract": f"We examine {TOPICS[i % 4]} in setting {i} and report measurements numbered {i * 7}.",
-             "source": "arxiv", "groups": [f"page{i % 4}"], "content_hash": f"{i:032x}"}
+             "source": "arxiv", "groups": [f"page{i % 4}"],
+             "authors": [f"Author {i}", "B. Coauthor"] if i % 6 != 5 else [],
+             "date": f"{2010 + i % 12}-{1 + i % 9:02d}-{10 + i % 10}" if i % 6 != 5 else None,
+             "url": f"https://example.org/papers/p{i}" if i % 6 != 5 else None, "venue": None,
+             "categories": [f"cat{i % 3}"] if i % 6 != 5 else [], "content_hash": f"{i:032x}"}
             for i in range(start, start + n)]
     return pd.DataFrame(rows)
 
@@ -375,13 +380,18 @@ HOSTILE_PAPERS = [  # paper text that must show as text on the web pages, never 
      "abstract": "javascript:alert(3) is not a link here: <a href=\"javascript:alert(4)\">open</a>. We examine wing "
                  "flutter at supersonic speed in a second setting.", "source": "arxiv", "groups": ["page0"]},
 ]
+MATH_PAPER = {  # LaTeX as arXiv abstracts carry it, and every metadata field: rendered on the pages
+    "paper_id": "math", "title": r"Flutter bounds of $\mathcal{O}(n^2)$ for \textit{supersonic} wings",
+    "abstract": r"We bound wing flutter at supersonic speed by $\alpha \leq \frac{1}{2}$ with {\it no} tunnel.",
+    "source": "arxiv", "groups": ["page0"], "authors": ["Ada Lovelace", "Alan Turing"], "date": "2021-04-05",
+    "url": "https://arxiv.org/abs/2104.01234", "venue": "Journal of Flutter", "categories": ["cs.LG"]}
 LONG_ABSTRACT = " ".join(f"Sentence {i} examines heat transfer in laminar boundary layers at length." for i in range(12))
 
 
 @pytest.fixture(scope="session")
 def web_site(tmp_path_factory, tiny_model_dir, mlflow_store):
-    """A workspace for the web pages: 24 papers on four topics, two hostile ones (HOSTILE_PAPERS) and one with a
-    long abstract, its index built by the build_index stage; a registry model with v1 (champion: that index)
+    """A workspace for the web pages: 24 papers on four topics, two hostile ones (HOSTILE_PAPERS), one with LaTeX
+    and all metadata (MATH_PAPER) and one with a long abstract, its index built by the build_index stage; a registry model with v1 (champion: that index)
     and v2 (challenger: the same papers under a second tiny encoder, so the two rank differently).
     Returns (root, model name, environment for a server process)."""
     import shutil
@@ -396,7 +406,7 @@ def web_site(tmp_path_factory, tiny_model_dir, mlflow_store):
     root = tmp_path_factory.mktemp("web")
     name = f"web-{os.getpid()}"
     papers = papers_frame(24)
-    extra = pd.DataFrame([*HOSTILE_PAPERS, {"paper_id": "long", "title": "Heat transfer in laminar boundary layers, "
+    extra = pd.DataFrame([*HOSTILE_PAPERS, MATH_PAPER, {"paper_id": "long", "title": "Heat transfer in laminar boundary layers, "
                                             "the long version", "abstract": LONG_ABSTRACT, "source": "arxiv",
                                             "groups": []}])
     papers = pd.concat([papers, extra.assign(content_hash=[f"x{i}" for i in range(len(extra))])], ignore_index=True)

@@ -244,3 +244,36 @@ def test_load_names_the_path_of_a_missing_or_corrupt_index(tmp_path, spoil, reas
     spoil(path)
     with pytest.raises(PapersimError, match=f"cannot read faiss index {re.escape(str(path))}: .*{reason}"):
         load_index(path)
+
+
+# Every kind auto_factory builds, small: (factory, effort that makes a search of this size exhaustive).
+KINDS = [("Flat", 0), ("HNSW32", 4096), ("IVF16,PQ32x4fs,Refine(SQ8)", 16), ("IVF16,PQ16np", 16)]
+
+
+def brute_within(index, queries: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """The top-k rows of `rows` by inner product with the index's own stored vectors: the ground truth."""
+    scores = queries @ ann.reconstruct_rows(index, rows).T  # (n_queries, n_rows)
+    return np.stack([rows[np.lexsort((rows, -s))][:k] for s in scores])
+
+
+@pytest.mark.parametrize("factory, effort", KINDS)
+def test_a_filtered_search_is_the_top_k_of_the_filtered_rows_on_every_index_kind(data, factory, effort,
+                                                                                  monkeypatch):
+    corpus, queries, _ = data
+    index = create_index(factory, DIM)
+    add_vectors(index, corpus)
+    set_search_effort(index, effort)
+    rng = np.random.default_rng(1)
+    queries = queries[:20]
+    for share in (0.005, 0.3):  # a narrow filter (fewer rows than k for some) and a broad one
+        rows = np.sort(rng.choice(len(corpus), int(share * len(corpus)), replace=False))
+        for exact_max in (ann.EXACT_WITHIN_MAX, 0):  # rows scored exactly | the index searched with a selector
+            monkeypatch.setattr(ann, "EXACT_WITHIN_MAX", exact_max)
+            scores, ids = ann.search_within(index, queries, 10, rows)
+            assert np.isin(ids[ids >= 0], rows).all()  # never a row outside the filter
+            assert ((ids >= 0).sum(axis=1) == min(10, len(rows))).all()  # k of them whenever the filter has k
+            truth = brute_within(index, queries, rows, 10)
+            if exact_max or factory in ("Flat", "HNSW32"):  # exact scan, or full vectors searched exhaustively
+                assert (ids[:, :truth.shape[1]] == truth).all(), (factory, share, exact_max)
+            else:  # compressed codes rank candidates by approximate scores, then re-rank (refine) or not
+                assert recall_at_k(ids, truth, truth.shape[1]) >= 0.9, (factory, share)

@@ -133,3 +133,96 @@ def test_the_spill_folder_of_a_killed_ingest_is_swept_and_a_running_ones_stays(t
         for ingest in ingests:
             ingest.kill()
             ingest.wait()
+
+
+def test_csv_metadata_reaches_papers_parquet_normalised(tmp_path):
+    (tmp_path / "a.csv").write_text(
+        "id,title,abstract,authors,published,updated,link,venue,categories\n"
+        f'p1,Wing flutter,{paper(1)["abstract"]},"Ada Lovelace,  Alan Turing",12 Mar 2019,2019-04,'
+        "https://example.org/p1, ICML ,cs.LG stat.ML\n"
+        f"p2,Heat transfer,{paper(2)['abstract']},,,,,,\n", encoding="utf-8")
+    report, table, rejected = run(tmp_path, [{"path": str(tmp_path / "a.csv"),
+                                              "columns": {"date": "published", "url": "link"}}])
+    assert table.schema.equals(PAPERS_SCHEMA) and rejected == []
+    p1, p2 = table.to_pylist()
+    assert {k: p1[k] for k in ("authors", "date", "updated", "url", "venue", "categories")} == {
+        "authors": ["Ada Lovelace", "Alan Turing"], "date": "2019-03-12", "updated": "2019-04",
+        "url": "https://example.org/p1", "venue": "ICML", "categories": ["cs.LG", "stat.ML"]}
+    assert {k: p2[k] for k in ("authors", "date", "updated", "url", "venue", "categories")} == {
+        "authors": [], "date": None, "updated": None, "url": None, "venue": None, "categories": []}
+    assert report["rejected"]["date_valid"] == report["rejected"]["url_valid"] == 0
+
+
+def test_a_corpus_without_metadata_keeps_its_content_hashes(tmp_path):
+    import hashlib
+
+    write_jsonl(tmp_path / "a.jsonl", [{"id": "p1", "title": "Wing Flutter", "abstract": paper(1)["abstract"]}])
+    _, table, _ = run(tmp_path, [{"path": str(tmp_path / "a.jsonl")}])
+    (row,) = table.to_pylist()
+    assert row["authors"] == row["categories"] == [] and row["date"] is row["url"] is row["venue"] is None
+    assert row["content_hash"] == hashlib.sha1(f"wing flutter\x1f{paper(1)['abstract']}".encode()).hexdigest()[:32]
+
+
+def test_a_bad_date_is_quarantined_with_file_line_and_rule(tmp_path):
+    rows = [paper(i, date="2019-03-12") for i in range(1, 100)] + [paper(100, date="2019-02-30")]
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    report, table, rejected = run(tmp_path, [{"path": str(tmp_path / "a.jsonl")}], on_invalid="quarantine")
+    assert table.num_rows == 99 and set(table["date"].to_pylist()) == {"2019-03-12"}
+    assert [(r["paper_id"], r["file"], r["line"], r["rules"]) for r in rejected] == [
+        ("p100", str(tmp_path / "a.jsonl"), 100, ["date_valid"])]
+    assert rejected[0]["reason"].endswith(": date '2019-02-30' is not a date (no such day)")
+    assert report["rejected"]["date_valid"] == 1 and report["rejected_total"] == 1
+
+
+def test_a_bad_url_fails_the_run_naming_file_line_rule_and_value(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [paper(1, arxiv_id="1706.03762"), paper(2, arxiv_id="arXiv:attention")])
+    with pytest.raises(PapersimError) as err:
+        run(tmp_path, [{"path": str(tmp_path / "a.jsonl")}])
+    msg = str(err.value)
+    assert "1 of 2 row(s) failed validation" in msg and "rule 'url_valid'" in msg
+    assert f"{tmp_path / 'a.jsonl'} line 2: paper_id='p2': arxiv_id 'arXiv:attention' is not an arXiv id" in msg
+
+
+def test_listing_pages_date_their_papers_and_year_completes_the_date(tmp_path):
+    write_page(tmp_path / "pages" / "one.txt", [("Listed Paper", "An abstract about Siamese networks for search.")])
+    _, table, _ = run(tmp_path, [{"path": str(tmp_path / "pages")}])
+    assert table["date"].to_pylist() == ["--03-14"]  # the page header's "Mar 14", no year shown
+    _, table, _ = run(tmp_path, [{"path": str(tmp_path / "pages"), "year": 2024}])
+    assert table["date"].to_pylist() == ["2024-03-14"]
+
+
+def test_arxiv_ids_and_one_column_feeding_two_fields(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [
+        paper(1, id="1706.03762", categories=["cs.CL", "cs.LG"]),
+        paper(2, id="cs/0112017v2", categories=["cs.AI"], doi="10.1000/x"),
+    ])
+    source = {"path": str(tmp_path / "a.jsonl"), "id_prefix": "arxiv:",
+              "columns": {"arxiv_id": "id", "groups": "categories"}}
+    _, table, _ = run(tmp_path, [source])
+    rows = {r["paper_id"]: r for r in table.to_pylist()}
+    assert rows["arxiv:1706.03762"]["url"] == "https://arxiv.org/abs/1706.03762"
+    assert rows["arxiv:cs/0112017v2"]["url"] == "https://arxiv.org/abs/cs/0112017"  # the id first, doi unused
+    assert rows["arxiv:1706.03762"]["groups"] == ["cs.CL", "cs.LG"]
+    assert rows["arxiv:1706.03762"]["categories"] == ["cs.CL", "cs.LG"]
+
+
+def test_a_merged_duplicate_keeps_the_first_rows_metadata_and_adds_its_groups(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [
+        paper(1, date="2019-03", authors=["Ada Lovelace"], categories=["cs.LG"]),
+        paper(1, date="2020-01-01", authors=["Someone Else"], categories=["cs.IR"], venue="ICML"),
+    ])
+    _, table, _ = run(tmp_path, [{"path": str(tmp_path / "a.jsonl"), "columns": {"groups": "categories"}}])
+    (row,) = table.to_pylist()
+    assert (row["date"], row["authors"], row["venue"], row["categories"]) == ("2019-03", ["Ada Lovelace"], None,
+                                                                            ["cs.LG"])
+    assert row["groups"] == ["cs.IR", "cs.LG"]
+
+
+def test_an_edited_date_changes_the_record_hash_not_the_content_hash(tmp_path):
+    source = [{"path": str(tmp_path / "a.jsonl")}]
+    write_jsonl(tmp_path / "a.jsonl", [paper(1, date="2019-03-12"), paper(2, date="2019")])
+    before = {r["paper_id"]: r for r in run(tmp_path, source)[1].to_pylist()}
+    write_jsonl(tmp_path / "a.jsonl", [paper(1, date="2019-03-13"), paper(2, date=2019)])
+    after = {r["paper_id"]: r for r in run(tmp_path, source)[1].to_pylist()}
+    assert [after[p]["content_hash"] == before[p]["content_hash"] for p in ("p1", "p2")] == [True, True]
+    assert [after[p]["record_hash"] == before[p]["record_hash"] for p in ("p1", "p2")] == [False, True]

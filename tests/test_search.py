@@ -21,18 +21,20 @@ def search(ws, *argv):
 def test_search_modes_and_json(built, capsys):
     assert search(built, "search", "supersonic wing flutter", "-k", "3", "--json") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["rank"] for r in rows] == [1, 2, 3] and set(rows[0]) == {"rank", "score", "paper_id", "title"}
+    assert [r["rank"] for r in rows] == [1, 2, 3] and set(rows[0]) == {
+        "rank", "score", "paper_id", "title", "authors", "date", "url", "venue", "categories", "why"}
+    assert all("flutter" in r["why"] for r in rows)  # the query's word behind each match
     assert all("flutter" in r["title"] for r in rows)  # both systems put the flutter papers first
     assert search(built, "search", "supersonic wing flutter", "--mode", "bm25", "-k", "4", "--json") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert all("flutter" in r["title"] for r in rows)  # every match on the rare words is a flutter paper
     assert search(built, "search", "message passing in graph neural networks", "--mode", "dense", "-k", "5") == 0
-    header, *lines = capsys.readouterr().out.splitlines()
-    assert header.split() == ["rank", "score", "paper_id", "title"]
-    table = [line.split(maxsplit=3) for line in lines]  # rank, score, paper_id, title (with spaces)
-    assert [int(rank) for rank, *_ in table] == [1, 2, 3, 4, 5]
+    lines = capsys.readouterr().out.splitlines()
+    table = [line.split(maxsplit=2) for line in lines if not line.startswith(" " * 13)]  # rank., score, title
+    assert [int(rank.rstrip(".")) for rank, *_ in table] == [1, 2, 3, 4, 5]
     assert [float(score) for _, score, *_ in table] == sorted((float(score) for _, score, *_ in table), reverse=True)
     assert all(title.startswith("A study of message passing in graph neural networks") for *_, title in table)
+    assert sum(line.strip().startswith("id: ") for line in lines) == 5  # each paper's id under its title
 
 
 def test_served_search_is_the_fusion_evaluate_measures(built):
@@ -165,3 +167,79 @@ def test_an_exact_duplicate_is_never_a_similar_paper(workspace, tracking):
     for pid in ("p0", "p0-copy"):
         found = set(similar_papers(si, pid, 20)["paper_id"])
         assert not found & {"p0", "p0-copy"} and {"p4", "p8"} <= found
+
+
+def test_a_filtered_answer_is_the_top_k_of_the_filtered_papers(built):
+    """Against brute force: the served fusion of every kept paper's exact cosine and its BM25 score."""
+    import numpy as np
+
+    from papersim.encoders.encode import load_text_encoder
+    from papersim.retrieval.filters import Filter
+    from papersim.retrieval.fusion import fuse
+
+    si = load_search_index(built / "artifacts/index")
+    si.embed = load_text_encoder(str(built / "models/encoder"), "torch", 32).encode
+    vectors = np.stack([si.index.reconstruct(i) for i in range(si.index.ntotal)])  # (24, dim)
+    dates = si.papers["date"]
+    for flt in (Filter(since="2015-06"), Filter(until="2013"), Filter(groups=("cat1", "page3")),
+                Filter(since="2012", until="2019-01", groups=("page0",))):
+        keep = np.flatnonzero([  # decided here from the stored fields, not through the index's filter code
+            (not (flt.since or flt.until) or (d is not None and d == d and
+                                              (not flt.since or d[:len(flt.since)] >= flt.since) and
+                                              (not flt.until or d[:len(flt.until)] <= flt.until)))
+            and (not flt.groups or bool(set(flt.groups) & {*g, *c}))
+            for d, g, c in zip(dates, si.papers["groups"], si.papers["categories"])])
+        assert 0 < len(keep) < 24, flt
+        query = "wing flutter and message passing"
+        cosine = vectors[keep] @ si.embed([query])[0]
+        dense = (keep[np.argsort(-cosine, kind="stable")].tolist(), np.sort(cosine)[::-1].tolist())
+        scores = next(si.bm25.score_rows([query]))
+        matched = [r for r in keep[np.argsort(-scores[keep], kind="stable")] if scores[r] > 0]
+        lexical = (matched, [float(scores[r]) for r in matched])
+        truth = [si.ids["paper_id"][r] for r in fuse(lexical, dense, si.fusion)[0][:10]]
+        found = search_text(si, query, 10, "served", flt)
+        assert found["paper_id"].tolist() == truth, flt
+        assert len(found) == min(10, len(keep))  # the top k of the kept papers, not fewer
+        assert set(search_text(si, query, 10, "bm25", flt)["paper_id"]) <= {si.ids["paper_id"][r] for r in keep}
+        similar = similar_papers(si, "p4", 5, flt)
+        allowed = {si.ids["paper_id"][r] for r in keep} - {"p4"}
+        assert set(similar["paper_id"]) <= allowed and len(similar) == min(5, len(allowed)), flt
+
+
+def test_answers_carry_the_papers_metadata_and_an_undated_paper_matches_no_date_filter(built):
+    from papersim.retrieval.filters import Filter
+
+    si = load_search_index(built / "artifacts/index")
+    hits = similar_papers(si, "p0", 23)
+    p8 = hits.set_index("paper_id").loc["p8"]
+    assert list(p8["authors"]) == ["Author 8", "B. Coauthor"] and p8["date"] == "2018-09-18"
+    assert p8["url"] == "https://example.org/papers/p8" and list(p8["categories"]) == ["cat2"]
+    p5 = hits.set_index("paper_id").loc["p5"]  # a paper without metadata: empty, not missing
+    assert list(p5["authors"]) == [] and p5["date"] is None and p5["url"] is None
+    assert "p5" not in set(similar_papers(si, "p0", 23, Filter(since="1900"))["paper_id"])
+    assert all(hits["why"].map(len) > 0) and "flutter" in hits.iloc[0]["why"]  # p0's topic words behind the top hit
+    assert hits["paper_id"].tolist() == similar_papers(si, "p0", 23)["paper_id"].tolist()  # why changes no order
+
+
+def test_the_cli_filters_and_lists_metadata_why_and_math_as_unicode(built, capsys):
+    assert search(built, "similar", "p0", "-k", "5", "--since", "2016", "--group", "cat1", "--group", "cat2",
+                  "--json") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows and all(r["date"] >= "2016" and set(r["categories"]) & {"cat1", "cat2"} for r in rows)
+    assert search(built, "similar", "p0", "-k", "2") == 0
+    out = capsys.readouterr().out
+    first = similar_papers(load_search_index(built / "artifacts/index"), "p0", 2).iloc[0]
+    assert f"{', '.join(first['authors'])} | {first['date']} | {', '.join(first['categories'])}" in out
+    assert first["url"] in out and f"why: {', '.join(first['why'])}" in out and f"id: {first['paper_id']}" in out
+    assert search(built, "search", "flutter", "--until", "2019-02-30") == 1
+    assert "error: until: '2019-02-30' is not a date" in capsys.readouterr().err
+    assert search(built, "search", "flutter", "--since", "2099") == 0
+    assert capsys.readouterr().out.strip() == "no matching papers (since 2099)"
+
+
+def test_the_listing_prints_latex_as_unicode():
+    from papersim.cli import listing
+
+    text = listing([{"rank": 1, "score": 0.5, "paper_id": "x", "title": r"Bounds of $\mathcal{O}(\alpha n)$ for \textit{all}",
+                     "authors": [], "date": None, "url": None, "venue": None, "categories": [], "why": []}])
+    assert "α" in text and "$" not in text and "\\" not in text and "for all" in text

@@ -31,10 +31,21 @@ def test_text_and_paper_requests_answer_top_k(service):
     out = service.predict(pd.DataFrame([{"query": "supersonic wing flutter", "k": 3},
                                         {"paper_id": "p0"},
                                         {"query": "graph networks", "k": 2, "mode": "bm25"}]))
-    assert list(out.columns) == ["request", "rank", "paper_id", "title", "score"]
+    assert list(out.columns) == ["request", "rank", "paper_id", "title", "score", "authors", "date", "url", "venue",
+                                 "categories", "why"]
     assert out.groupby("request").size().to_dict() == {0: 3, 1: 10, 2: 2}
     assert "p0" not in set(out[out["request"] == 1]["paper_id"])  # a paper is not similar to itself
     assert out[out["request"] == 2]["title"].str.contains("graph").all()
+
+
+def test_a_request_filters_by_date_and_group_and_a_bad_filter_names_its_row(service):
+    out = service.predict(pd.DataFrame([{"query": "supersonic wing flutter", "k": 4, "until": "2013-12"},
+                                        {"paper_id": "p0", "k": 3, "group": "page1; page2"}]))
+    first, second = out[out["request"] == 0], out[out["request"] == 1]
+    assert len(first) == 4 and all(d is not None and d <= "2013-12-31" for d in first["date"])
+    assert len(second) == 3 and set(second["paper_id"]) <= {f"p{i}" for i in range(24) if i % 4 in (1, 2)}
+    with pytest.raises(PapersimError, match=r"request row 1: since: 'soon' is not a date"):
+        service.predict(pd.DataFrame([{"query": "flutter"}, {"query": "flutter", "since": "soon"}]))
 
 
 def test_paper_rows_are_the_fused_similar_ranking_of_the_cli(service):
@@ -85,8 +96,12 @@ def test_unknown_paper_is_a_clear_error(service):
 
 
 def test_requests_are_parsed_with_defaults():
+    from papersim.retrieval.filters import NO_FILTER, Filter
+
     assert parse_requests(pd.DataFrame([{"query": "a", "k": float("nan")}])) == [{"k": 10, "mode": "served",
-                                                                                  "query": "a"}]
+                                                                                  "query": "a", "filter": NO_FILTER}]
+    parsed = parse_requests(pd.DataFrame([{"paper_id": "p1", "since": "2019", "group": "a;b"}]))
+    assert parsed[0]["filter"] == Filter(since="2019", groups=("a", "b"))
     with pytest.raises(PapersimError, match="no requests"):
         parse_requests(pd.DataFrame(columns=["query"]))
 
@@ -149,12 +164,24 @@ def test_mlflow_serves_the_champion_over_rest(built, tracking, tmp_path):
         assert status == 200, body
         rows = body["predictions"]
         assert [r["request"] for r in rows] == [0, 0, 0, 1, 1] and {"paper_id", "title", "score"} <= set(rows[0])
+        # the paper's metadata and why, through the REST answer; a filter narrows it
+        p8 = next(r for r in rows if r["paper_id"] == "p8") if any(r["paper_id"] == "p8" for r in rows) else None
+        assert all(set(r["authors"]) == {f"Author {r['paper_id'][1:]}", "B. Coauthor"} or r["authors"] == []
+                   for r in rows) and all(isinstance(r["why"], list) for r in rows)
+        assert p8 is None or (p8["date"] == "2018-09-18" and p8["url"] == "https://example.org/papers/p8")
+        status, body = _post(f"{url}/invocations", json.dumps({"dataframe_records": [
+            {"paper_id": "p0", "k": 5, "since": "2016", "group": "cat1;cat2"}]}).encode())
+        assert status == 200, body
+        hits = body["predictions"]
+        assert hits and all(r["date"] >= "2016" and set(r["categories"]) & {"cat1", "cat2"} for r in hits), hits
 
         bad = {
             "missing fields": ({"dataframe_records": [{"k": 3}]}, "missing field"),
             "k out of range": ({"dataframe_records": [{"query": "flutter", "k": 1000}]}, "between 1 and 100"),
             "unknown paper": ({"dataframe_records": [{"paper_id": "nope"}]}, "unknown paper id"),
             "1 MB query": ({"dataframe_records": [{"query": "x" * 1_000_000}]}, "query too long"),
+            "bad date": ({"dataframe_records": [{"query": "flutter", "since": "2019-02-30"}]},
+                         "request row 0: since: '2019-02-30' is not a date"),
         }
         for what, (payload, message) in bad.items():
             status, body = _post(f"{url}/invocations", json.dumps(payload).encode())

@@ -37,3 +37,25 @@ def test_the_files_a_source_reads_keep_the_path_as_given(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "many/part1.jsonl", [paper(1)])
     with pytest.raises(PapersimError, match="many: a jsonl source is one file, not a folder"):
         source_files(SourceSpec("many", format="jsonl"))
+
+
+def test_metadata_fields_can_be_mapped_and_year_is_checked(tmp_path):
+    spec = SourceSpec("a.jsonl", columns={"id": "arxiv_id", "arxiv_id": "arxiv_id", "date": "published", "url": "link"})
+    assert spec.columns["date"] == "published" and spec.year == 0
+    with pytest.raises(ValueError, match="columns: unknown field.* published; mappable fields: id, title, abstract"):
+        SourceSpec("a.jsonl", columns={"published": "date"})
+    for year in (24, 3000, "2024"):
+        with pytest.raises(ValueError, match="year must be 0 \\(unknown\\) or within \\[1000, 2100\\]"):
+            SourceSpec("pages", year=year)
+
+
+def test_a_beir_corpus_has_no_metadata(tmp_path):
+    from papersim.data.normalise import normalise_batch
+    from papersim.data.sources import read_source
+
+    write_jsonl(tmp_path / "cran" / "corpus.jsonl", [{"_id": "7", "title": "wing", "text": "wing flutter"}])
+    spec = SourceSpec(str(tmp_path / "cran"))
+    (raw,) = read_source(spec, 10)
+    batch = normalise_batch(raw, spec)
+    assert batch.authors.to_pylist() == batch.categories.to_pylist() == [[]]
+    assert batch.date.to_pylist() == batch.url.to_pylist() == batch.venue.to_pylist() == [None]

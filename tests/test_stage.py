@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import logging
 from pathlib import Path
 
 import mlflow
@@ -61,6 +62,31 @@ def test_errors_are_one_line_and_exit_1(tmp_path, tracking, capsys):
     assert err == f"error: {tmp_path / 'in.txt'}: empty text\n"
     assert run_count(tmp_path, "text", params="count: {word: 2}\n") == 1
     assert "count: unknown key(s) 'word'" in capsys.readouterr().err
+
+
+def test_progress_lines_reach_stderr_once_with_the_stage_name(tmp_path, capsys, caplog):
+    from papersim.progress import Progress
+
+    def count_slowly(stage: Stage) -> str:
+        with Progress("counting", total=3, unit="words", interval=0.0) as progress:
+            progress.advance(2)
+            progress.advance(1)
+        return "count: 3 words"
+
+    (tmp_path / "params.yaml").write_text("count: {words: 2}\n")
+    (tmp_path / "in.txt").write_text("one two three")
+    logging.getLogger().addHandler(root := logging.StreamHandler())  # as a flow that configures logging
+    try:
+        argv = ["--params", str(tmp_path / "params.yaml"), "--text", str(tmp_path / "in.txt")]
+        assert run_stage("count", CountConfig, "Stage `count`.", {"text": "input text"}, count_slowly, argv) == 0
+    finally:
+        logging.getLogger().removeHandler(root)
+    captured = capsys.readouterr()
+    assert captured.out == "count: 3 words\n"
+    err = captured.err.splitlines()  # each line once: the root's handler did not print it again
+    assert len(err) == 2 and err[0].startswith("count: counting 2/3 words (")
+    assert err[1].startswith("count: counting 3/3 words done in ")
+    assert not [r for r in caplog.records if r.name.startswith("papersim")]
 
 
 def test_stage_command_is_dvc_yaml_with_flags_replaced():

@@ -1,4 +1,6 @@
 import json
+import logging
+import re
 
 import pytest
 from sentence_transformers import SentenceTransformer
@@ -74,6 +76,23 @@ def test_short_training_saves_a_model_plain_sentence_transformers_loads(tiny_mod
     model.save(str(tmp_path / "out"))
     reloaded = SentenceTransformer(str(tmp_path / "out"))
     assert reloaded.encode(["graph networks"]).shape == (1, 32)
+
+
+def test_training_writes_steps_time_left_and_validation_as_lines_not_dicts(tiny_model_dir, tmp_path, caplog, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setattr("papersim.progress.INTERVAL_S", 0.02)  # a line within every step of the tiny model
+    caplog.set_level(logging.INFO, logger="papersim.progress")
+    model = load_encoder(str(tiny_model_dir), 32)
+    cfg = TrainConfig(max_steps=4, eval_steps=2, save_steps=2, logging_steps=1, batch_size=4, num_negatives=2)
+    train_encoder(model, toy_pairs(40), toy_pairs(10, offset=100), cfg, tmp_path / "ckpt", "fp")
+    lines = [r.getMessage() for r in caplog.records if r.name == "papersim.progress"]
+    steps = [line for line in lines if re.fullmatch(r"training [0-3]/4 steps \(.*(left|so far).*\)", line)]
+    assert steps and any("left; loss " in line for line in steps)
+    assert [line for line in lines if line.startswith("validation at step")] == [
+        line for line in lines if re.fullmatch(r"validation at step [24]: val_cosine_ndcg@10 [0-9.]+", line)]
+    assert len([line for line in lines if line.startswith("validation at step")]) == 2
+    assert lines[-1].startswith("training 4/4 steps done in ")
+    assert "{'loss'" not in capsys.readouterr().out  # the trainer's raw log dicts are not printed
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-from papersim.data.validation import RowRules, describe, duplicate_id_rows, row_failures
+from papersim.data.validation import RowRules, describe, duplicate_id_rows, merge_failures, row_failures
 
 RULES = RowRules(min_abstract_chars=10, max_abstract_chars=40, require_title=True)
 
@@ -35,3 +35,12 @@ def test_duplicate_ids_flag_every_row_of_the_duplicate_set():
 
 def test_rule_descriptions_carry_the_configured_bounds():
     assert describe("abstract_length", RULES) == "abstract length within [10, 40] characters"
+
+
+def test_metadata_rules_join_the_row_rules_once_each():
+    failures = row_failures(["a", "b", "c"], ["ok", "ok", "ok"], ["a fine abstract", "short", "a fine abstract"], RULES)
+    invalid = {1: {"date_valid": "date 'soon' is not a date"},
+               2: {"date_valid": "date 'soon' is not a date", "url_valid": "url 'x' is not an http(s) URL"}}
+    assert merge_failures(failures, invalid) == {1: ["abstract_length", "date_valid"], 2: ["date_valid", "url_valid"]}
+    assert merge_failures({0: ["date_valid"]}, {0: {"date_valid": "..."}}) == {0: ["date_valid"]}
+    assert describe("date_valid") == "date and updated are dates (YYYY-MM-DD, YYYY-MM or YYYY)"

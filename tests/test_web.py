@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import math
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,12 +62,16 @@ def test_search_answers_the_same_hits_as_search_text_with_their_details(site):
     assert [h["paper_id"] for h in page["hits"]] == expected["paper_id"].tolist()
     assert [h["rank"] for h in page["hits"]] == [1, 2, 3, 4, 5] and page["mode"] == "served"
     first = page["hits"][0]
-    assert set(first) == {"rank", "paper_id", "title", "url", "abstract_start", "source", "groups", "score"}
+    assert set(first) == {"rank", "paper_id", "title", "url", "abstract_start", "source", "groups", "score",
+                          "authors", "date", "link", "venue", "categories", "why"}
+    assert first["why"] and set(first["why"]) <= {"supersonic", "wing", "flutter"}
     assert first["url"] == "/paper/" + first["paper_id"] and first["abstract_start"] and first["source"]
     assert math.isclose(first["score"], expected["score"].iloc[0], abs_tol=1e-4)
     assert site.get("/?q=supersonic+wing+flutter&k=5&format=json").json() == page  # ?format=json: the same answer
     html = site.get("/?q=supersonic+wing+flutter&k=5")
-    assert html.headers["content-type"].startswith("text/html") and first["title"] in html.text
+    assert html.headers["content-type"].startswith("text/html")
+    assert first["title"] in re.sub(r"</?mark>", "", html.text)  # the query's words marked in the title
+    assert "<mark>flutter</mark>" in html.text
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
@@ -98,6 +103,19 @@ def test_paper_page_shows_the_whole_paper_and_its_similar_papers(site):
     assert page["paper"]["abstract"].startswith(listed["abstract_start"][:-2])
 
 
+def test_the_json_answer_carries_the_metadata_and_a_filter(site):
+    page = as_json(site, "/paper/p0?k=30&since=2015&group=cat0;cat2")
+    assert page["filter"] == {"since": "2015", "until": "", "group": "cat0; cat2", "active": True,
+                              "describe": "since 2015, in cat0 or cat2"}
+    assert page["similar"] and all(h["date"] >= "2015" and set(h["categories"]) & {"cat0", "cat2"}
+                                   for h in page["similar"])
+    math = as_json(site, "/paper/math")["paper"]
+    assert math["authors"] == ["Ada Lovelace", "Alan Turing"] and math["link"] == "https://arxiv.org/abs/2104.01234"
+    assert math["date"] == "2021-04-05" and math["title"].startswith("Flutter bounds of $")  # JSON keeps the source
+    empty = as_json(site, "/paper/p0?since=2099")
+    assert empty["similar"] == [] and "no paper matches both the request and the filter" in empty["empty_reason"]
+
+
 def test_abstract_start_cuts_at_a_word():
     assert abstract_start("short") == "short" and abstract_start(None) is None
     text = "word " * 100
@@ -122,6 +140,9 @@ BAD = [
     ("/?q=flutter&mode=fuzzy", 400, "unknown mode 'fuzzy'"),
     ("/?q=" + "x" * (MAX_QUERY_CHARS + 1), 400, f"query too long ({MAX_QUERY_CHARS + 1} characters, at most"),
     ("/paper/p1?k=500", 400, "k must be between 1 and 100"),
+    ("/?q=flutter&until=2019-13", 400, "until: '2019-13' is not a date"),
+    ("/paper/p1?since=2020&until=2019", 400, "since 2020 is after until 2019"),
+    ("/?q=flutter&" + "&".join(f"group=g{i}" for i in range(21)), 400, "too many groups in one filter"),
     ("/compare?a=nine&b=champion", 400, "unknown version 'nine'"),
     ("/compare?a=champion&b=99", 400, "has no version 99"),
     ("/compare?paper=no-such-paper", 404, "unknown paper id 'no-such-paper'"),
@@ -415,3 +436,10 @@ def test_web_command_errors_are_one_line(web_site, tmp_path, monkeypatch, capsys
     assert f"model '{web_site.model_name}' has no version 7" in capsys.readouterr().err
     assert cli(["web", "--index", str(tmp_path / "no-index")]) == 1
     assert "no-index" in capsys.readouterr().err
+
+
+def test_a_date_shows_as_a_listing_shows_it():
+    from papersim.web.pages import show_date
+
+    assert [show_date(d) for d in ("2019-03-12", "2019-03", "2019", "--03-20", None)] == [
+        "12 Mar 2019", "Mar 2019", "2019", "Mar 20", ""]

@@ -157,6 +157,61 @@ def test_hostile_paper_text_shows_as_text_and_runs_nothing(page, server):
     assert page.dialogs == []
 
 
+def test_a_listing_shows_authors_date_link_why_and_rendered_math(page, server):
+    from conftest import MATH_PAPER
+
+    page.goto(server + "/?q=supersonic+wing+flutter+bounds&k=30")
+    hit = page.locator("li.hit[data-paper-id=math]")
+    assert hit.locator("a.title math").count() == 1  # $\mathcal{O}(n^2)$ as MathML, laid out by the browser
+    title = hit.locator("a.title").inner_text()
+    assert "\\" not in title and "$" not in title and "supersonic" in title  # \textit{} is plain text
+    assert hit.locator(".authors").inner_text() == "Ada Lovelace, Alan Turing"
+    assert hit.locator("time.date").inner_text() == "5 Apr 2021"
+    assert hit.locator("time.date").get_attribute("datetime") == "2021-04-05"
+    link = hit.locator("a.link")
+    assert link.get_attribute("href") == MATH_PAPER["url"] and link.inner_text() == "arxiv.org/abs/2104.01234"
+    assert hit.locator(".venue").inner_text() == "Journal of Flutter"
+    why = hit.locator("p.why").inner_text()
+    assert why.startswith("matches: ") and "flutter" in why
+    assert "flutter" in [m.lower() for m in hit.locator("a.title mark").all_inner_texts()]  # the query's words marked
+    box = hit.locator("a.title math").bounding_box()
+    assert box and box["width"] > 10  # rendered, not hidden
+    page.goto(server + "/paper/math")
+    assert page.locator("article.paper h1 math").count() == 1 and page.locator("p.abstract.full math").count() == 1
+    assert page.title().startswith("Flutter bounds of 𝒪(n^2)")  # the tab's title: Unicode, no markup
+    similar = page.locator("section.similar li.hit").nth(0)
+    assert similar.locator("p.why").inner_text().startswith("why: ")
+    assert page.dialogs == []
+
+
+def test_filters_narrow_the_answer_and_their_url_can_be_shared(page, server):
+    page.goto(server + "/?q=wing+flutter")
+    page.fill("input[name=since]", "2016")
+    page.fill("input[name=group]", "cat0; cat1")
+    page.press("input[name=q]", "Enter")
+    page.wait_for_selector("p.count")
+    assert "since=2016" in page.url and "group=cat0%3B+cat1" in page.url
+    dates = page.locator("li.hit time.date").evaluate_all("els => els.map(e => e.getAttribute('datetime'))")
+    assert dates and all(d >= "2016" for d in dates)
+    assert page.locator("li.hit").count() == len(dates)  # undated papers are left out by a date filter
+    assert "since 2016, in cat0 or cat1" in page.locator("p.count").inner_text()
+    shared = page.url
+    page.goto(server + "/")
+    page.goto(shared)  # the same answer from the address alone
+    assert page.locator("li.hit time.date").count() == len(dates)
+    assert page.input_value("input[name=since]") == "2016"
+    page.goto(server + "/paper/p0?until=2012")
+    page.wait_for_selector("section.similar")
+    dates = page.locator("section.similar li.hit time.date").evaluate_all(
+        "els => els.map(e => e.getAttribute('datetime'))")
+    assert dates and all(d <= "2012-12-31" for d in dates)
+    response = page.goto(server + "/?q=flutter&since=2019-02-30")
+    assert response.status == 400 and "since: '2019-02-30' is not a date" in page.locator("p.error").inner_text()
+    response = page.goto(server + "/?q=flutter&since=%3Cscript%3E")
+    assert response.status == 400 and "<script>" in page.locator("p.error").inner_text()  # shown as text
+    assert page.evaluate("document.querySelectorAll('script').length") == 0 and page.dialogs == []
+
+
 def test_bad_input_pages_and_their_status(page, server):
     cases = [("/paper/no-such-paper", 404, "unknown paper id 'no-such-paper'"),
              ("/?q=flutter&k=0", 400, "k must be between 1 and 100"),

@@ -102,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
                              help="served (the fusion chosen for this corpus and stored with the index: what "
                                   "evaluate reports as `served`), dense (the served encoder), bm25, or hybrid "
                                   "(reciprocal-rank fusion of both)")
-        cmd.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        cmd.add_argument("--since", default="", metavar="DATE",
+                         help="only papers dated on or after DATE (YYYY-MM-DD, YYYY-MM or YYYY)")
+        cmd.add_argument("--until", default="", metavar="DATE", help="only papers dated on or before DATE")
+        cmd.add_argument("--group", action="append", default=[], metavar="GROUP",
+                         help="only papers in GROUP (a listing page, a category); repeat for any of several")
+        cmd.add_argument("--json", action="store_true",
+                         help="JSON lines (every field: metadata, why) instead of the listing")
         cmd.add_argument("--index", type=Path, default=Path("artifacts/index"), help="index folder (build_index)")
         cmd.add_argument("--model", default=None,
                          help="the encoder folder the index was built with (default: the one its index.json "
@@ -168,20 +174,39 @@ def run_registry(args: argparse.Namespace) -> str:
 
 def run_search(args: argparse.Namespace) -> str:
     """The answer to `papersim search` / `papersim similar` as printable text."""
+    from papersim.retrieval.filters import Filter
     from papersim.retrieval.search import attach_encoder, check_request, load_search_index, search_text, similar_papers
 
     check_request(args.k, getattr(args, "mode", "dense"), getattr(args, "query", None))
+    flt = Filter(since=args.since, until=args.until, groups=tuple(args.group))
     model, index = resolve_model(args)
     si = load_search_index(index)
     if args.command == "search" and args.mode != "bm25":
         attach_encoder(si, model)
-    table = search_text(si, args.query, args.k, args.mode) if args.command == "search" else \
-        similar_papers(si, args.paper_id, args.k)
+    table = search_text(si, args.query, args.k, args.mode, flt) if args.command == "search" else \
+        similar_papers(si, args.paper_id, args.k, flt)
     if args.json:
         return "\n".join(json.dumps(row, ensure_ascii=False) for row in table.to_dict(orient="records"))
     if table.empty:
-        return "no matching papers"
-    return table.to_string(index=False, max_colwidth=80)
+        return f"no matching papers{f' ({flt.describe()})' if flt.active else ''}"
+    return listing(table.to_dict(orient="records"), matched="matches" if args.command == "search" else "why")
+
+
+def listing(hits: list[dict], matched: str = "why") -> str:
+    """An answer as a person reads it: rank, score and title (LaTeX as Unicode), then authors, date,
+    categories, link, the words behind the match and the id, one line each where the paper has them."""
+    from papersim.markup import to_text
+
+    lines = []
+    for hit in hits:
+        lines.append(f"{hit['rank']:>3}. {hit['score']:.4f}  {to_text(hit['title'])}")
+        about = [", ".join(hit.get("authors") or []), hit.get("date") or "", hit.get("venue") or "",
+                 ", ".join(hit.get("categories") or [])]
+        for line in (" | ".join(a for a in about if a), hit.get("url") or "",
+                     f"{matched}: {', '.join(hit['why'])}" if hit.get("why") else "", f"id: {hit['paper_id']}"):
+            if line:
+                lines.append(f"{'':13}{line}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,17 +3,18 @@
 A stage script declares its paths (dvc.yaml's `cmd` is their only home: every path is a
 required argument) and one `execute(stage) -> str` function. The skeleton parses the arguments,
 applies the offline defaults, reads the params section named after the stage into the stage's
-config dataclass, opens the MLflow run (same name, provenance tags) on request, and turns a
-PapersimError into a one-line `error: ...` with exit status 1.
+config dataclass, opens the MLflow run (same name, provenance tags) on request, shows the progress
+lines of long steps on stderr, and turns a PapersimError into a one-line `error: ...` with exit status 1.
 """
 
 import argparse
 import dataclasses
+import logging
 import sys
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from papersim.config import load_section
 from papersim.env import apply_offline_defaults
@@ -56,13 +57,46 @@ def run_stage(name: str, config: type, doc: str, paths: Mapping[str, str], execu
     args = parse_stage_args(name, doc, paths, optional, argv, section)
     apply_offline_defaults()
     try:
-        summary = execute(Stage(name, args, load_section(args.params, section, config)))
+        with library_log(name):
+            summary = execute(Stage(name, args, load_section(args.params, section, config)))
     except PapersimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if summary:
         print(summary.rstrip("\n"))
     return 0
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to the sys.stderr of the moment (a test's captured stream), flushed line by line."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _) -> None:
+        pass
+
+
+@contextmanager
+def library_log(name: str) -> Iterator[None]:
+    """While the stage runs, papersim's log lines (progress of long steps, papersim.progress) go to stderr as
+    `<stage>: <line>`: DVC shows a stage's stderr, the retrain flow passes it on. Not propagated, so a root
+    handler configured elsewhere cannot print them twice."""
+    logger = logging.getLogger("papersim")
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter(f"{name}: %(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def split_timings(report: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -14,7 +14,19 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from papersim.data.records import GROUPS, TEXT, ParseFailure, RawBatch, _check_columns, _empty_file_error, _Rows
+from papersim.data.records import (
+    GROUPS,
+    META_LISTS,
+    META_TEXT,
+    TEXT,
+    ParseFailure,
+    RawBatch,
+    _check_columns,
+    _empty_file_error,
+    _list_column,
+    _Rows,
+    _text_column,
+)
 from papersim.errors import PapersimError
 
 PAGE_CHROME = frozenset(
@@ -22,7 +34,7 @@ PAGE_CHROME = frozenset(
 )
 
 
-PAGE_DATE = re.compile(r"^[A-Z][a-z]{2} \d{1,2}(, \d{4})?$")  # e.g. "Mar 14"
+PAGE_DATE = re.compile(r"^[A-Z][a-z]{2} \d{1,2}(, \d{4})?$")  # e.g. "Mar 14", or "Mar 14, 2024" in past years
 # A whitespace run that is not one plain space: a space followed by more whitespace, or any other
 # whitespace/control character. After NFKC the only non-ASCII spaces left are U+1680 and the line
 # and paragraph separators (RE2's \s is ASCII only, hence the Unicode classes).
@@ -39,9 +51,8 @@ def _read_jsonl(path: Path, columns: dict[str, str], batch_rows: int) -> Iterato
     # Fast path: numpy finds the line ends, Arrow's multi-threaded JSON parser reads a batch of
     # lines at once. A batch it rejects (a malformed line, invalid UTF-8, a number where a string
     # was expected) is parsed again line by line, which finds each bad line and keeps the good ones.
-    schema = pa.schema([(columns["id"], pa.string()), (columns["title"], TEXT),
-                        (columns["abstract"], TEXT), (columns["groups"], GROUPS)])
-    parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    # Metadata may come in other types than assumed (authors as one string): a second Arrow read infers them.
+    parsers = _jsonl_parse_options(columns)
     n_records = 0
     first_line = 1
     with path.open("rb") as f:
@@ -53,9 +64,28 @@ def _read_jsonl(path: Path, columns: dict[str, str], batch_rows: int) -> Iterato
             if n_records == 0:
                 _check_jsonl_columns(path, columns, data)
             n_records += len(lines)
-            yield _jsonl_block(path, lines, data, longest, parse, columns)
+            yield _jsonl_block(path, lines, data, longest, parsers, columns)
     if n_records == 0:
         raise _empty_file_error(path)
+
+
+def _jsonl_parse_options(columns: dict[str, str]) -> list[pj.ParseOptions]:
+    """How to read a batch with Arrow, in the order to try: every field typed as usually given
+    (metadata text as strings, authors and categories as lists), then, where the source maps
+    metadata, the core fields typed and the metadata types inferred (authors as one string, a
+    year as a number). A column feeding two fields is listed once, with its first field's type."""
+    core: dict[str, pa.DataType] = {}
+    for name, kind in (("id", pa.string()), ("title", TEXT), ("abstract", TEXT), ("groups", GROUPS)):
+        core.setdefault(columns[name], kind)
+    typed = dict(core)
+    for name in META_TEXT + META_LISTS:
+        if name in columns:
+            typed.setdefault(columns[name], pa.string() if name in META_TEXT else GROUPS)
+    options = [pj.ParseOptions(explicit_schema=pa.schema(list(typed.items())), unexpected_field_behavior="ignore")]
+    if len(typed) > len(core):
+        options.append(pj.ParseOptions(explicit_schema=pa.schema(list(core.items())),
+                                       unexpected_field_behavior="infer"))
+    return options
 
 
 def _line_batches(f, batch_rows: int) -> Iterator[tuple[bytes, int]]:
@@ -113,18 +143,13 @@ def _check_jsonl_columns(path: Path, columns: dict[str, str], data: bytes) -> No
 
 
 def _jsonl_block(path: Path, lines: list[int], data: bytes, longest: int,
-                 parse: pj.ParseOptions, columns: dict[str, str]) -> RawBatch:
-    try:
-        # A block must hold the longest line; 4 MiB blocks let both cores parse in parallel.
-        table = pj.read_json(pa.py_buffer(data), parse_options=parse,
-                             read_options=pj.ReadOptions(block_size=max(4 << 20, longest + 1)))
-        table.validate(full=True)  # Arrow's JSON parser lets invalid UTF-8 through; this catches it
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        table = None
-    if table is not None and table.num_rows == len(lines):
-        col = lambda name: table.column(name).combine_chunks()  # noqa: E731
-        return RawBatch(str(path), "line", lines, col(columns["id"]), col(columns["title"]),
-                        col(columns["abstract"]), col(columns["groups"]))
+                 parsers: list[pj.ParseOptions], columns: dict[str, str]) -> RawBatch:
+    for i, parse in enumerate(parsers):
+        batch = _arrow_jsonl_block(path, lines, data, longest, parse, columns)
+        if batch is not None:
+            if i:  # the file's metadata has other types than assumed: read the next batches that way first
+                parsers.insert(0, parsers.pop(i))
+            return batch
     rows = _Rows(path, "line")
     records = [line for line in data.split(b"\n") if line.strip()]
     for lineno, raw in zip(lines, records):
@@ -138,9 +163,34 @@ def _jsonl_block(path: Path, lines: list[int], data: bytes, longest: int,
         if not isinstance(obj, dict):
             rows.failures.append(ParseFailure(lineno, f"expected a JSON object, got {type(obj).__name__}", text[:200]))
             continue
-        rows.add(lineno, obj.get(columns["id"]), obj.get(columns["title"]),
-                 obj.get(columns["abstract"]), obj.get(columns["groups"]))
+        rows.add(lineno, {name: obj.get(column) for name, column in columns.items()})
     return rows.batch()
+
+
+def _arrow_jsonl_block(path: Path, lines: list[int], data: bytes, longest: int, parse: pj.ParseOptions,
+                       columns: dict[str, str]) -> RawBatch | None:
+    """The batch as Arrow's JSON parser reads it with `parse`; None where it cannot, or reads a column
+    as a type the slow path would read differently (e.g. an inferred timestamp)."""
+    try:
+        # A block must hold the longest line; 4 MiB blocks let both cores parse in parallel.
+        table = pj.read_json(pa.py_buffer(data), parse_options=parse,
+                             read_options=pj.ReadOptions(block_size=max(4 << 20, longest + 1)))
+        table.validate(full=True)  # Arrow's JSON parser lets invalid UTF-8 through; this catches it
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(lines):
+        return None
+
+    def col(name: str) -> pa.Array:
+        if columns[name] not in table.column_names:  # an inferred column no row of this batch has
+            return pa.nulls(table.num_rows, pa.string())
+        return table.column(columns[name]).combine_chunks()
+
+    meta = {name: _text_column(col(name)) for name in META_TEXT}
+    meta |= {name: _list_column(col(name)) for name in META_LISTS}
+    if any(values is None for values in meta.values()):
+        return None
+    return RawBatch(str(path), "line", lines, col("id"), col("title"), col("abstract"), col("groups"), **meta)
 
 
 def _read_csv(path: Path, columns: dict[str, str], batch_rows: int) -> Iterator[RawBatch]:
@@ -152,6 +202,7 @@ def _read_csv(path: Path, columns: dict[str, str], batch_rows: int) -> Iterator[
         if reader.fieldnames is None:
             raise _empty_file_error(path)
         _check_columns(path, columns, list(reader.fieldnames))
+        columns = {name: column for name, column in columns.items() if column in reader.fieldnames}
         start = reader.line_num + 1
         n_records = 0
         while True:
@@ -168,8 +219,7 @@ def _read_csv(path: Path, columns: dict[str, str], batch_rows: int) -> Iterator[
                 fields = len(row) - 1 + len(row[None])
                 rows.failures.append(ParseFailure(start, f"{fields} fields, header has {len(reader.fieldnames)}", ""))
             else:
-                rows.add(start, row.get(columns["id"]), row.get(columns["title"]),
-                         row.get(columns["abstract"]), row.get(columns["groups"]))
+                rows.add(start, {name: row.get(column) for name, column in columns.items()})
             start = reader.line_num + 1
             if len(rows) >= batch_rows:
                 yield rows.batch()
@@ -193,23 +243,39 @@ def _read_parquet(path: Path, columns: dict[str, str], batch_rows: int) -> Itera
     row = 0
     for rb in pf.iter_batches(batch_size=batch_rows, columns=wanted):
         n = rb.num_rows
-        try:  # the usual case: string columns, groups a list of strings (or absent)
-            col = lambda field, kind: (  # noqa: E731
-                rb.column(columns[field]).cast(kind) if columns[field] in wanted else pa.nulls(n, kind))
-            batch = RawBatch(str(path), "row", list(range(row + 1, row + n + 1)), col("id", pa.string()),
-                             col("title", TEXT), col("abstract", TEXT), col("groups", GROUPS))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. groups as "a;b" strings: row by row
+        lines = list(range(row + 1, row + n + 1))
+        batch = _arrow_parquet_batch(path, lines, rb, columns)
+        if batch is None:  # e.g. groups as "a;b" strings: row by row
             data = rb.to_pydict()
-            none = [None] * n
             rows = _Rows(path, "row")
-            for i, id_, title, abstract, groups in zip(
-                range(n), data.get(columns["id"], none), data.get(columns["title"], none),
-                data[columns["abstract"]], data.get(columns["groups"], none),
-            ):
-                rows.add(row + i + 1, id_, title, abstract, groups)
+            for i in range(n):
+                rows.add(row + i + 1, {name: data[column][i] if column in data else None
+                                       for name, column in columns.items()})
             batch = rows.batch()
         row += n
         yield batch
+
+
+def _arrow_parquet_batch(path: Path, lines: list[int], rb: pa.RecordBatch, columns: dict[str, str]) -> RawBatch | None:
+    """The usual case, column by column: string columns, groups a list of strings (or absent), dates as
+    text, dates or timestamps. None where a column needs the row-by-row path."""
+    n = rb.num_rows
+
+    def col(name: str, kind: pa.DataType) -> pa.Array:
+        if columns[name] not in rb.schema.names:
+            return pa.nulls(n, kind)
+        return rb.column(columns[name])
+
+    try:
+        core = [col("id", pa.string()).cast(pa.string()), col("title", TEXT).cast(TEXT),
+                col("abstract", TEXT).cast(TEXT), col("groups", GROUPS).cast(GROUPS)]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    meta = {name: _text_column(col(name, pa.string()), temporal=True) for name in META_TEXT}
+    meta |= {name: _list_column(col(name, pa.string())) for name in META_LISTS}
+    if any(values is None for values in meta.values()):
+        return None
+    return RawBatch(str(path), "row", lines, *core, **meta)
 
 
 def _paragraphs(path: Path) -> list[tuple[int, str]]:
@@ -238,9 +304,12 @@ def _read_page(path: Path, batch_rows: int) -> Iterator[RawBatch]:
         raise _empty_file_error(path)
     # Strip the page header: the known chrome lines and the date, only at the top of the page.
     skip = 0
+    date = None  # the page's date ("Mar 20", no year as the site shows it): the date of each of its papers
     while skip < len(paragraphs) and skip < 6 and (
         paragraphs[skip][1] in PAGE_CHROME or PAGE_DATE.match(paragraphs[skip][1])
     ):
+        if PAGE_DATE.match(paragraphs[skip][1]):
+            date = paragraphs[skip][1]
         skip += 1
     body = paragraphs[skip:]
     if not body:
@@ -253,7 +322,7 @@ def _read_page(path: Path, batch_rows: int) -> Iterator[RawBatch]:
         )
     rows = _Rows(path, "line")
     for (line, title), (_, abstract) in zip(body[0::2], body[1::2]):
-        rows.add(line, None, title, abstract, [f"page:{path.stem}"])
+        rows.add(line, {"title": title, "abstract": abstract, "groups": [f"page:{path.stem}"], "date": date})
         if len(rows) >= batch_rows:
             yield rows.batch()
             rows = _Rows(path, "line")

@@ -1,7 +1,8 @@
 """The ingest stage's core: sources -> validated, de-duplicated papers.parquet (+ rejected rows).
 
 Memory stays bounded: pass 1 streams batches (read, normalise, validate with Great
-Expectations, drop duplicates while remembering the groups they add) into an Arrow spill file,
+Expectations, drop duplicates while remembering the groups they add; a duplicate's other metadata
+is dropped with it, the first row's kept) into an Arrow spill file,
 keeping only ids and content hashes in memory. Then id uniqueness is checked over the whole corpus;
 pass 2 reads the spill back batch by batch, sets aside rows with a conflicting id (same id, different
 content), adds the groups of merged duplicates, hashes each final record and writes the Parquet table.
@@ -23,7 +24,7 @@ from papersim.data.normalise import normalise_batch, record_hashes, titles_as_te
 from papersim.data.records import GROUPS, RawBatch
 from papersim.data.rejection import REJECTED_SCHEMA, Rejection, reject_rows
 from papersim.data.sources import SourceSpec, read_source, resolve_format
-from papersim.data.validation import RULES, RowRules, duplicate_id_rows, row_failures
+from papersim.data.validation import RULES, RowRules, duplicate_id_rows, merge_failures, row_failures
 from papersim.errors import PapersimError
 
 PAPERS_SCHEMA = pa.schema(
@@ -33,14 +34,23 @@ PAPERS_SCHEMA = pa.schema(
         pa.field("abstract", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),  # the `name` of the source that first had it
         pa.field("groups", pa.list_(pa.string()), nullable=False),  # listing pages, categories
+        # Metadata, of the first row of a merged duplicate (later rows add their groups only):
+        pa.field("authors", pa.list_(pa.string()), nullable=False),  # in source order; [] where unknown
+        pa.field("date", pa.string()),  # published: ISO 8601 YYYY-MM-DD, YYYY-MM, YYYY; --MM-DD from a listing page
+        pa.field("updated", pa.string()),  # last revised, the same forms
+        pa.field("url", pa.string()),  # http(s); from the arXiv id or DOI where the source gives no url
+        pa.field("venue", pa.string()),
+        pa.field("categories", pa.list_(pa.string()), nullable=False),  # in source order, e.g. arXiv's cs.LG
         pa.field("content_hash", pa.string(), nullable=False),  # SHA-1 (128 bits) of lower-cased title + abstract
         pa.field("record_hash", pa.string(), nullable=False),  # SHA-1 (128 bits) of every field above but content_hash
     ]
 )
+FROM_BATCH = ("groups", "authors", "date", "updated", "url", "venue", "categories")  # spilled as normalised
 # Pass 1's spill: record_hash waits for pass 2, where merged duplicates add their groups.
 SPILL_SCHEMA = PAPERS_SCHEMA.remove(PAPERS_SCHEMA.get_field_index("record_hash"))
 # Dictionary-encode only the repetitive columns: trying it on unique texts is wasted work.
-PARQUET_OPTIONS = {"use_dictionary": ["source", "groups.list.element"]}
+PARQUET_OPTIONS = {"use_dictionary": ["source", "groups.list.element", "date", "updated", "venue",
+                                      "categories.list.element"]}
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,8 @@ def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> 
                 batch = normalise_batch(raw, spec)
                 if cfg.title_only == "keep":
                     batch = titles_as_text(batch)
-                failures = row_failures(batch.paper_id, batch.title, batch.abstract, rules)
+                failures = merge_failures(row_failures(batch.paper_id, batch.title, batch.abstract, rules),
+                                          batch.invalid)
                 rejected.add(reject_rows(batch, failures))
                 keep = [False] * len(batch)
                 for i, (pid, digest) in enumerate(zip(batch.paper_id.to_pylist(), batch.content_hash.to_pylist())):
@@ -163,7 +174,7 @@ def ingest_corpus(cfg: IngestConfig, papers_path: Path, rejected_path: Path) -> 
                     "title": batch.title.filter(arrow_mask),
                     "abstract": batch.abstract.filter(arrow_mask),
                     "source": pa.array([batch.source] * int(mask.sum()), pa.string()),
-                    "groups": batch.groups.filter(arrow_mask),
+                    **{name: getattr(batch, name).filter(arrow_mask) for name in FROM_BATCH},
                     "content_hash": batch.content_hash.filter(arrow_mask),
                 }, schema=SPILL_SCHEMA))
 

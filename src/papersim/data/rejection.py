@@ -20,7 +20,7 @@ REJECTED_SCHEMA = pa.schema(
         pa.field("file", pa.string()),
         pa.field("line", pa.int64()),  # line of a text file, row of a Parquet file (1-based)
         pa.field("rules", pa.list_(pa.string())),  # rule ids, see validation.RULES
-        pa.field("reason", pa.string()),  # the same, readable
+        pa.field("reason", pa.string()),  # the same, readable (with the bad value of a metadata rule)
     ]
 )
 EXAMPLES_PER_RULE = 5  # rows quoted per failed rule in the error report
@@ -46,7 +46,9 @@ class Rejection:
                 shown = self.examples.setdefault(rule, [])
                 if len(shown) < EXAMPLES_PER_RULE:
                     shown.append(_example(row, rule))
-            row["reason"] = "; ".join(describe(r, self.rules) for r in row["rules"])
+            details = row.get("details", {})  # the bad value, where the row's stored fields do not show it
+            row["reason"] = "; ".join(describe(r, self.rules) + (f": {details[r]}" if r in details else "")
+                                      for r in row["rules"])
         self.writer.write_table(pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA))
 
     def report(self, header: str) -> str:
@@ -59,7 +61,7 @@ class Rejection:
 
 def _example(row: dict, rule: str) -> str:
     where = f"{row['file']} {row.get('unit', 'line')} {row['line']}"
-    detail = row.get("detail") or ""
+    detail = row.get("details", {}).get(rule) or row.get("detail") or ""
     if not detail:
         abstract = row.get("abstract") or ""
         if rule == "abstract_length" or rule == "abstract_not_empty":
@@ -76,14 +78,15 @@ def _example(row: dict, rule: str) -> str:
 
 
 def reject_rows(batch: NormalBatch, positions: dict[int, list[str]]) -> list[dict]:
-    """Rows for `Rejection.add`: the batch rows at `positions` (row -> rules it broke), with file and line."""
+    """Rows for `Rejection.add`: the batch rows at `positions` (row -> rules it broke), with file and line, and
+    what is wrong where normalisation found it (a date that does not parse)."""
     if not positions:
         return []
     idx = pa.array(sorted(positions), pa.int64())
     pick = lambda arr: arr.take(idx).to_pylist()
     return [
         {"paper_id": pid, "title": title, "abstract": abstract, "source": batch.source, "file": batch.file,
-         "line": batch.lines[i], "unit": batch.unit, "rules": positions[i]}
+         "line": batch.lines[i], "unit": batch.unit, "rules": positions[i], "details": batch.invalid.get(i, {})}
         for i, pid, title, abstract in zip(idx.to_pylist(), pick(batch.paper_id), pick(batch.title),
                                            pick(batch.abstract))
     ]

@@ -1,5 +1,5 @@
-"""A corpus source as params.yaml names it (path, format, column names, id prefix, groups), and reading
-it batch by batch.
+"""A corpus source as params.yaml names it (path, format, column names, id prefix, groups, year), and
+reading it batch by batch.
 """
 
 from collections.abc import Iterator
@@ -7,23 +7,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from papersim.data.formats import _read_csv, _read_jsonl, _read_page, _read_parquet
+from papersim.data.metadata import MAX_YEAR, MIN_YEAR
 from papersim.data.records import RawBatch
 from papersim.errors import PapersimError
 
 FORMATS = ("auto", "jsonl", "csv", "parquet", "beir", "hf_pages")
 
 
-FIELDS = ("id", "title", "abstract", "groups")  # what a source's `columns` mapping may rename
+# What a source's `columns` mapping may rename. Every field but abstract is optional: a column the
+# source lacks reads as null (an empty list for groups, authors and categories). arxiv_id and doi are
+# not stored: they make the url of a source that has none.
+FIELDS = ("id", "title", "abstract", "groups", "authors", "date", "updated", "url", "arxiv_id", "doi", "venue",
+          "categories")
 
-# Column names each format uses unless the source's `columns` maps them elsewhere.
-
-
+# Column names each format uses unless the source's `columns` maps them elsewhere. One column may feed
+# two fields (`columns: {groups: categories}` keeps categories as categories too).
+SAME_NAMES = {name: name for name in FIELDS}
 DEFAULT_COLUMNS = {
-    "jsonl": {"id": "id", "title": "title", "abstract": "abstract", "groups": "groups"},
-    "csv": {"id": "id", "title": "title", "abstract": "abstract", "groups": "groups"},
-    "parquet": {"id": "id", "title": "title", "abstract": "abstract", "groups": "groups"},
-    "beir": {"id": "_id", "title": "title", "abstract": "text", "groups": "groups"},
-    "hf_pages": {},
+    "jsonl": SAME_NAMES,
+    "csv": SAME_NAMES,
+    "parquet": SAME_NAMES,
+    "beir": {**SAME_NAMES, "id": "_id", "abstract": "text"},  # BEIR has no metadata: those columns stay absent
+    "hf_pages": {},  # a listing page has titles, abstracts and its date, no columns
 }
 
 # Lines a saved listing page starts with before the first paper (the site's header).
@@ -39,6 +44,7 @@ class SourceSpec:
     columns: dict[str, str] = field(default_factory=dict)  # papersim field -> column in this source
     id_prefix: str = ""  # keeps numeric ids of different sources apart, e.g. "cranfield:"
     groups: list[str] = field(default_factory=list)  # groups every paper of this source belongs to
+    year: int = 0  # the year of a listing page's year-less date ("Mar 20" -> 2024-03-20); 0 = unknown: "--03-20"
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -46,6 +52,8 @@ class SourceSpec:
         bad = sorted(set(self.columns) - set(FIELDS))
         if bad:
             raise ValueError(f"columns: unknown field(s) {', '.join(bad)}; mappable fields: {', '.join(FIELDS)}")
+        if self.year and not (isinstance(self.year, int) and MIN_YEAR <= self.year <= MAX_YEAR):
+            raise ValueError(f"year must be 0 (unknown) or within [{MIN_YEAR}, {MAX_YEAR}], not {self.year!r}")
         if not self.name:
             object.__setattr__(self, "name", Path(self.path).stem or Path(self.path).name)
 

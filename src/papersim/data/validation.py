@@ -1,7 +1,9 @@
 """Row rules of the corpus, checked by Great Expectations; results mapped back to row positions.
 
 Each expectation carries the papersim rule id in its `meta`, so a failed expectation becomes
-"which rule, which rows" without parsing Great Expectations' messages.
+"which rule, which rows" without parsing Great Expectations' messages. The metadata rules (date_valid,
+url_valid) are judged where the values are parsed (papersim.data.normalise): a value that does not
+parse has no normalised form for an expectation to check.
 """
 
 import functools
@@ -19,6 +21,8 @@ RULES: dict[str, str] = {
     "abstract_not_empty": "abstract is not empty",
     "abstract_length": "abstract length within [{min}, {max}] characters",
     "utf8_valid": "text is valid UTF-8 (invalid bytes show as U+FFFD)",
+    "date_valid": "date and updated are dates (YYYY-MM-DD, YYYY-MM or YYYY)",
+    "url_valid": "url is an http(s) URL (or made from a well-formed arxiv_id or doi)",
     "id_unique": "paper_id is unique (same id with a different title/abstract)",
 }
 
@@ -134,6 +138,15 @@ def row_failures(paper_id, title, abstract, rules: RowRules) -> dict[int, list[s
         if "abstract_not_empty" in found and "abstract_length" in found:
             found.remove("abstract_length")
     return failed
+
+
+def merge_failures(failures: dict[int, list[str]], invalid: dict[int, dict[str, str]]) -> dict[int, list[str]]:
+    """`failures` (row -> rules) with the rules of `invalid` (row -> {rule: detail}) added."""
+    merged = {row: list(rules) for row, rules in failures.items()}
+    for row, found in invalid.items():
+        rules = merged.setdefault(row, [])
+        rules += [rule for rule in found if rule not in rules]
+    return merged
 
 
 def duplicate_id_rows(paper_ids) -> list[int]:

@@ -108,8 +108,9 @@ def _write_parts(folder: Path, hashes: list[str], vectors: np.ndarray) -> None:
             pq.write_table(table, tmp, row_group_size=GROUP_ROWS)
 
 
-def encode_cached(encoder: Encoder, texts: Sequence[str], cache: Path | None, progress: bool = False) -> Encoded:
-    """Embeddings of `texts`, reading what `cache` holds for this encoder and adding the rest."""
+def encode_cached(encoder: Encoder, texts: Sequence[str], cache: Path | None) -> Encoded:
+    """Embeddings of `texts`, reading what `cache` holds for this encoder and adding the rest (a long
+    encoding writes progress lines, papersim.progress)."""
     hashes = np.array([text_hash(text) for text in texts], dtype="S40")
     index = _FolderIndex()
     if cache is not None:
@@ -124,7 +125,7 @@ def encode_cached(encoder: Encoder, texts: Sequence[str], cache: Path | None, pr
     cached = np.flatnonzero(at >= 0)
     if len(cached):  # read before adding parts: a refresh re-sorts the index and moves the positions
         vectors[cached] = index.read(at[cached], encoder.dim)
-    fresh = encoder.encode(list(missing.values()), progress=progress) if missing else None  # (n_missing, dim)
+    fresh = encoder.encode(list(missing.values())) if missing else None  # (n_missing, dim)
     if fresh is not None and cache is not None:
         _write_parts(folder, [digest.decode() for digest in missing], fresh)
         index.refresh(folder)

@@ -34,6 +34,7 @@ from papersim.atomic import atomic_outputs
 from papersim.encoders.load import base_model_path, load_encoder
 from papersim.env import apply_offline_defaults
 from papersim.errors import PapersimError
+from papersim.progress import Heartbeat, track
 
 BACKENDS = ("auto", "torch", "openvino")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -71,17 +72,13 @@ class Encoder:
     batch_size: int
     converted_cache: Path | None = None  # where OpenVINO conversions are kept (None: converted in memory)
 
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """(len(texts), dim) unit vectors; longest texts first so batches pad little."""
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) unit vectors; longest texts first so batches pad little. A long encoding writes
+        progress lines (papersim.progress; the caller names the texts with `working_on`)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([-len(text) for text in texts], kind="stable")
-        starts = range(0, len(texts), self.batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc=f"encoding ({self.backend})", unit="batch")
-        for start in starts:
-            rows = order[start:start + self.batch_size]
+        batches = (order[start:start + self.batch_size] for start in range(0, len(texts), self.batch_size))
+        for rows in track(batches, "encoding", total=len(texts), unit="texts", size=len):
             out[rows] = self.encode_batch([texts[i] for i in rows])
         return out
 
@@ -327,16 +324,17 @@ def load_text_encoder(path: str, backend: str = "auto", max_seq_length: int = 12
         converted = _converted_encoder(path, fingerprint, max_seq_length, batch_size, converted_cache)
         if converted is not None:
             return converted
-    model = load_encoder(path, max_seq_length)
-    if backend == "auto":
-        backend = "torch" if _cuda_available() or not _is_mean_pooling(model) else "openvino"
-    if backend == "openvino":
-        if not _is_mean_pooling(model):
-            raise PapersimError(f"{model_folder(path)}: the openvino backend supports mean-pooling models only; "
-                                "use backend: torch")
-        encode_batch = _openvino_batch(model, max_seq_length, fingerprint, converted_cache)
-    else:
-        encode_batch = _torch_batch(model)
+    with Heartbeat(f"loading the encoder at {model_folder(path)}"):  # tens of seconds on 2 cores with a conversion
+        model = load_encoder(path, max_seq_length)
+        if backend == "auto":
+            backend = "torch" if _cuda_available() or not _is_mean_pooling(model) else "openvino"
+        if backend == "openvino":
+            if not _is_mean_pooling(model):
+                raise PapersimError(f"{model_folder(path)}: the openvino backend supports mean-pooling models only; "
+                                    "use backend: torch")
+            encode_batch = _openvino_batch(model, max_seq_length, fingerprint, converted_cache)
+        else:
+            encode_batch = _torch_batch(model)
     key = encoder_key(fingerprint, backend, max_seq_length)
     return Encoder(key=key, fingerprint=fingerprint, backend=backend, dim=model.get_embedding_dimension(),
                    encode_batch=encode_batch, batch_size=batch_size, converted_cache=converted_cache)

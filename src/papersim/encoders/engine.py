@@ -17,6 +17,7 @@ import numpy as np
 
 from papersim.encoders.encode import Encoder, load_text_encoder
 from papersim.errors import PapersimError
+from papersim.progress import track
 
 ENGINES = ("local", "ray")
 
@@ -61,7 +62,7 @@ class RayEncoder(Encoder):
     max_seq_length: int = 128
     settings: EncodingEngine = EncodingEngine()
 
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         import ray
@@ -69,7 +70,7 @@ class RayEncoder(Encoder):
         if not ray.is_initialized():
             ray.init(address=self.settings.ray_address or None, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
-        ray.data.DataContext.get_current().enable_progress_bars = progress
+        ray.data.DataContext.get_current().enable_progress_bars = False  # a bar per operator: lines below instead
         gpu = self.backend == "torch" and ray.cluster_resources().get("GPU", 0) >= 1
         n_blocks = min(len(texts), self.settings.ray_actors * 4)  # a few blocks per actor keep all of them busy
         data = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)],
@@ -81,7 +82,8 @@ class RayEncoder(Encoder):
             compute=ray.data.ActorPoolStrategy(size=self.settings.ray_actors),
             num_gpus=1 if gpu else 0, num_cpus=0 if gpu else self.settings.ray_cpus_per_actor)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for batch in encoded.iter_batches(batch_format="numpy", batch_size=None):
+        for batch in track(encoded.iter_batches(batch_format="numpy", batch_size=None), "encoding", total=len(texts),
+                           unit="texts", size=lambda batch: len(batch["row"])):
             out[batch["row"]] = batch["embedding"]
         return out
 

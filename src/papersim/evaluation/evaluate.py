@@ -17,6 +17,7 @@ import numpy as np
 from papersim.evaluation.metrics import per_query_scores, recall_curve
 from papersim.evaluation.sets import EvalSet, listing_clusters
 from papersim.evaluation.significance import PairedDifference, clustered_difference, mean_interval, paired_difference
+from papersim.progress import Progress, track, working_on
 from papersim.retrieval.dense import dense_hits, dense_search
 from papersim.retrieval.fusion import Fusion, fuse_rankings
 from papersim.retrieval.lexical import BM25, lexical_hits
@@ -103,13 +104,20 @@ class SetResult:
         similar task, the compared one elsewhere) over these queries: metric -> system -> (low, high)."""
         metrics = [metric] if metric else (list(next(iter(self.per_query.values()), {}))
                                            if self.compared_metric == SIMILAR_METRIC else [self.compared_metric])
+        progress = Progress("bootstrap intervals", total=len(metrics) * len(self.per_query), unit="intervals")
+
         def interval(values: np.ndarray) -> tuple[float, float]:
             if not self.clusters:
-                return mean_interval(values)
-            d = clustered_difference(values, np.zeros_like(values), self.clusters)
-            return d.low, d.high
+                found = mean_interval(values)
+            else:
+                d = clustered_difference(values, np.zeros_like(values), self.clusters)
+                found = d.low, d.high
+            progress.advance()
+            return found
 
-        return {m: {system: interval(values[m]) for system, values in self.per_query.items()} for m in metrics}
+        out = {m: {system: interval(values[m]) for system, values in self.per_query.items()} for m in metrics}
+        progress.done()
+        return out
 
     def served_versus(self, metric: str | None = None) -> dict[str, PairedDifference]:
         """served minus each other system on `metric`, query by query (empty without `served`)."""
@@ -118,7 +126,8 @@ class SetResult:
             return {}
         served = self.per_query["served"][metric]
         return {system: self.compare(served, values[metric])
-                for system, values in self.per_query.items() if system != "served"}
+                for system, values in track(self.per_query.items(), "paired tests of served against each system",
+                                            unit="systems") if system != "served"}
 
     def training_gain(self, metric: str | None = None) -> PairedDifference | None:
         """What training adds: trained minus base on `metric`, query by query (None without both)."""
@@ -168,11 +177,13 @@ def evaluate_set(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Evaluate
     lexical: dict[str, Hits] = {}
     lexical_nb: dict[str, Hits] = {}  # a paper's neighbours by its own text (itself excluded)
     if "bm25" in wanted or any(s in FUSED for s in wanted):
-        bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts, cfg.stemmer)
-        lexical = lexical_hits(bm25, eval_set.query_ids, eval_set.query_texts, cfg.depth)
+        with working_on(eval_set.name):
+            bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts, cfg.stemmer)
+            lexical = lexical_hits(bm25, eval_set.query_ids, eval_set.query_texts, cfg.depth)
         if len(group_rows):
-            found = lexical_hits(bm25, eval_set.group_queries, [eval_set.doc_texts[r] for r in group_rows],
-                                 cfg.depth + 1)
+            with working_on(f"{eval_set.name} papers asking for their neighbours"):
+                found = lexical_hits(bm25, eval_set.group_queries, [eval_set.doc_texts[r] for r in group_rows],
+                                     cfg.depth + 1)
             lexical_nb = {pid: ([d for d in ids if d != pid], [s for d, s in zip(ids, scores) if d != pid])
                           for pid, (ids, scores) in found.items()}
     dense: dict[str, dict[str, Hits]] = {}
@@ -181,12 +192,16 @@ def evaluate_set(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Evaluate
     for part in _dense_parts(wanted):
         embed = encoders[part]
         if id(embed) not in vectors:
-            vectors[id(embed)] = (embed(eval_set.doc_texts), embed(eval_set.query_texts))  # (n_docs|n_queries, dim)
+            with working_on(f"{eval_set.name} documents, {part} encoder"):
+                docs = embed(eval_set.doc_texts)  # (n_docs, dim)
+            with working_on(f"{eval_set.name} queries, {part} encoder"):
+                vectors[id(embed)] = (docs, embed(eval_set.query_texts))  # (n_docs, dim), (n_queries, dim)
         docs, queries = vectors[id(embed)]
-        dense[part] = dense_hits(eval_set.doc_ids, docs, eval_set.query_ids, queries, cfg.depth)
-        if len(group_rows):
-            dense_nb[part] = dense_hits(eval_set.doc_ids, docs, eval_set.group_queries, docs[group_rows], cfg.depth,
-                                        exclude=group_rows)
+        with working_on(f"{eval_set.name}, {part} encoder"):
+            dense[part] = dense_hits(eval_set.doc_ids, docs, eval_set.query_ids, queries, cfg.depth)
+            if len(group_rows):
+                dense_nb[part] = dense_hits(eval_set.doc_ids, docs, eval_set.group_queries, docs[group_rows],
+                                            cfg.depth, exclude=group_rows)
     rankings: dict[str, Rankings] = {}
     neighbours: dict[str, Rankings] = {}
     for system in wanted:
@@ -230,22 +245,25 @@ def evaluate_similar(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Eval
     exclude = excluded_rows(rows, duplicates(eval_set.doc_hashes or eval_set.doc_ids))
     extra = max(len(e) for e in exclude)
     depth = cfg.depth
-    bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts, cfg.stemmer)
-    found, scores = bm25.search(eval_set.query_texts, depth + extra)
+    with working_on(eval_set.name):
+        bm25 = BM25(eval_set.doc_ids, eval_set.doc_texts, cfg.stemmer)
+        found, scores = bm25.search(eval_set.query_texts, depth + extra)
     hits: dict[str, list[Hits]] = {
         "bm25": [drop_rows(([int(r) for r, x in zip(f, s) if x > 0], [float(x) for x in s if x > 0]), e, depth)
                  for f, s, e in zip(found, scores, exclude)]}
     terms = similar.terms if similar is not None and similar.lexical == "mlt" else DEFAULT_TERMS
-    hits["mlt"] = lexical_neighbours(bm25, eval_set.query_texts, terms, depth, exclude)
+    with working_on(f"{eval_set.name}, mlt"):
+        hits["mlt"] = lexical_neighbours(bm25, eval_set.query_texts, terms, depth, exclude)
     vectors: dict[int, np.ndarray] = {}
     deep: dict[str, list[Hits]] = {}  # each dense part's neighbours, the excluded rows still in
     for part in ("base", "trained", "champion", "served_similar"):
         if part in encoders:
             embed = encoders[part]
-            if id(embed) not in vectors:
-                vectors[id(embed)] = embed(eval_set.doc_texts)  # (n_docs, dim)
-            docs = vectors[id(embed)]
-            found, scores = dense_search(docs, docs[rows], depth + extra)
+            with working_on(f"{eval_set.name} papers, {part} encoder"):
+                if id(embed) not in vectors:
+                    vectors[id(embed)] = embed(eval_set.doc_texts)  # (n_docs, dim)
+                docs = vectors[id(embed)]
+                found, scores = dense_search(docs, docs[rows], depth + extra)
             deep[part] = [(f.tolist(), s.tolist()) for f, s in zip(found, scores)]
             hits[part] = [drop_rows(d, e, depth) for d, e in zip(deep[part], exclude)]
     rrf = Fusion(method="rrf", rrf_k=cfg.rrf_k, depth=depth)
@@ -253,7 +271,8 @@ def evaluate_similar(eval_set: EvalSet, encoders: Mapping[str, Embed], cfg: Eval
         if part in hits:
             hits[system] = similar_hits(hits["bm25"], hits[part], rrf)
     if similar is not None and "served_similar" in hits:
-        hits["served"] = answer_similar(bm25, eval_set.query_texts, deep["served_similar"], exclude, similar)
+        with working_on(f"{eval_set.name}, served"):
+            hits["served"] = answer_similar(bm25, eval_set.query_texts, deep["served_similar"], exclude, similar)
     wanted = [s for s in SIMILAR_SYSTEMS if s in hits and (s in cfg.systems or s == "mlt")]
     scores_by_system, curves, per_query = {}, {}, {}
     query_ids: list[str] = []

@@ -7,6 +7,7 @@ import pandas as pd
 
 from papersim.evaluation.evaluate import SetResult
 from papersim.evaluation.significance import PairedDifference, verdict
+from papersim.progress import working_on
 
 
 def eval_report(results: Mapping[str, SetResult]) -> dict:
@@ -14,10 +15,11 @@ def eval_report(results: Mapping[str, SetResult]) -> dict:
     high}}, n_queries, n_skipped_queries, content_hash, sample (a capped set only)}}."""
     report = {}
     for name, r in results.items():
-        versus = {system: difference(d, r.compared_metric) for system, d in r.served_versus().items()}
-        gain = r.training_gain()
-        intervals = {f"{metric}_ci95": {system: {"low": low, "high": high} for system, (low, high) in per.items()}
-                     for metric, per in r.intervals().items()}
+        with working_on(name):
+            versus = {system: difference(d, r.compared_metric) for system, d in r.served_versus().items()}
+            gain = r.training_gain()
+            intervals = {f"{metric}_ci95": {system: {"low": low, "high": high} for system, (low, high) in per.items()}
+                         for metric, per in r.intervals().items()}
         report[name] = {**r.scores, **({"served_vs": versus} if versus else {}),
                         **({"trained_vs_base": difference(gain, r.compared_metric)} if gain else {}), **intervals,
                         "n_queries": r.n_queries, "n_skipped_queries": r.n_skipped, "content_hash": r.content_hash,
@@ -65,7 +67,8 @@ def markdown_table(results: Mapping[str, SetResult], notes: list[str]) -> str:
                      for m in metrics]
             lines.append(f"| {system} | " + " | ".join(cells) + " |")
         lines.append("")
-        comparisons = comparison_lines(r)
+        with working_on(name):
+            comparisons = comparison_lines(r)
         if comparisons:
             lines += comparisons + [""]
     lines += [f"- {note}" for note in notes]

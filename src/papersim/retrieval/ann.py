@@ -119,6 +119,74 @@ def set_search_effort(index: faiss.Index, effort: int) -> None:
         setattr(*knob, effort)
 
 
+EXACT_WITHIN_MAX = 20_000  # a filter keeping at most this many rows is searched exactly: ~8 ms for 20k x 384
+
+
+def search_within(index: faiss.Index, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The top k of `rows` only (sorted int64 row ids) for (n, dim) queries: (scores, ids), (n, k) each,
+    padded with -1 ids. Flat, and any index when the rows are few, score the rows' stored vectors exactly;
+    a larger filter searches the index with a row selector at its tuned effort (as the unfiltered search)."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+    exact_kind = _effort_knob(index) is None
+    params = _within_params(index, rows) if exact_kind or len(rows) > EXACT_WITHIN_MAX else None
+    if params is None:
+        return _exact_within(index, queries, k, rows)
+    scores, ids = index.search(queries, k, params=params[0])  # params[1] keeps the bitmap alive until here
+    return scores, ids.astype(np.int64)
+
+
+def _exact_within(index: faiss.Index, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    vectors = reconstruct_rows(index, rows)  # (n_rows, dim)
+    scores = queries @ vectors.T  # (n_queries, n_rows)
+    take = min(k, len(rows))
+    top = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < len(rows) else \
+        np.tile(np.arange(len(rows)), (len(queries), 1))
+    out_scores = np.full((len(queries), k), -np.inf, np.float32)
+    out_ids = np.full((len(queries), k), -1, np.int64)
+    for q in range(len(queries)):
+        order = top[q][np.lexsort((rows[top[q]], -scores[q, top[q]]))]  # score descending, ties by row
+        out_scores[q, :take], out_ids[q, :take] = scores[q, order], rows[order]
+    return out_scores, out_ids
+
+
+def reconstruct_rows(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
+    """The stored vectors of index rows, (n, dim) float32: exact for Flat and HNSW, the decoded codes for IVF."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    try:
+        return index.reconstruct_batch(rows).astype(np.float32)
+    except RuntimeError:  # IVF indexes keep no row -> list map until asked to
+        faiss.extract_index_ivf(index).make_direct_map()
+        return index.reconstruct_batch(rows).astype(np.float32)
+
+
+def _within_params(index: faiss.Index, rows: np.ndarray):
+    """(faiss search parameters selecting `rows` at the index's own effort, the selector's bitmap), or None
+    for a kind this does not cover (then the rows are scored exactly)."""
+    bitmap = np.zeros((index.ntotal + 7) // 8, dtype=np.uint8)
+    np.bitwise_or.at(bitmap, rows >> 3, (1 << (rows & 7)).astype(np.uint8))
+    selector = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bitmap))
+
+    def params(inner: faiss.Index):
+        inner = faiss.downcast_index(inner)
+        if isinstance(inner, faiss.IndexRefine):
+            base = params(inner.base_index)
+            return None if base is None else faiss.IndexRefineSearchParameters(
+                k_factor=inner.k_factor, base_index_params=base)
+        if isinstance(inner, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)
+        if isinstance(inner, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(sel=selector, nprobe=inner.nprobe)
+        if isinstance(inner, faiss.IndexFlat):
+            return faiss.SearchParameters(sel=selector)
+        return None
+
+    found = params(index)
+    return None if found is None else (found, bitmap, selector)
+
+
 def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Ids (n_queries, k) of the k highest inner products, by brute force: the ground truth."""
     return faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)[1]  # no copy of vectors

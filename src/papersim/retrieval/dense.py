@@ -4,6 +4,7 @@ from typing import Sequence
 
 import numpy as np
 
+from papersim.progress import Progress
 from papersim.retrieval.passage import Hits, Rankings
 
 BLOCK_CELLS = 2**24  # query x document scores per chunk: 64 MB of float32 (1,024 queries up to 16k documents)
@@ -22,6 +23,7 @@ def dense_search(doc_vectors: np.ndarray, query_vectors: np.ndarray, k: int,
     rows = np.zeros((len(query_vectors), k), dtype=np.int64)
     scores = np.zeros((len(query_vectors), k), dtype=np.float32)
     chunk = max(1, min(1024, BLOCK_CELLS // max(len(doc_vectors), 1)))
+    progress = Progress("dense: searching", total=len(query_vectors), unit="queries")
     for start in range(0, len(query_vectors), chunk):
         sims = query_vectors[start:start + chunk] @ doc_vectors.T  # (chunk, n_docs)
         if exclude is not None:
@@ -34,6 +36,8 @@ def dense_search(doc_vectors: np.ndarray, query_vectors: np.ndarray, k: int,
         order = np.lexsort((top, -top_scores), axis=1)  # score descending, ties by row ascending
         rows[start:start + len(sims)] = np.take_along_axis(top, order, axis=1)
         scores[start:start + len(sims)] = np.take_along_axis(top_scores, order, axis=1)
+        progress.advance(len(sims))
+    progress.done()
     return rows, scores
 
 

@@ -30,6 +30,8 @@ from papersim.encoders.engine import EncodingEngine
 IDS_COLUMNS = ["paper_id", "title", "content_hash"]  # ids.parquet: row i of the index is paper i
 RECORD_HASH = "record_hash"  # ids.parquet too when papers.parquet has it (ingest's hash of every stored field)
 DETAIL_COLUMNS = ["paper_id", "abstract", "source", "groups"]  # papers.parquet: what a page shows of row i
+# ... and the optional metadata ingest keeps (papers.parquet written before it existed has none of them)
+METADATA_COLUMNS = ["authors", "date", "url", "venue", "categories"]
 FAISS_FILE, IDS_FILE, INFO_FILE, BM25_FOLDER = "index.faiss", "ids.parquet", "index.json", "bm25"
 DETAILS_FILE = "papers.parquet"
 # Wall-clock facts of a build: in the stage's MLflow run, never in index.json or the report (stage.split_timings)
@@ -189,10 +191,12 @@ def bm25_index(papers: pd.DataFrame, ids: pd.DataFrame, stemmer: str) -> BM25:
 
 
 def paper_details(papers: pd.DataFrame, ids: pd.DataFrame) -> pd.DataFrame:
-    """DETAIL_COLUMNS of the indexed papers in the index's row order (what a page shows beyond the title)."""
+    """DETAIL_COLUMNS and the metadata the papers have (and `updated`), in the index's row order: what
+    an answer and a page show beyond the title."""
     row_of = {pid: row for row, pid in enumerate(papers["paper_id"])}
     rows = [row_of[pid] for pid in ids["paper_id"]]
-    return pd.DataFrame({c: papers[c].to_numpy()[rows] if len(rows) else [] for c in DETAIL_COLUMNS})
+    columns = DETAIL_COLUMNS + [c for c in [*METADATA_COLUMNS, "updated"] if c in papers.columns]
+    return pd.DataFrame({c: papers[c].to_numpy()[rows] if len(rows) else [] for c in columns})
 
 
 def save_index_folder(folder: Path, built: BuiltIndex, bm25: BM25, facts: Mapping[str, Any],

@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from papersim.errors import PapersimError
+from papersim.progress import Progress, track
 from papersim.retrieval.passage import Hits, Rankings
+
+QUERY_CHUNK = 256  # queries per bm25s call: a progress line between calls (a whole paper as a query is slow)
 
 
 def _stemmer(language: str):
@@ -33,12 +36,15 @@ class _PackedTokens:
         from bm25s.tokenization import Tokenizer
 
         tokenizer = Tokenizer(stopwords="en", stemmer=stemmer)
+        total = len(texts) if isinstance(texts, Sequence) else None
         texts = iter(texts)
         flat, lengths = [], []
-        while batch := list(islice(texts, chunk)):  # one chunk's texts and lists at a time
-            docs = list(tokenizer.streaming_tokenize(batch, allow_empty=False))
-            lengths.append(np.fromiter((len(doc) for doc in docs), dtype=np.int64, count=len(docs)))
-            flat.append(np.fromiter((t for doc in docs for t in doc), dtype=np.int32))
+        with Progress("bm25: indexing", total, unit="texts") as progress:
+            while batch := list(islice(texts, chunk)):  # one chunk's texts and lists at a time
+                docs = list(tokenizer.streaming_tokenize(batch, allow_empty=False))
+                lengths.append(np.fromiter((len(doc) for doc in docs), dtype=np.int64, count=len(docs)))
+                flat.append(np.fromiter((t for doc in docs for t in doc), dtype=np.int32))
+                progress.advance(len(batch))
         self.flat = np.concatenate(flat) if flat else np.zeros(0, dtype=np.int32)
         self.lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)  # tokens per document
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
@@ -118,8 +124,13 @@ class BM25:
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n_queries, k) row indices and scores, best first; rows beyond the matches score 0."""
         k = min(k, len(self.doc_ids))
-        rows, scores = self.retriever.retrieve(self._tokens(queries), k=k, show_progress=False, n_threads=0)
-        return rows, scores
+        if len(queries) <= QUERY_CHUNK:
+            return self.retriever.retrieve(self._tokens(queries), k=k, show_progress=False, n_threads=0)
+        found = [self.retriever.retrieve(self._tokens(queries[start:start + QUERY_CHUNK]), k=k, show_progress=False,
+                                         n_threads=0)  # each query ranked on its own: chunks change nothing
+                 for start in track(range(0, len(queries), QUERY_CHUNK), "bm25: searching", total=len(queries),
+                                    unit="queries", size=lambda start: min(QUERY_CHUNK, len(queries) - start))]
+        return np.concatenate([rows for rows, _ in found]), np.concatenate([scores for _, scores in found])
 
     def score_rows(self, queries: Sequence[str]) -> Iterator[np.ndarray | None]:
         """Every document's score per query, (n_docs,); None for a query left without a term (only stopwords)."""
@@ -127,7 +138,7 @@ class BM25:
 
         tokens = bm25s.tokenize(list(queries), stopwords="en", stemmer=self.stemmer, return_ids=False,
                                 show_progress=False)
-        for query in tokens:
+        for query in track(tokens, "bm25: scoring", total=len(queries), unit="queries"):
             yield self.retriever.get_scores(query) if query else None  # bm25s' get_scores raises on no term
 
     def telling_terms(self, texts: Sequence[str], terms: int) -> list[np.ndarray]:
@@ -154,19 +165,24 @@ class BM25:
         return out
 
     def more_like_this(self, texts: Sequence[str], terms: int, depth: int,
-                       exclude: Sequence[Iterable[int]] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                       exclude: Sequence[Iterable[int]] | None = None,
+                       within: Sequence[np.ndarray | None] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per text, the top `depth` rows by BM25 with its `terms` telling terms as the query, best first
         (ties by row), only rows sharing a term; `exclude` names rows to leave out per text (the paper
-        itself, its duplicates)."""
+        itself, its duplicates), `within` the only rows a filter keeps (None: every row)."""
         data, indices, indptr = (self.retriever.scores[key] for key in ("data", "indices", "indptr"))
         n_docs = self.retriever.scores["num_docs"]
         out = []
-        for i, ids in enumerate(self.telling_terms(texts, terms)):
+        for i, ids in enumerate(track(self.telling_terms(texts, terms), "bm25: more like this", unit="queries")):
             postings = [np.arange(indptr[t], indptr[t + 1]) for t in ids]
             entries = np.concatenate(postings) if postings else np.zeros(0, dtype=np.int64)
             scores = np.bincount(indices[entries], weights=data[entries], minlength=n_docs)  # (n_docs,)
             if exclude is not None:
                 scores[np.fromiter(exclude[i], dtype=np.int64)] = 0
+            if within is not None and within[i] is not None:
+                kept = np.zeros(n_docs, dtype=bool)
+                kept[within[i]] = True
+                scores[~kept] = 0
             rows = np.flatnonzero(scores > 0)  # documents sharing a term
             if len(rows) > depth:
                 rows = rows[np.argpartition(-scores[rows], depth - 1)[:depth]]

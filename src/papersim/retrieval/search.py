@@ -15,8 +15,10 @@ import pandas as pd
 
 from papersim.errors import PapersimError
 from papersim.retrieval import ann
+from papersim.retrieval.explain import why
+from papersim.retrieval.filters import NO_FILTER, Filter, allowed_rows, date_bounds, group_rows
 from papersim.retrieval.fusion import Fusion, fuse
-from papersim.retrieval.index import read_details, read_index_folder, read_similar_index
+from papersim.retrieval.index import METADATA_COLUMNS, read_details, read_index_folder, read_similar_index
 from papersim.retrieval.lexical import BM25
 from papersim.retrieval.passage import passage_text
 from papersim.retrieval.similar import Similar, answer_similar, duplicates, excluded_rows
@@ -57,6 +59,30 @@ class SearchIndex:
     @cached_property
     def duplicates(self) -> dict[int, list[int]]:
         return duplicates(self.ids["content_hash"].tolist())
+
+    @cached_property
+    def date_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each row's first and last day (papersim.retrieval.filters); None for an index without dates."""
+        if self.papers is None or "date" not in self.papers.columns:
+            return None
+        return date_bounds(self.papers["date"].tolist())
+
+    @cached_property
+    def group_rows(self) -> dict[str, np.ndarray] | None:
+        """Group or category -> its rows; None for an index built without paper details."""
+        if self.papers is None:
+            return None
+        n = len(self.papers)
+        groups, categories = (self.papers[c] if c in self.papers.columns else [None] * n
+                              for c in ("groups", "categories"))
+        return group_rows([*(g if g is not None else ()), *(c if c is not None else ())]
+                          for g, c in zip(groups, categories))
+
+    def allowed(self, flt: Filter) -> np.ndarray | None:
+        """The rows a filtered request may return (sorted); None when `flt` narrows nothing."""
+        if not flt.active:
+            return None
+        return allowed_rows(flt, len(self.ids), self.date_bounds, self.group_rows)
 
 
 def load_search_index(folder: Path) -> SearchIndex:
@@ -110,20 +136,49 @@ def check_request(k: int, mode: str = "dense", query: str | None = None) -> None
             raise PapersimError(f"query too long ({len(query)} characters, at most {MAX_QUERY_CHARS})")
 
 
-def _table(si: SearchIndex, rows: list[int], scores: list[float]) -> pd.DataFrame:
+ANSWER_COLUMNS = ["rank", "score", "paper_id", "title", *METADATA_COLUMNS, "why"]
+LIST_COLUMNS = ("authors", "categories", "why")  # lists of strings: empty when a paper has none
+
+
+def _table(si: SearchIndex, rows: list[int], scores: list[float], reasons: list[list[str]] | None = None
+           ) -> pd.DataFrame:
+    """One answer: rank, score, paper_id, title, the papers' metadata (authors, date, url, venue,
+    categories; empty where a paper or an older index has none) and `why`, the query's words with the
+    largest part in each paper's BM25 match."""
     found = si.ids.iloc[rows]
-    return pd.DataFrame({"rank": range(1, len(rows) + 1), "score": np.round(scores, 4),
-                         "paper_id": found["paper_id"].to_list(), "title": found["title"].to_list()})
+    table = {"rank": range(1, len(rows) + 1), "score": np.round(scores, 4),
+             "paper_id": found["paper_id"].to_list(), "title": found["title"].to_list()}
+    for column in METADATA_COLUMNS:
+        if si.papers is not None and column in si.papers.columns:
+            values = si.papers[column]
+            table[column] = [_plain(values.iat[r], column) for r in rows]
+        else:
+            table[column] = [[] if column in LIST_COLUMNS else None for _ in rows]
+    table["why"] = reasons if reasons is not None else [[] for _ in rows]
+    # object columns: a missing date stays None (pandas' string dtype would make it NaN, which JSON lacks)
+    return pd.DataFrame({c: pd.Series(v, dtype="object") if c in METADATA_COLUMNS or c == "why" else v
+                         for c, v in table.items()}, columns=ANSWER_COLUMNS)
 
 
-def _dense(si: SearchIndex, vector: np.ndarray, k: int, skip_row: int | None = None) -> tuple[list[int], list[float]]:
-    return _dense_batch(si, vector[None, :], k, skip_row)[0]
+def _plain(value, column: str):
+    """A stored value as an answer carries it: a list of str for list columns, else a str or None."""
+    if column in LIST_COLUMNS:
+        return [str(v) for v in value] if value is not None else []
+    return None if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
-def _dense_batch(si: SearchIndex, vectors: np.ndarray, k: int,
-                 skip_row: int | None = None) -> list[tuple[list[int], list[float]]]:
-    """One faiss search for (n, dim) query vectors: per query, the top-k rows and scores."""
-    scores, rows = si.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k + (skip_row is not None))
+def _dense(si: SearchIndex, vector: np.ndarray, k: int, skip_row: int | None = None,
+           within: np.ndarray | None = None) -> tuple[list[int], list[float]]:
+    return _dense_batch(si, vector[None, :], k, skip_row, within)[0]
+
+
+def _dense_batch(si: SearchIndex, vectors: np.ndarray, k: int, skip_row: int | None = None,
+                 within: np.ndarray | None = None) -> list[tuple[list[int], list[float]]]:
+    """One faiss search for (n, dim) query vectors: per query, the top-k rows and scores (of the rows
+    `within` only, when a filter gives them)."""
+    vectors, depth = np.ascontiguousarray(vectors, dtype=np.float32), k + (skip_row is not None)
+    scores, rows = (si.index.search(vectors, depth) if within is None else
+                    ann.search_within(si.index, vectors, depth, within))
     out = []
     for row_ids, row_scores in zip(rows, scores):
         pairs = [(int(r), float(s)) for r, s in zip(row_ids, row_scores) if r >= 0 and r != skip_row]
@@ -131,17 +186,35 @@ def _dense_batch(si: SearchIndex, vectors: np.ndarray, k: int,
     return out
 
 
-def _bm25_batch(si: SearchIndex, queries: list[str], k: int) -> list[tuple[list[int], list[float]]]:
-    """One BM25 call: per query, the matching rows (score > 0: a shared term) and scores."""
-    rows, scores = si.bm25.search(queries, k)
-    return [([int(r) for r in row[score > 0]], score[score > 0].tolist()) for row, score in zip(rows, scores)]
+def _bm25_batch(si: SearchIndex, queries: list[str], k: int,
+                within: np.ndarray | None = None) -> list[tuple[list[int], list[float]]]:
+    """One BM25 call: per query, the matching rows (score > 0: a shared term) and scores (of the rows
+    `within` only, when a filter gives them: every row is scored, then the best of those are taken)."""
+    if within is None:
+        rows, scores = si.bm25.search(queries, k)
+        return [([int(r) for r in row[score > 0]], score[score > 0].tolist()) for row, score in zip(rows, scores)]
+    return [top_rows(scores, within, k) for scores in si.bm25.score_rows(queries)]
 
 
-def search_texts(si: SearchIndex, queries: list[str], ks: list[int], modes: list[str]) -> list[pd.DataFrame]:
+def top_rows(scores: np.ndarray | None, within: np.ndarray, k: int) -> tuple[list[int], list[float]]:
+    """The k best of `within` by `scores` (n_docs,), score descending then row; rows scoring 0 left out."""
+    if scores is None or not len(within):
+        return [], []
+    kept = within[scores[within] > 0]
+    if len(kept) > k:
+        kept = kept[np.argpartition(-scores[kept], k - 1)[:k]]
+    kept = kept[np.lexsort((kept, -scores[kept]))]
+    return kept.tolist(), scores[kept].astype(float).tolist()
+
+
+def search_texts(si: SearchIndex, queries: list[str], ks: list[int], modes: list[str],
+                 filters: list[Filter] | None = None) -> list[pd.DataFrame]:
     """search_text for many queries at once: one encoding batch, and one faiss and one BM25 search
-    per (mode, depth) group; each query's answer is the one it gets alone."""
+    per (mode, depth, filter) group; each query's answer is the one it gets alone."""
     for query, k, mode in zip(queries, ks, modes):
         check_request(k, mode, query)
+    filters = filters or [NO_FILTER] * len(queries)
+    within = {flt: si.allowed(flt) for flt in set(filters)}
     if si.embed is None and any(mode != "bm25" for mode in modes):
         raise PapersimError("dense search needs the encoder the index was built with")
     dense_rows = [i for i, mode in enumerate(modes) if mode != "bm25"]
@@ -151,66 +224,73 @@ def search_texts(si: SearchIndex, queries: list[str], ks: list[int], modes: list
     depth = [k if mode in ("dense", "bm25") else fusion[mode].depth for k, mode in zip(ks, modes)]
     dense: dict[int, tuple[list[int], list[float]]] = {}
     lexical: dict[int, tuple[list[int], list[float]]] = {}
-    for d in set(depth):
-        group = [i for i in dense_rows if depth[i] == d]
+    for d, flt in {(d, flt) for d, flt in zip(depth, filters)}:
+        group = [i for i in dense_rows if depth[i] == d and filters[i] == flt]
         if group:
-            dense.update(zip(group, _dense_batch(si, vectors[[vector_of[i] for i in group]], d)))
-        group = [i for i, mode in enumerate(modes) if mode != "dense" and depth[i] == d]
+            dense.update(zip(group, _dense_batch(si, vectors[[vector_of[i] for i in group]], d,
+                                                 within=within[flt])))
+        group = [i for i, mode in enumerate(modes) if mode != "dense" and depth[i] == d and filters[i] == flt]
         if group:
-            lexical.update(zip(group, _bm25_batch(si, [queries[i] for i in group], d)))
+            lexical.update(zip(group, _bm25_batch(si, [queries[i] for i in group], d, within[flt])))
     answers = []
     for i, (k, mode) in enumerate(zip(ks, modes)):
         if mode in ("dense", "bm25"):
-            answers.append(_table(si, *(dense if mode == "dense" else lexical)[i]))
+            rows, scores = (dense if mode == "dense" else lexical)[i]
         else:
             rows, scores = fuse(lexical[i], dense[i], fusion[mode])
-            answers.append(_table(si, rows[:k], scores[:k]))
+            rows, scores = rows[:k], scores[:k]
+        answers.append(_table(si, rows, scores, why(si.bm25, queries[i], rows)))
     return answers
 
 
-def search_text(si: SearchIndex, query: str, k: int = 10, mode: str = "served") -> pd.DataFrame:
-    """The k papers closest to `query`: rank, score, paper_id, title (score: fused, cosine or BM25)."""
-    return search_texts(si, [query], [k], [mode])[0]
+def search_text(si: SearchIndex, query: str, k: int = 10, mode: str = "served",
+                flt: Filter = NO_FILTER) -> pd.DataFrame:
+    """The k papers closest to `query` (of those `flt` keeps): rank, score (fused, cosine or BM25),
+    paper_id, title, metadata and why."""
+    return search_texts(si, [query], [k], [mode], [flt])[0]
 
 
-def _reconstruct(index, rows: list[int]) -> np.ndarray:
-    """The stored vectors of index rows, (n, dim) float32 (exact for Flat and HNSW)."""
-    try:
-        return np.stack([index.reconstruct(int(r)) for r in rows]).astype(np.float32)
-    except RuntimeError:  # IVF indexes keep no row -> list map until asked to
-        import faiss
-
-        faiss.extract_index_ivf(index).make_direct_map()
-        return np.stack([index.reconstruct(int(r)) for r in rows]).astype(np.float32)
-
-
-def similar_rows(si: SearchIndex, rows: list[int], ks: list[int]) -> list[pd.DataFrame]:
+def similar_rows(si: SearchIndex, rows: list[int], ks: list[int],
+                 filters: list[Filter] | None = None) -> list[pd.DataFrame]:
     """The served "papers similar to this one" for index rows: their stored vectors' neighbours and a
     more-like-this BM25 query of their telling terms, fused as the index's `similar` says
-    (papersim.retrieval.similar); themselves and their exact duplicates left out."""
+    (papersim.retrieval.similar); themselves and their exact duplicates left out; of the papers each
+    request's filter keeps. Each answer's `why`: the words of the paper with the largest part in the
+    match of its lexical query (its telling terms, or the whole paper)."""
     if not rows:
         return []
+    filters = filters or [NO_FILTER] * len(rows)
+    within = [si.allowed(flt) for flt in filters]
     cfg, exclude = si.similar, excluded_rows(rows, si.duplicates)
-    if cfg is None:  # an index built before papers were answered by both signals: its dense neighbours
-        return [_table(si, *_dense(si, _reconstruct(si.index, [r])[0], k, skip_row=r)) for r, k in zip(rows, ks)]
-    depth = cfg.fusion.depth + max(len(e) for e in exclude)
-    scores, found = si.similar_index.search(_reconstruct(si.similar_index, rows), min(depth, si.similar_index.ntotal))
-    dense = [([int(r) for r in row if r >= 0], [float(x) for r, x in zip(row, score) if r >= 0])
-             for row, score in zip(found, scores)]
     # One element at a time: a whole Arrow-backed column taken as an array is copied on every call.
-    titles, abstracts = si.ids["title"], si.papers["abstract"]
-    texts = [passage_text(titles.iat[r], abstracts.iat[r]) for r in rows]
-    answers = answer_similar(si.bm25, texts, dense, exclude, cfg)
-    return [_table(si, hits[0][:k], hits[1][:k]) for hits, k in zip(answers, ks)]
+    titles = si.ids["title"]
+    abstracts = si.papers["abstract"] if si.papers is not None else None
+    texts = [passage_text(titles.iat[r], abstracts.iat[r] if abstracts is not None else "") for r in rows]
+    if cfg is None:  # an index built before papers were answered by both signals: its dense neighbours
+        answers = [_dense(si, ann.reconstruct_rows(si.index, [r])[0], k, skip_row=r, within=w)
+                   for r, k, w in zip(rows, ks, within)]
+        return [_table(si, h[0], h[1], why(si.bm25, t, h[0])) for h, t in zip(answers, texts)]
+    depth = min(cfg.fusion.depth + max(len(e) for e in exclude), si.similar_index.ntotal)
+    vectors = ann.reconstruct_rows(si.similar_index, rows)  # (n_rows, dim)
+    dense = []
+    for i, w in enumerate(within):
+        scores, found = (si.similar_index.search(vectors[i:i + 1], depth) if w is None else
+                         ann.search_within(si.similar_index, vectors[i:i + 1], depth, w))
+        dense.append(([int(r) for r in found[0] if r >= 0], [float(x) for r, x in zip(found[0], scores[0]) if r >= 0]))
+    answers = answer_similar(si.bm25, texts, dense, exclude, cfg, within)
+    only = si.bm25.telling_terms(texts, cfg.terms) if cfg.lexical == "mlt" else [None] * len(rows)
+    return [_table(si, hits[0][:k], hits[1][:k], why(si.bm25, text, hits[0][:k], terms))
+            for hits, k, text, terms in zip(answers, ks, texts, only)]
 
 
-def similar_papers(si: SearchIndex, paper_id: str, k: int = 10) -> pd.DataFrame:
-    """The k papers most like an indexed paper (itself and its duplicates excluded): rank, score, paper_id, title."""
+def similar_papers(si: SearchIndex, paper_id: str, k: int = 10, flt: Filter = NO_FILTER) -> pd.DataFrame:
+    """The k papers most like an indexed paper (itself and its duplicates excluded; of those `flt`
+    keeps): rank, score, paper_id, title, metadata and why."""
     check_request(k)
     row = si.row_of.get(paper_id)
     if row is None:
         raise PapersimError(f"unknown paper id {paper_id!r}: not in the index ({len(si.ids)} papers)")
-    return similar_rows(si, [row], [k])[0]
+    return similar_rows(si, [row], [k], [flt])[0]
 
 
 def stored_vectors(si: SearchIndex, paper_ids: list[str]) -> np.ndarray:
@@ -221,4 +301,4 @@ def stored_vectors(si: SearchIndex, paper_ids: list[str]) -> np.ndarray:
         raise PapersimError(f"{len(missing)} paper(s) not in the index, e.g. {missing[0]!r}")
     if not paper_ids:
         return np.zeros((0, si.index.d), dtype=np.float32)
-    return _reconstruct(si.index, [row_of[pid] for pid in paper_ids])
+    return ann.reconstruct_rows(si.index, [row_of[pid] for pid in paper_ids])

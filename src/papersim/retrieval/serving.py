@@ -2,10 +2,13 @@
 
 Each request row has either `query` (free text, the served fusion by default) or `paper_id` (papers
 similar to an indexed one, as papersim.retrieval.similar answers them), an optional `k` (1-100,
-default 10) and an optional `mode` for text queries (served: the index's own fusion, the default;
-dense, bm25, hybrid). The answer has one row
-per hit: `request` (the request's row number), `rank`, `paper_id`, `title`, `score`. A bad request
-raises PapersimError naming the row and the rule, which the MLflow wrapper turns into an HTTP 400.
+default 10), an optional `mode` for text queries (served: the index's own fusion, the default;
+dense, bm25, hybrid) and optional filters: `since` and `until` (YYYY-MM-DD, YYYY-MM or YYYY) and
+`group` (one group, or several separated by ";": papers in any of them). The answer has one row
+per hit: `request` (the request's row number), `rank`, `paper_id`, `title`, `score`, the paper's
+`authors`, `date`, `url`, `venue`, `categories` (empty where it has none) and `why` (the request's words
+with the largest part in the hit's BM25 match). A bad request raises PapersimError naming the row and
+the rule, which the MLflow wrapper turns into an HTTP 400.
 """
 
 import math
@@ -15,7 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from papersim.errors import PapersimError
+from papersim.retrieval.filters import Filter
 from papersim.retrieval.search import (
+    ANSWER_COLUMNS,
     MAX_K,
     MODES,
     SearchIndex,
@@ -28,7 +33,8 @@ from papersim.retrieval.search import (
 
 DEFAULT_K = 10
 DEFAULT_MODE = "served"
-OUTPUT_COLUMNS = ["request", "rank", "paper_id", "title", "score"]
+OUTPUT_COLUMNS = ["request", "rank", "paper_id", "title", "score",
+                  *[c for c in ANSWER_COLUMNS if c not in ("rank", "score", "paper_id", "title")]]
 MAX_REQUESTS = 1000  # rows per call: a batch, not a bulk export
 
 
@@ -46,6 +52,14 @@ def _k(value, row: int) -> int:
     if not k.is_integer() or not 1 <= k <= MAX_K:
         raise PapersimError(f"request row {row}: k must be an integer between 1 and {MAX_K}, got {value!r}")
     return int(k)
+
+
+def _filter(record: dict, row: int) -> Filter:
+    text = {name: str(record[name]).strip() if _present(record.get(name)) else "" for name in ("since", "until", "group")}
+    try:
+        return Filter(since=text["since"], until=text["until"], groups=tuple(text["group"].split(";")))
+    except PapersimError as exc:
+        raise PapersimError(f"request row {row}: {exc}") from None
 
 
 def parse_requests(requests: pd.DataFrame) -> list[dict]:
@@ -67,7 +81,7 @@ def parse_requests(requests: pd.DataFrame) -> list[dict]:
         mode = record.get("mode") if _present(record.get("mode")) else DEFAULT_MODE
         if mode not in MODES:
             raise PapersimError(f"request row {row}: unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        item = {"k": _k(record.get("k"), row), "mode": mode}
+        item = {"k": _k(record.get("k"), row), "mode": mode, "filter": _filter(record, row)}
         if _present(query):
             item["query"] = str(query)
         else:
@@ -98,7 +112,8 @@ class SearchService:
             except PapersimError as exc:
                 raise PapersimError(f"request row {row}: {exc}") from None
         answers = dict(zip(texts, search_texts(self.index, [items[r]["query"] for r in texts],
-                                               [items[r]["k"] for r in texts], [items[r]["mode"] for r in texts])))
+                                               [items[r]["k"] for r in texts], [items[r]["mode"] for r in texts],
+                                               [items[r]["filter"] for r in texts])))
         papers = [row for row, item in enumerate(items) if "paper_id" in item]
         row_of = self.index.row_of
         for row in papers:
@@ -106,7 +121,7 @@ class SearchService:
                 raise PapersimError(f"request row {row}: unknown paper id {items[row]['paper_id']!r}: not in the "
                                     f"index ({len(row_of)} papers)")
         answers.update(zip(papers, similar_rows(self.index, [row_of[items[r]["paper_id"]] for r in papers],
-                                                [items[r]["k"] for r in papers])))
+                                                [items[r]["k"] for r in papers], [items[r]["filter"] for r in papers])))
         tables = [answers[row].assign(request=row) for row in range(len(items))]
         found = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=OUTPUT_COLUMNS)
         return found[OUTPUT_COLUMNS].astype({"request": "int64", "rank": "int64", "score": "float64"})

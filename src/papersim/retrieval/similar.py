@@ -13,6 +13,7 @@ Evaluate, `papersim similar`, the registered model and the web page all rank thr
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from papersim.encoders.windows import PaperView
@@ -98,17 +99,35 @@ def excluded_rows(rows: Sequence[int], dups: Mapping[int, list[int]]) -> list[se
 
 
 def lexical_neighbours(bm25: BM25, texts: Sequence[str], terms: int, depth: int,
-                       exclude: Sequence[Iterable[int]]) -> list[Hits]:
-    """Each paper's more-like-this hits as (rows, scores), `exclude`d rows left out."""
-    return [(rows.tolist(), scores.tolist()) for rows, scores in bm25.more_like_this(texts, terms, depth, exclude)]
+                       exclude: Sequence[Iterable[int]], within: Sequence[np.ndarray | None] | None = None
+                       ) -> list[Hits]:
+    """Each paper's more-like-this hits as (rows, scores), `exclude`d rows left out (and only rows
+    `within` a filter's, per paper, where one is given)."""
+    return [(rows.tolist(), scores.tolist())
+            for rows, scores in bm25.more_like_this(texts, terms, depth, exclude, within)]
 
 
-def paper_neighbours(bm25: BM25, texts: Sequence[str], depth: int, exclude: Sequence[Iterable[int]]) -> list[Hits]:
+def paper_neighbours(bm25: BM25, texts: Sequence[str], depth: int, exclude: Sequence[Iterable[int]],
+                     within: Sequence[np.ndarray | None] | None = None) -> list[Hits]:
     """Each paper's BM25 hits with its whole text as the query (what a user builds without papersim), as
-    (rows, scores), `exclude`d rows left out; documents sharing no term are not hits."""
-    found, scores = bm25.search(texts, depth + max(map(len, exclude), default=0))  # (n_papers, depth + extra)
-    return [drop_rows(([int(r) for r, s in zip(f, x) if s > 0], [float(s) for s in x if s > 0]), e, depth)
-            for f, x, e in zip(found, scores, exclude)]
+    (rows, scores), `exclude`d rows left out (and only rows `within` a filter's, where one is given);
+    documents sharing no term are not hits."""
+    within = within if within is not None else [None] * len(texts)
+    if all(w is None for w in within):
+        found, scores = bm25.search(texts, depth + max(map(len, exclude), default=0))  # (n_papers, depth + extra)
+        return [drop_rows(([int(r) for r, s in zip(f, x) if s > 0], [float(s) for s in x if s > 0]), e, depth)
+                for f, x, e in zip(found, scores, exclude)]
+    out = []
+    for scores, e, w in zip(bm25.score_rows(texts), exclude, within):  # every row scored, the filter's kept
+        rows = np.arange(len(bm25.doc_ids)) if w is None else np.asarray(w, dtype=np.int64)
+        rows = rows[~np.isin(rows, np.fromiter(e, dtype=np.int64))] if len(e) else rows
+        if scores is None or not len(rows):
+            out.append(([], []))
+            continue
+        kept = rows[scores[rows] > 0]
+        kept = kept[np.lexsort((kept, -scores[kept]))][:depth]
+        out.append((kept.tolist(), scores[kept].astype(float).tolist()))
+    return out
 
 
 def drop_rows(hits: Hits, exclude: Iterable[int], depth: int) -> Hits:
@@ -124,11 +143,12 @@ def similar_hits(lexical: Sequence[Hits], dense: Sequence[Hits], fusion: Fusion)
 
 
 def answer_similar(bm25: BM25, texts: Sequence[str], dense: Sequence[Hits], exclude: Sequence[Iterable[int]],
-                   cfg: Similar) -> list[Hits]:
+                   cfg: Similar, within: Sequence[np.ndarray | None] | None = None) -> list[Hits]:
     """The served answer for papers given as their texts (passages) and dense neighbours (rows, cosines,
-    at least `fusion.depth` + the excluded rows deep): fused rows, best first, with their scores."""
+    at least `fusion.depth` + the excluded rows deep, of a filter's rows where `within` gives them):
+    fused rows, best first, with their scores."""
     exclude = [set(e) for e in exclude]
     depth = cfg.fusion.depth
-    lexical = (paper_neighbours(bm25, texts, depth, exclude) if cfg.lexical == "paper" else
-               lexical_neighbours(bm25, texts, cfg.terms, depth, exclude))
+    lexical = (paper_neighbours(bm25, texts, depth, exclude, within) if cfg.lexical == "paper" else
+               lexical_neighbours(bm25, texts, cfg.terms, depth, exclude, within))
     return similar_hits(lexical, [drop_rows(d, e, depth) for d, e in zip(dense, exclude)], cfg.fusion)

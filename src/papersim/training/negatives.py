@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from papersim.progress import Heartbeat, working_on
 from papersim.retrieval import ann
 from papersim.retrieval.dense import dense_search
 from papersim.retrieval.lexical import BM25
@@ -80,11 +81,12 @@ def dense_candidates(anchor_emb: np.ndarray, corpus_emb: np.ndarray, positives: 
         return Candidates(indices, scores, positive_scores), 1.0
     k = min(k, len(corpus_emb))
     index = ann.create_index("HNSW32", corpus_emb.shape[1])
-    ann.add_vectors(index, corpus_emb)
-    probe = anchor_emb[:200]
-    _, recall = ann.tune_search_effort(index, probe, ann.exact_neighbours(corpus_emb, probe, k),
-                                       target_recall=0.95, k=k)
-    scores, indices = index.search(np.ascontiguousarray(anchor_emb, dtype=np.float32), k)  # (n, k) each
+    with Heartbeat(f"dense: an HNSW index of {len(corpus_emb):,} papers searched by {len(anchor_emb):,} anchors"):
+        ann.add_vectors(index, corpus_emb)
+        probe = anchor_emb[:200]
+        _, recall = ann.tune_search_effort(index, probe, ann.exact_neighbours(corpus_emb, probe, k),
+                                           target_recall=0.95, k=k)
+        scores, indices = index.search(np.ascontiguousarray(anchor_emb, dtype=np.float32), k)  # (n, k) each
     order = np.lexsort((indices, -scores), axis=1)  # equal scores by row, as exact search orders them
     indices, scores = np.take_along_axis(indices, order, axis=1), np.take_along_axis(scores, order, axis=1)
     return Candidates(indices.astype(np.int64), scores, positive_scores), recall
@@ -227,9 +229,12 @@ def hard_negatives(
     miners: dict[str, Candidates] = {}  # dense first, whatever cfg.miners' order: the round-robin follows it
     corpus_emb, recall = None, None
     if "dense" in cfg.miners:
-        corpus_emb = encode(corpus_texts)
-        miners["dense"], recall = dense_candidates(anchor_embeddings(pairs, corpus_texts, corpus_emb, encode),
-                                                   corpus_emb, positives, cfg.range_max, cfg.dense_exact_max)
+        with working_on("abstracts"):
+            corpus_emb = encode(corpus_texts)
+        with working_on("anchors"):
+            anchor_emb = anchor_embeddings(pairs, corpus_texts, corpus_emb, encode)
+        miners["dense"], recall = dense_candidates(anchor_emb, corpus_emb, positives, cfg.range_max,
+                                                   cfg.dense_exact_max)
     if "bm25" in cfg.miners:
         miners["bm25"] = bm25_candidates(pairs["anchor"].tolist(), corpus_texts, positives, cfg.range_max)
     return (*select_negatives(pairs, corpus, miners, corpus_emb, cfg, rng), recall)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from papersim.data.groups import similarity_groups
 from papersim.errors import PapersimError
+from papersim.progress import working_on
 from papersim.sampling import paper_rng, seeded_sample, seeded_unit
 from papersim.training.negatives import FILTERS, MINERS, hard_negatives
 from papersim.encoders.engine import EncodingEngine
@@ -212,7 +213,8 @@ def mine_pairs(
         removed: Counter = Counter()
         if cfg.num_negatives and len(pairs) and len(part) > cfg.num_negatives + 2:
             rng = np.random.default_rng([cfg.seed, SPLITS.index(name)])
-            negatives, removed, recall = hard_negatives(pairs, part, cfg, encode, rng)
+            with working_on(f"mining {name} negatives"):
+                negatives, removed, recall = hard_negatives(pairs, part, cfg, encode, rng)
             if recall is not None:
                 report.setdefault("dense_recall", {})[name] = recall
             corpus_texts = part["abstract"].tolist()

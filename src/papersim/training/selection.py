@@ -37,6 +37,7 @@ import pandas as pd
 from papersim.evaluation.metrics import ndcg_at_k
 from papersim.evaluation.sets import EvalSet, listing_sets, load_beir_set
 from papersim.evaluation.significance import paired_difference
+from papersim.progress import track, working_on
 from papersim.retrieval.choice import Serving
 from papersim.retrieval.dense import dense_hits
 from papersim.retrieval.fusion import ALPHA_GRID, Fusion, fuse_rankings
@@ -148,13 +149,17 @@ def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Emb
         ids = [f"{task.name}/{q}" for q in task.query_ids]
         queries += ids
         qrels.update({i: task.qrels[q] for i, q in zip(ids, task.query_ids)})
-        found = lexical_hits(BM25(task.doc_ids, task.doc_texts, stemmer), task.query_ids, task.query_texts,
-                             template.depth)
-        lexical.update({i: found[q] for i, q in zip(ids, task.query_ids) if q in found})
-        for name in dense:
-            hits = dense_hits(task.doc_ids, embed[name](task.doc_texts), task.query_ids,
-                              embed[name](task.query_texts), template.depth)
-            dense[name].update({i: hits[q] for i, q in zip(ids, task.query_ids)})
+        with working_on(f"choosing the served encoder on {task.name}"):
+            found = lexical_hits(BM25(task.doc_ids, task.doc_texts, stemmer), task.query_ids, task.query_texts,
+                                 template.depth)
+            lexical.update({i: found[q] for i, q in zip(ids, task.query_ids) if q in found})
+            for name in dense:
+                with working_on(f"{name} encoder, documents"):
+                    docs = embed[name](task.doc_texts)  # (n_docs, dim)
+                with working_on(f"{name} encoder, queries"):
+                    hits = dense_hits(task.doc_ids, docs, task.query_ids, embed[name](task.query_texts),
+                                      template.depth)
+                dense[name].update({i: hits[q] for i, q in zip(ids, task.query_ids)})
     evidence["bm25/ndcg@10"] = float(np.mean(_ndcg({q: lexical.get(q, ([], []))[0] for q in queries}, qrels,
                                                     queries)))
     per_query = {name: _ndcg({q: h[0] for q, h in hits.items()}, qrels, queries) for name, hits in dense.items()}
@@ -173,7 +178,7 @@ def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Emb
     fusion = template
     if template.method == "convex" and alpha_auto and source == "judged":
         by_alpha = {a: _ndcg(fuse_rankings(lexical, dense[encoder], replace(template, alpha=a)), qrels, queries)
-                    for a in ALPHA_GRID}
+                    for a in track(ALPHA_GRID, "choosing the fusion weight", unit="weights")}
         alpha, evidence["alpha"] = choose_weight(by_alpha, template.alpha)
         fusion = replace(template, alpha=alpha)
         reason += (f"; fusion alpha {alpha:g} (" + ("the default: no weight beat it beyond noise" if alpha ==

@@ -22,6 +22,7 @@ from papersim.encoders.windows import PaperView
 from papersim.evaluation.metrics import precision_at_k
 from papersim.evaluation.sets import EvalSet, listing_clusters
 from papersim.evaluation.significance import clustered_difference
+from papersim.progress import Progress, working_on
 from papersim.retrieval.dense import dense_search
 from papersim.retrieval.fusion import ALPHA_GRID, Fusion
 from papersim.retrieval.lexical import BM25
@@ -77,10 +78,16 @@ def select_similar(task: EvalSet | None, paper_embed: PaperEmbed, encoders: Sequ
     clusters = listing_clusters(task, task.query_ids)  # papers of one listing move together
     evidence: dict = {"evidence": "validation listings held out of training, their papers asking for each other",
                       "papers": len(rows), **task.facts}
+    weights = template.method == "convex" and choice.alpha == "auto"
+    settings = Progress("choosing how similar papers are answered",
+                        total=len([n for n in ENCODERS if n in encoders]) + len(choice.views) - 1
+                        + len(choice.lexical) + (len(ALPHA_GRID) if weights else 0), unit="settings tried", eta=False)
 
     def neighbours(name: str, paper_view: PaperView) -> list[Hits]:
-        vectors = paper_embed(name, paper_view)(task.doc_texts)  # (n_docs, dim)
-        found, scores = dense_search(vectors, vectors[rows], depth + max(map(len, exclude)))
+        with working_on(f"similar papers, {name} encoder at {paper_view.describe()}"):
+            vectors = paper_embed(name, paper_view)(task.doc_texts)  # (n_docs, dim)
+            found, scores = dense_search(vectors, vectors[rows], depth + max(map(len, exclude)))
+        settings.advance()
         return [drop_rows((f.tolist(), s.tolist()), e, depth) for f, s, e in zip(found, scores, exclude)]
 
     dense = {name: neighbours(name, view) for name in ENCODERS if name in encoders}
@@ -101,19 +108,30 @@ def select_similar(task: EvalSet | None, paper_embed: PaperEmbed, encoders: Sequ
     by_view = {view: dense[encoder], **{v: neighbours(encoder, v) for v in choice.views[1:]}}
     view, evidence["view"] = choose_setting({v: _precision_at_10(h, task) for v, h in by_view.items()}, view,
                                             clusters, label=PaperView.label)
-    bm25 = BM25(task.doc_ids, task.doc_texts, stemmer)
-    by_lexical = {(kind, n): (paper_neighbours(bm25, task.query_texts, depth, exclude) if kind == "paper" else
-                              lexical_neighbours(bm25, task.query_texts, n, depth, exclude))
-                  for kind, n in choice.lexical}
+    with working_on("similar papers"):
+        bm25 = BM25(task.doc_ids, task.doc_texts, stemmer)
+
+    def bm25_neighbours(kind: str, n: int) -> list[Hits]:
+        with working_on(f"similar papers, bm25 of {lexical_label(kind, n)}"):
+            found = (paper_neighbours(bm25, task.query_texts, depth, exclude) if kind == "paper" else
+                     lexical_neighbours(bm25, task.query_texts, n, depth, exclude))
+        settings.advance()
+        return found
+
+    by_lexical = {(kind, n): bm25_neighbours(kind, n) for kind, n in choice.lexical}
     (lexical, terms), evidence["lexical"] = choose_setting(
         {k: _precision_at_10(h, task) for k, h in by_lexical.items()}, (lexical, terms), clusters,
         label=lambda k: lexical_label(*k))
     fusion = template
-    if template.method == "convex" and choice.alpha == "auto":
-        by_alpha = {a: _precision_at_10(similar_hits(by_lexical[lexical, terms], by_view[view],
-                                                     replace(template, alpha=a)), task) for a in ALPHA_GRID}
+    if weights:
+        by_alpha = {}
+        for a in ALPHA_GRID:
+            by_alpha[a] = _precision_at_10(similar_hits(by_lexical[lexical, terms], by_view[view],
+                                                        replace(template, alpha=a)), task)
+            settings.advance()
         alpha, evidence["alpha"] = choose_weight(by_alpha, template.alpha, clusters)
         fusion = replace(template, alpha=alpha)
+    settings.done()
     served = _precision_at_10(similar_hits(by_lexical[lexical, terms], by_view[view], fusion), task)
     evidence["served/precision@10"] = float(np.mean(served))
     moved = [what for what, chosen, default in (("paper view", view, choice.views[0]),

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from papersim.errors import PapersimError
+from papersim.progress import LOGGER, Clock, Heartbeat, Progress
 from papersim.retrieval.fusion import Fusion
 from papersim.encoders.engine import EncodingEngine
 
@@ -216,6 +218,61 @@ def last_checkpoint(checkpoints: Path, fingerprint: str) -> Path | None:
     return complete[-1] if complete else None
 
 
+def progress_callback(interval: float | None = None, clock: Clock = time.monotonic):
+    """A transformers TrainerCallback writing training's progress lines (papersim.progress) on the main process:
+    steps done of the total with the rate, the time left and the latest loss every `interval` seconds, also
+    within a step longer than that (no progress bar: it fills a log file), a heartbeat while validation runs
+    and its nDCG@10 after; `close()` ends them (a failed run)."""
+    from transformers import TrainerCallback
+
+    class _TrainingProgress(TrainerCallback):
+        steps: Progress | None = None
+        validation: Heartbeat | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:  # a resumed run's steps count from its checkpoint
+                self.steps = Progress("training", state.max_steps, "steps", interval, clock, start=state.global_step)
+                self.steps.start_ticking()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.steps is not None:
+                self.steps.advance()
+                if control.should_evaluate:  # the trainer validates right after this call
+                    self.steps.stop_ticking()
+                    self.validation = Heartbeat(f"validating at step {state.global_step}", interval, clock).start()
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self._stop_validation()
+            if self.steps is not None:
+                self.steps.start_ticking()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.steps is None or not logs:
+                return
+            if "loss" in logs:
+                self.steps.detail = f"loss {logs['loss']:.4g}"
+            found = {k.removeprefix("eval_"): v for k, v in logs.items() if k.endswith("ndcg@10")}
+            if found:
+                LOGGER.info(f"validation at step {state.global_step}: "
+                            + ", ".join(f"{k} {v:.4f}" for k, v in found.items()))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.close()
+
+        def _stop_validation(self) -> None:
+            if self.validation is not None:
+                self.validation.stop()
+                self.validation = None
+
+        def close(self) -> None:
+            self._stop_validation()
+            if self.steps is not None:
+                self.steps.done()
+                self.steps = None
+
+    return _TrainingProgress()
+
+
 def train_encoder(
     model, train: pd.DataFrame, val: pd.DataFrame, cfg: TrainConfig, checkpoints: Path, fingerprint: str,
     callbacks: list | None = None, groups: Mapping[str, Sequence[str]] | None = None,
@@ -226,7 +283,7 @@ def train_encoder(
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers  # its home since 6.x
-    from transformers import EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
 
     resume = last_checkpoint(checkpoints, fingerprint)
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -239,6 +296,7 @@ def train_encoder(
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     best_metric = "eval_loss" if distributed else "eval_val_cosine_ndcg@10"
     validate = len(val) > 0  # a tiny corpus can leave the val split without pairs: train without checks
+    progress = progress_callback()
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
         max_steps=cfg.max_steps,
@@ -277,9 +335,14 @@ def train_encoder(
         eval_dataset=Dataset.from_pandas(training_columns(val, cfg, groups)) if distributed and validate else None,
         loss=build_loss(model, cfg),
         evaluator=val_evaluator(val, cfg.batch_size, cfg.num_negatives) if validate and not distributed else None,
-        callbacks=[*([EarlyStoppingCallback(cfg.early_stopping_patience)] if validate else []), *(callbacks or [])],
+        callbacks=[*([EarlyStoppingCallback(cfg.early_stopping_patience)] if validate else []), *(callbacks or []),
+                   progress],
     )
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer.remove_callback(PrinterCallback)  # a raw dict per logging step: the progress lines say it readably
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        progress.close()  # a failed run leaves no heartbeat running
     state = trainer.state
     evals = [h for h in state.log_history if "eval_val_cosine_ndcg@10" in h]
     report = {

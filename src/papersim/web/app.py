@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from papersim import markup
 from papersim.errors import PapersimError
 from papersim.lifecycle.retrain import RetrainConfig, retrain_config
 from papersim.web import pages
@@ -72,10 +73,21 @@ class DriftPlot:
             return self._drawn[1]
 
 
+def _marked(store: ModelStore, text: str, words: list[str]):
+    """`text` as HTML (math rendered) with the words of `words` marked, matched through the served index's
+    stemmer (so "network" marks "networks")."""
+    stemmer = store.served.index.bm25.stemmer
+    stem = (lambda w: stemmer.stemWord(w)) if stemmer is not None else (lambda w: w)
+    return markup.mark_words(text, {stem(w.lower()) for w in words}, stem)
+
+
 def create_app(store: ModelStore, cfg: RetrainConfig, ui: str | None = None) -> Starlette:
     """The pages over a loaded store; `ui` is the MLflow UI's address when the tracking store is a server."""
     env = Environment(loader=PackageLoader("papersim.web", "templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
+    markup.register(env)
+    env.filters.update(show_date=pages.show_date, link_label=pages.link_label,
+                       marked=lambda text, words: _marked(store, text, words))
     style = (files("papersim.web") / "static" / "style.css").read_bytes()
     drift = DriftPlot(store.registry, cfg.drift_p_value)
 
@@ -91,12 +103,14 @@ def create_app(store: ModelStore, cfg: RetrainConfig, ui: str | None = None) -> 
     def search(request: Request) -> Response:
         q, served = request.query_params, store.served
         return respond(request, "search.html", pages.search_page(
-            served, q.get("q"), pages.parse_k(q.get("k")), q.get("mode") or pages.DEFAULT_MODE), served=served)
+            served, q.get("q"), pages.parse_k(q.get("k")), q.get("mode") or pages.DEFAULT_MODE,
+            pages.parse_filter(q)), served=served)
 
     def paper(request: Request) -> Response:
         served = store.served
+        q = request.query_params
         return respond(request, "paper.html", pages.paper_page(
-            served, request.path_params["paper_id"], pages.parse_k(request.query_params.get("k"))), served=served)
+            served, request.path_params["paper_id"], pages.parse_k(q.get("k")), pages.parse_filter(q)), served=served)
 
     def compare(request: Request) -> Response:
         q = request.query_params

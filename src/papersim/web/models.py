@@ -22,6 +22,18 @@ NO_DETAILS = ("this index folder was built before index folders held papers.parq
               "(`dvc repro build_index`, or the main command) to see abstracts, sources and groups")
 
 
+METADATA = ("authors", "date", "updated", "url", "venue", "categories")  # what ingest keeps when a source has it
+LIST_METADATA = ("authors", "categories", "groups")
+
+
+def _lists(column) -> list[list[str]]:
+    return [[str(v) for v in values] if values is not None else [] for values in column]
+
+
+def _texts(column) -> list[str | None]:
+    return [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in column]
+
+
 class RegistryUnavailable(PapersimError):
     """The tracking store did not answer (a stopped tracking server): the pages say so with a 503."""
 
@@ -38,19 +50,24 @@ class Model:
         papers = getattr(index, "papers", None)  # papers.parquet: None for a folder built without it
         self.details = None if papers is None else {
             "abstract": papers["abstract"].tolist(), "source": papers["source"].tolist(),
-            "groups": [[str(g) for g in groups] if groups is not None else [] for groups in papers["groups"]]}
+            "groups": _lists(papers["groups"]),
+            **{c: _lists(papers[c]) if c in LIST_METADATA else _texts(papers[c])
+               for c in METADATA if c in papers.columns}}
 
     @property
     def details_note(self) -> str | None:
         return None if self.details is not None else NO_DETAILS
 
     def paper(self, paper_id: str) -> dict:
-        """paper_id, title, abstract, source, groups of an indexed paper (abstract None without details)."""
+        """paper_id, title, abstract, source, groups and metadata (authors, date, updated, link, venue,
+        categories) of an indexed paper: None or empty where it has none (abstract None without details)."""
         row = self.row_of[paper_id]
-        if self.details is None:
-            return {"paper_id": paper_id, "title": self.titles[row], "abstract": None, "source": None, "groups": []}
-        return {"paper_id": paper_id, "title": self.titles[row], "abstract": self.details["abstract"][row],
-                "source": self.details["source"][row], "groups": self.details["groups"][row]}
+        details = self.details or {}
+        found = {c: details[c][row] if c in details else [] if c in LIST_METADATA else None
+                 for c in ("abstract", "source", "groups", *METADATA)}
+        link = found.pop("url")  # the paper's own address; `url` is its page here
+        found["link"] = link if link and link.startswith(("https://", "http://")) else None  # never javascript:
+        return {"paper_id": paper_id, "title": self.titles[row], **found}
 
 
 def load_model(ref: str, label: str, encoder: Path | None, index: Path, version: str | None = None,

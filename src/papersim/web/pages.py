@@ -13,6 +13,7 @@ import pandas as pd
 
 from papersim.errors import PapersimError
 from papersim.lifecycle.retrain import RetrainConfig
+from papersim.retrieval.filters import NO_FILTER, Filter
 from papersim.retrieval.search import MAX_K, MAX_QUERY_CHARS, MODES, check_request, search_text, similar_papers
 from papersim.web.models import WORKSPACE, Model, ModelStore, Registry, _without_password
 
@@ -31,12 +32,55 @@ def paper_url(paper_id: str) -> str:
 
 
 def abstract_start(text: str | None, limit: int = ABSTRACT_START) -> str | None:
-    """The first `limit` characters, cut at a word when one ends in the second half, with an ellipsis."""
+    """The first `limit` characters, cut at a word when one ends in the second half, with an ellipsis;
+    never inside a `$...$` formula (it would show as markup), which is kept whole or left out."""
     if text is None or len(text) <= limit:
         return text
     cut = text[:limit]
     space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + " …"
+    cut = cut[:space] if space > limit // 2 else cut
+    if cut.count("$") % 2:  # cut inside a formula: end before it
+        cut = cut[:cut.rfind("$")]
+    return cut.rstrip(" ,;:") + " …"
+
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def show_date(date: str | None) -> str:
+    """A stored date as a listing shows it: 12 Mar 2019, Mar 2019, 2019, or Mar 20 (a day without its year)."""
+    if not date:
+        return ""
+    try:
+        if date.startswith("--"):  # --MM-DD
+            month, day = date[2:].split("-")
+            return f"{MONTHS[int(month) - 1]} {int(day)}"
+        parts = date.split("-")
+        if len(parts) == 3:
+            return f"{int(parts[2])} {MONTHS[int(parts[1]) - 1]} {parts[0]}"
+        if len(parts) == 2:
+            return f"{MONTHS[int(parts[1]) - 1]} {parts[0]}"
+    except (ValueError, IndexError):
+        pass
+    return date
+
+
+def link_label(url: str) -> str:
+    """An address as a link's text: host and path, without the scheme."""
+    parts = urlsplit(url)
+    return (parts.netloc + parts.path).rstrip("/") or url
+
+
+def parse_filter(values) -> Filter:
+    """since, until and group (repeated, or several in one field separated by ";") of a page's query string."""
+    groups = [g for value in values.getlist("group") for g in value.split(";")]
+    return Filter(since=values.get("since") or "", until=values.get("until") or "", groups=tuple(groups))
+
+
+def filter_fields(flt: Filter) -> dict:
+    """What the filter form shows (and a shareable URL carries)."""
+    return {"since": flt.since, "until": flt.until, "group": "; ".join(flt.groups), "active": flt.active,
+            "describe": flt.describe()}
 
 
 def parse_k(value: str | None) -> int:
@@ -60,47 +104,59 @@ def _number(value) -> float | None:
 
 
 def hits(model: Model, table: pd.DataFrame) -> list[dict]:
-    """One row per answer: rank, title, link, abstract start, source, groups, score."""
+    """One row per answer: rank, title, its page, abstract start, source, groups, score, the paper's
+    metadata (authors, date, link: its own address, venue, categories) and why (the words behind its
+    BM25 match)."""
     rows = []
-    for rank, score, paper_id, title in zip(table["rank"], table["score"], table["paper_id"], table["title"]):
-        paper = model.paper(paper_id)
-        rows.append({"rank": int(rank), "paper_id": paper_id, "title": title, "url": paper_url(paper_id),
-                     "abstract_start": abstract_start(paper["abstract"]), "source": paper["source"],
-                     "groups": paper["groups"], "score": _number(score)})
+    for record in table.to_dict(orient="records"):
+        paper = model.paper(record["paper_id"])
+        rows.append({"rank": int(record["rank"]), "paper_id": record["paper_id"], "title": record["title"],
+                     "url": paper_url(record["paper_id"]), "abstract_start": abstract_start(paper["abstract"]),
+                     "source": paper["source"], "groups": paper["groups"], "score": _number(record["score"]),
+                     "authors": paper["authors"], "date": paper["date"], "link": paper["link"],
+                     "venue": paper["venue"], "categories": paper["categories"], "why": list(record.get("why") or [])})
     return rows
 
 
-def empty_reason(mode: str, papers: int) -> str:
+def empty_reason(mode: str, papers: int, flt: Filter = NO_FILTER) -> str:
     if papers == 0:
         return "the index holds no papers"
+    if flt.active:
+        return f"no paper matches both the request and the filter ({flt.describe()}); papers without a date " \
+               "match no date filter"
+    if mode == "similar":
+        return "the index holds no other paper"
     if mode == "bm25":
         return ("no paper shares a word with the query: BM25 matches words (after stop words and stemming); "
                 "mode served or dense also finds papers that say it in other words")
     return "the index answered nothing for this query"
 
 
-def search_page(model: Model, query: str | None, k: int, mode: str) -> dict:
-    """The search box and, for a query, its hits; an empty answer says why."""
+def search_page(model: Model, query: str | None, k: int, mode: str, flt: Filter = NO_FILTER) -> dict:
+    """The search box and, for a query, its hits (of the papers `flt` keeps); an empty answer says why."""
     check_request(k, mode)
     page = {"query": query or "", "mode": mode, "k": k, "modes": list(MODES), "max_k": MAX_K,
             "max_query_chars": MAX_QUERY_CHARS, "model": model.label, "details_note": model.details_note,
-            "searched": False, "hits": [], "empty_reason": None}
+            "filter": filter_fields(flt), "searched": False, "hits": [], "empty_reason": None}
     if query is None or not query.strip():
         return page
     check_request(k, mode, query)
-    table = search_text(model.index, query, k, mode)
+    table = search_text(model.index, query, k, mode, flt)
     page.update(searched=True, hits=hits(model, table),
-                empty_reason=None if len(table) else empty_reason(mode, len(model.titles)))
+                empty_reason=None if len(table) else empty_reason(mode, len(model.titles), flt))
     return page
 
 
-def paper_page(model: Model, paper_id: str, k: int) -> dict:
-    """A paper, whole, and the papers most like it (similar_papers), each linking to its own page."""
+def paper_page(model: Model, paper_id: str, k: int, flt: Filter = NO_FILTER) -> dict:
+    """A paper, whole, and the papers most like it (similar_papers, of those `flt` keeps), each linking
+    to its own page."""
     check_request(k)
     if paper_id not in model.row_of:
         raise NotFound(f"unknown paper id {paper_id!r}: not in the index ({len(model.titles)} papers)")
+    similar = hits(model, similar_papers(model.index, paper_id, k, flt))
     return {"paper": {**model.paper(paper_id), "url": paper_url(paper_id)}, "k": k, "model": model.label,
-            "details_note": model.details_note, "similar": hits(model, similar_papers(model.index, paper_id, k)),
+            "details_note": model.details_note, "similar": similar, "filter": filter_fields(flt),
+            "empty_reason": None if similar else empty_reason("similar", len(model.titles), flt),
             "compare_url": "/compare?" + urlencode({"paper": paper_id})}
 
 

@@ -21,13 +21,22 @@ def _search_signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
 
+    from mlflow.types.schema import Array
+
     inputs = Schema([ColSpec(DataType.string, "query", required=False),
                      ColSpec(DataType.string, "paper_id", required=False),
                      ColSpec(DataType.double, "k", required=False),  # double: records without k arrive as NaN
-                     ColSpec(DataType.string, "mode", required=False)])
+                     ColSpec(DataType.string, "mode", required=False),
+                     ColSpec(DataType.string, "since", required=False),  # YYYY-MM-DD, YYYY-MM or YYYY
+                     ColSpec(DataType.string, "until", required=False),
+                     ColSpec(DataType.string, "group", required=False)])  # one group, or several joined by ";"
+    words = Array(DataType.string)
     outputs = Schema([ColSpec(DataType.long, "request"), ColSpec(DataType.long, "rank"),
                       ColSpec(DataType.string, "paper_id"), ColSpec(DataType.string, "title"),
-                      ColSpec(DataType.double, "score")])
+                      ColSpec(DataType.double, "score"), ColSpec(words, "authors"),
+                      ColSpec(DataType.string, "date", required=False), ColSpec(DataType.string, "url", required=False),
+                      ColSpec(DataType.string, "venue", required=False), ColSpec(words, "categories"),
+                      ColSpec(words, "why")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
