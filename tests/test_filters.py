@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from papersim.errors import PapersimError
-from papersim.retrieval.filters import Filter, allowed_rows, date_bounds, group_rows
+from papersim.retrieval.filters import Filter, allowed_rows, date_bounds, group_rows, show_date
 
 DATES = ["2019-03-12", "2019-03", "2019", None, "--03-20", "2020-01-01", "2018-12-31"]
 
@@ -46,3 +46,8 @@ def test_a_bad_filter_is_refused_with_its_rule(kwargs, message):
 def test_an_index_without_dates_says_to_rebuild_it():
     with pytest.raises(PapersimError, match="holds no paper dates: rebuild it"):
         allowed_rows(Filter(since="2019"), 3, None, None)
+
+
+def test_a_date_shows_as_a_listing_shows_it():
+    assert [show_date(d) for d in ("2019-03-12", "2019-03", "2019", "--03-20", None, "2019-13")] == [
+        "12 Mar 2019", "Mar 2019", "2019", "Mar 20", "", "2019-13"]

@@ -229,7 +229,8 @@ def test_the_cli_filters_and_lists_metadata_why_and_math_as_unicode(built, capsy
     assert search(built, "similar", "p0", "-k", "2") == 0
     out = capsys.readouterr().out
     first = similar_papers(load_search_index(built / "artifacts/index"), "p0", 2).iloc[0]
-    assert f"{', '.join(first['authors'])} | {first['date']} | {', '.join(first['categories'])}" in out
+    day = f"{int(first['date'][8:])} {'JanFebMarAprMayJunJulAugSepOctNovDec'[3 * int(first['date'][5:7]) - 3:][:3]}"
+    assert f"{', '.join(first['authors'])} | {day} {first['date'][:4]} | {', '.join(first['categories'])}" in out
     assert first["url"] in out and f"why: {', '.join(first['why'])}" in out and f"id: {first['paper_id']}" in out
     assert search(built, "search", "flutter", "--until", "2019-02-30") == 1
     assert "error: until: '2019-02-30' is not a date" in capsys.readouterr().err

@@ -437,9 +437,3 @@ def test_web_command_errors_are_one_line(web_site, tmp_path, monkeypatch, capsys
     assert cli(["web", "--index", str(tmp_path / "no-index")]) == 1
     assert "no-index" in capsys.readouterr().err
 
-
-def test_a_date_shows_as_a_listing_shows_it():
-    from papersim.web.pages import show_date
-
-    assert [show_date(d) for d in ("2019-03-12", "2019-03", "2019", "--03-20", None)] == [
-        "12 Mar 2019", "Mar 2019", "2019", "Mar 20", ""]

@@ -196,11 +196,12 @@ def listing(hits: list[dict], matched: str = "why") -> str:
     """An answer as a person reads it: rank, score and title (LaTeX as Unicode), then authors, date,
     categories, link, the words behind the match and the id, one line each where the paper has them."""
     from papersim.markup import to_text
+    from papersim.retrieval.filters import show_date
 
     lines = []
     for hit in hits:
         lines.append(f"{hit['rank']:>3}. {hit['score']:.4f}  {to_text(hit['title'])}")
-        about = [", ".join(hit.get("authors") or []), hit.get("date") or "", hit.get("venue") or "",
+        about = [", ".join(hit.get("authors") or []), show_date(hit.get("date")), hit.get("venue") or "",
                  ", ".join(hit.get("categories") or [])]
         for line in (" | ".join(a for a in about if a), hit.get("url") or "",
                      f"{matched}: {', '.join(hit['why'])}" if hit.get("why") else "", f"id: {hit['paper_id']}"):

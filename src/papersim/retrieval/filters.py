@@ -124,3 +124,24 @@ def allowed_rows(flt: Filter, n_rows: int, bounds: tuple[np.ndarray, np.ndarray]
             member[groups.get(name, np.zeros(0, dtype=np.int64))] = True
         keep &= member
     return np.flatnonzero(keep).astype(np.int64)
+
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def show_date(date: str | None) -> str:
+    """A stored date as a listing shows it: 12 Mar 2019, Mar 2019, 2019, or Mar 20 (a day without its year)."""
+    if not date:
+        return ""
+    try:
+        if date.startswith("--"):  # --MM-DD
+            month, day = date[2:].split("-")
+            return f"{MONTHS[int(month) - 1]} {int(day)}"
+        parts = date.split("-")
+        if len(parts) == 3:
+            return f"{int(parts[2])} {MONTHS[int(parts[1]) - 1]} {parts[0]}"
+        if len(parts) == 2:
+            return f"{MONTHS[int(parts[1]) - 1]} {parts[0]}"
+    except (ValueError, IndexError):
+        pass
+    return date

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from papersim import markup
 from papersim.errors import PapersimError
 from papersim.lifecycle.retrain import RetrainConfig, retrain_config
+from papersim.retrieval.filters import show_date
 from papersim.web import pages
 from papersim.web.models import (
     REGISTRY_REFS,
@@ -86,7 +87,7 @@ def create_app(store: ModelStore, cfg: RetrainConfig, ui: str | None = None) -> 
     env = Environment(loader=PackageLoader("papersim.web", "templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     markup.register(env)
-    env.filters.update(show_date=pages.show_date, link_label=pages.link_label,
+    env.filters.update(show_date=show_date, link_label=pages.link_label,
                        marked=lambda text, words: _marked(store, text, words))
     style = (files("papersim.web") / "static" / "style.css").read_bytes()
     drift = DriftPlot(store.registry, cfg.drift_p_value)

@@ -44,27 +44,6 @@ def abstract_start(text: str | None, limit: int = ABSTRACT_START) -> str | None:
     return cut.rstrip(" ,;:") + " …"
 
 
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def show_date(date: str | None) -> str:
-    """A stored date as a listing shows it: 12 Mar 2019, Mar 2019, 2019, or Mar 20 (a day without its year)."""
-    if not date:
-        return ""
-    try:
-        if date.startswith("--"):  # --MM-DD
-            month, day = date[2:].split("-")
-            return f"{MONTHS[int(month) - 1]} {int(day)}"
-        parts = date.split("-")
-        if len(parts) == 3:
-            return f"{int(parts[2])} {MONTHS[int(parts[1]) - 1]} {parts[0]}"
-        if len(parts) == 2:
-            return f"{MONTHS[int(parts[1]) - 1]} {parts[0]}"
-    except (ValueError, IndexError):
-        pass
-    return date
-
-
 def link_label(url: str) -> str:
     """An address as a link's text: host and path, without the scheme."""
     parts = urlsplit(url)
