@@ -13,7 +13,9 @@ with `papersim.training.train.train_encoder`, once per recipe:
     256 tokens, learning rate 5e-5, 3 mined negatives; `--steps` steps (Cranfield has ~1,100 train pairs,
     so 100 steps of 256 are ~20 epochs), validation and checkpoints every `--eval-every` steps. Batches
     never hold a text twice (the no-duplicates sampler), and 256 rows of 5 texts need ~1,000 distinct
-    abstracts out of Cranfield's ~1,100 train papers: no full batch can be formed, so no step runs here;
+    abstracts out of Cranfield's ~1,100 train papers: no full batch can be formed, so no step ran here
+    (recorded below); `train_encoder` now halves such a batch until it fills (128 here) and fails a run
+    that makes fewer steps than asked;
   - gpu_neg1: the same with 1 mined negative (full batches of 256 form);
   - gpu_b128: the same with batch 128 and 3 negatives.
     The sampler forms fewer batches per pass than it announces here (3 of 4, 5 of 8); sentence-transformers
@@ -169,15 +171,17 @@ def train_recipe(name: str, cfg: TrainConfig, pairs, work: Path) -> tuple[object
     wall = time.perf_counter() - start
     shutil.rmtree(checkpoints, ignore_errors=True)
     steady = timer.times[2:] if len(timer.times) > 4 else timer.times  # the first steps warm kernels up
+    batch = report["batch_size"]  # the train stage halves a batch the no-duplicates sampler cannot fill
     facts = {
-        "recipe": name, "loss": cfg.loss, "batch_size": cfg.batch_size, "mini_batch_size": cfg.mini_batch_size,
+        "recipe": name, "loss": cfg.loss, "batch_size": batch, "batch_size_asked": cfg.batch_size,
+        "mini_batch_size": cfg.mini_batch_size,
         "max_seq_length": cfg.max_seq_length, "learning_rate": cfg.learning_rate,
         "num_negatives": cfg.num_negatives, "max_steps": cfg.max_steps, "steps": report["steps"],
         "train_pairs": report["train_pairs"],
-        "epochs": round(report["steps"] * cfg.batch_size / max(report["train_pairs"], 1), 2),
+        "epochs": round(report["steps"] * batch / max(report["train_pairs"], 1), 2),
         "train_runtime_s": report["train_runtime_s"], "train_pairs_per_s": report["train_pairs_per_s"],
         "step_s_median": float(np.median(steady)) if steady else None,
-        "step_pairs_per_s": cfg.batch_size * len(steady) / sum(steady) if steady else None,
+        "step_pairs_per_s": batch * len(steady) / sum(steady) if steady else None,
         "wall_s": round(wall, 1), "device": device_name(), "precision": cfg.precision,
         "bf16": report["device"] == "cuda" and cfg.precision in ("auto", "bf16"),
         "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,

@@ -46,10 +46,12 @@ def execute(stage: Stage) -> str:
                                      serving.similar_folder(trained) if similar_sets else None)
     require((args.model / "modules.json").is_file(), args.model, "no trained model", "train")
     notes.append(f"served: the {serving.encoder} encoder, {serving.fusion.describe()} with bm25 ({serving.reason})")
-    chosen_on = {os.path.normpath(f) for f in serving.evidence.get("selection_sets", [])}
-    notes += [f"{os.path.basename(os.path.normpath(f))}: the serving choice was made on these judgments "
-              "(train.selection_sets): a development set here, not a held-out one"
-              for f in cfg.beir_sets if os.path.normpath(f) in chosen_on]
+    chosen_on = {os.path.normpath(f): "a shipped default (the fusion rule) was chosen on these judgments "
+                 "(evaluate.development_sets)" for f in cfg.development_sets}
+    chosen_on.update({os.path.normpath(f): "the serving choice was made on these judgments (train.selection_sets)"
+                      for f in serving.evidence.get("selection_sets", [])})
+    notes += [f"{os.path.basename(os.path.normpath(f))}: {chosen_on[os.path.normpath(f)]}: a development set "
+              "here, not a held-out one" for f in cfg.beir_sets if os.path.normpath(f) in chosen_on]
     if cfg.test_split and not any(s.name == "test_split" for s in sets):
         notes.append("test_split: skipped (no test-split paper has a title; raise mine_pairs.test_fraction)")
     if cfg.test_split and cfg.similar and not similar_sets:

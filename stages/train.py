@@ -78,7 +78,10 @@ def execute(stage: Stage) -> str:
         # No copy of the model in the tracking store: the registry holds the served encoder, DVC's cache the
         # trained one (models/encoder); a logged copy per retrain was ~90 MB a week that nothing read.
     shutil.rmtree(args.checkpoints, ignore_errors=True)  # finished: nothing left to resume
-    return (f"train: {report['steps']} steps (resumed from {report['resumed_from_step']}) on {report['device']}, "
+    capped = (f", batches of {report['batch_size']}: {report['batch_size_asked']} could not be filled without a "
+              "repeated text" if "batch_size_asked" in report else "")
+    return (f"train: {report['steps']} steps (resumed from {report['resumed_from_step']}{capped}) on "
+            f"{report['device']}, "
             f"best {report['best_metric']} {report['best_metric_value'] or float('nan'):.4f} at step "
             f"{report['best_checkpoint_step']} -> {args.model}\nserving: {serving.reason}; {serving.fusion.describe()}"
             f"\nsimilar papers: {serving.similar.reason}")

@@ -54,6 +54,10 @@ def test_a_refresh_trailing_a_baseline_by_noise_has_no_warning_and_beyond_noise_
     trailing["a"]["served_vs"]["bm25"].update(ci_low=-0.09, ci_high=-0.01)
     below = check_refresh(trailing, INDEX, CFG, target_recall=0.95)
     assert below.passed and "95% CI of the difference -0.0900 to -0.0100" in below.warnings[0]
+    trailing["a"]["served_vs"]["bm25"]["p_value"] = 0.2  # the interval below 0, the test not: one verdict, noise
+    assert not check_refresh(trailing, INDEX, CFG, target_recall=0.95).warnings
+    trailing["a"]["served_vs"]["bm25"]["p_value"] = 0.01
+    assert "-0.0100, p 0.0100)" in check_refresh(trailing, INDEX, CFG, target_recall=0.95).warnings[0]
 
 
 def test_the_description_and_tags_name_the_model_version_carried_through_refreshes():

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from papersim.evaluation.significance import PairedDifference, mean_of_means_interval, paired_difference, verdict
+from papersim.evaluation import significance
+from papersim.evaluation.significance import (PairedDifference, clustered_difference, mean_of_means_difference,
+                                              mean_of_means_interval, paired_difference, sign_flip_p, verdict)
 
 
 def test_six_queries_all_better_give_the_exact_sign_flip_p_value():
@@ -64,8 +66,6 @@ def test_a_label_needs_the_printed_interval_to_exclude_0_and_the_test_to_agree()
 def test_one_listing_moving_together_is_not_evidence_once_queries_are_clustered():
     """35 papers on 7 listings of 5: the candidate finds one more page-mate for every paper of one listing
     and nothing else changes. Query by query that looks like a gain; by listing it is one listing's luck."""
-    from papersim.evaluation.significance import clustered_difference
-
     a = np.zeros(35)
     a[:5] = 0.1
     b = np.zeros(35)
@@ -82,3 +82,56 @@ def test_one_listing_moving_together_is_not_evidence_once_queries_are_clustered(
     assert clustered_difference(a, b, ["one"] * 35).p_value == 1.0
     with pytest.raises(ValueError, match="one cluster per query"):
         clustered_difference(a, b, listings[:3])
+
+
+def test_a_constant_gain_over_three_listings_has_the_p_of_its_eight_sign_flips_not_0():
+    """Every paper 0.5 better, 9 papers on 3 listings: only "all +" and "all -" of the 2^3 flips reach the
+    sum, p = 2/8. The interval is the mean (no resample can move it), but p keeps the verdict at no
+    difference: with c listings no p falls below 2/2^c."""
+    listings = [f"page{i // 3}" for i in range(9)]
+    d = clustered_difference(np.full(9, 0.7), np.full(9, 0.2), listings)
+    assert d.p_value == pytest.approx(0.25) and d.low == d.high == pytest.approx(0.5)
+    assert verdict(d) == "no significant difference"
+    assert paired_difference(np.full(3, 0.7), np.full(3, 0.2)).p_value == pytest.approx(0.25)  # 3 queries alike
+    assert paired_difference(np.full(40, 0.7), np.full(40, 0.2)).p_value == pytest.approx(2 / 2 ** 40)
+    assert clustered_difference(np.full(9, 0.2), np.full(9, 0.2), listings).p_value == 1.0  # no difference at all
+
+
+@pytest.mark.parametrize("listings", [1, 2, 3])
+def test_on_one_two_or_three_listings_a_gain_on_every_paper_is_never_a_verdict(listings):
+    """However large the gain on every paper, 1 listing gives no interval at all (it cannot exclude 0) and
+    p 1; 2 and 3 listings cannot reach p < 0.05 (2/4, 2/8)."""
+    clusters = [f"page{i % listings}" for i in range(30)]
+    d = clustered_difference(np.full(30, 0.9) + np.linspace(0, 0.05, 30), np.full(30, 0.1), clusters)
+    assert d.p_value >= 2 / 2 ** listings and verdict(d) == "no significant difference"
+    if listings == 1:
+        assert (d.low, d.high, d.p_value) == (-np.inf, np.inf, 1.0) and d.mean > 0.8
+    one = paired_difference(np.array([0.9]), np.array([0.1]))  # one query: the same, unclustered
+    assert (one.low, one.high, one.p_value) == (-np.inf, np.inf, 1.0) and verdict(one) == "no significant difference"
+
+
+def test_the_exact_sign_flip_p_of_8_listings_is_the_sampled_one_within_noise():
+    rng = np.random.default_rng(4)
+    clusters = [f"page{i // 4}" for i in range(32)]
+    a, b = rng.uniform(size=32), rng.uniform(size=32)
+    a[:16] += 0.15  # a gain on half of the listings: p neither 0 nor 1
+    exact = clustered_difference(a, b, clusters)
+    sums = np.bincount(np.arange(32) // 4, weights=a - b)  # (8,) each listing's summed difference
+    assert exact.p_value == sign_flip_p(sums) and exact.p_value * 256 == pytest.approx(round(exact.p_value * 256))
+    original = significance.EXACT_MAX_CLUSTERS
+    try:
+        significance.EXACT_MAX_CLUSTERS = 0  # the sampled test, as for more than EXACT_MAX_CLUSTERS listings
+        sampled = clustered_difference(a, b, clusters)
+    finally:
+        significance.EXACT_MAX_CLUSTERS = original
+    assert 0.05 < exact.p_value < 0.95 and sampled.p_value == pytest.approx(exact.p_value, abs=0.015)
+    assert (sampled.mean, sampled.n) == (exact.mean, exact.n)
+
+
+def test_the_mean_of_set_means_has_a_randomisation_test_that_verdict_reads():
+    gain = mean_of_means_difference([np.full(40, 0.03), np.full(30, 0.03)])  # every query of both sets
+    assert verdict(gain) == "better" and gain.p_value < 0.001 and gain.n == 70
+    noise = np.random.default_rng(5).normal(0, 0.1, size=70)
+    assert verdict(mean_of_means_difference([noise[:40], noise[40:]])) == "no significant difference"
+    few = mean_of_means_difference([np.full(2, 0.5), np.full(1, 0.5)])  # 3 queries: 2/8 at best
+    assert few.p_value == pytest.approx(0.25) and verdict(few) == "no significant difference"

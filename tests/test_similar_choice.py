@@ -14,8 +14,15 @@ def by_name(embedders: dict):
     return (lambda name, view: embedders[name]), list(embedders)
 
 
-def task(n: int = 48):
-    papers = listed_corpus(n)
+def task(n: int = 96, pages: int = 12, listed: int | None = None):
+    """The first half of `n` papers asking for their page-mates: paper i is on page i % pages (its abstract
+    names its shelf, so a bag of words finds its page-mates), only the first `listed` pages a listing (the
+    rest are papers of no listing: distractors)."""
+    listed = pages if listed is None else listed
+    page = [i % pages for i in range(n)]
+    papers = listed_corpus(n).assign(
+        abstract=lambda f: [f"{a} Shelved under shelf{k}." for a, k in zip(f["abstract"], page)],
+        groups=[[f"page{k}"] if k < listed else [] for k in page])
     return colisting_set(papers, {f"p{i}" for i in range(n // 2)}, set(papers["paper_id"]), 100, "similar_val")
 
 
@@ -28,7 +35,7 @@ def test_the_similar_task_takes_the_encoder_whose_neighbours_share_the_page_and_
     assert set(good.evidence["view"]["by_setting"]) == {"256", "128"}
     assert len(good.evidence["alpha"]["by_weight"]) == 11 and good.evidence["trained_minus_base"]["ci95"][0] > 0
     bad = select_similar(task(), *by_name({"trained": noise, "base": bag_of_words}), choice, "english")
-    assert bad.encoder == "base" and "not above min_gain" in bad.reason
+    assert bad.encoder == "base" and "not above min_gain 0.0 beyond noise" in bad.reason
     # Made to serve the noise encoder, the fusion leans on the words: a low dense weight, far above noise alone.
     forced = select_similar(task(), *by_name({"trained": noise}), TrainConfig(similar_encoder="trained")
                             .similar_choice(), "english")
@@ -44,15 +51,38 @@ def test_the_paper_view_and_the_lexical_query_keep_their_defaults_unless_beaten_
         return bag_of_words if view == PaperView(128, 1) else noise
 
     cfg = TrainConfig(similar_encoder="base", similar_alpha=1.0)  # dense only: the view alone decides
-    chosen = select_similar(task(96), paper_embed, ["base"], cfg.similar_choice(), "english")
+    chosen = select_similar(task(), paper_embed, ["base"], cfg.similar_choice(), "english")
     assert chosen.view == PaperView(128, 1) and "paper view beat the default beyond noise" in chosen.reason
     assert chosen.evidence["view"]["picked_minus_default_other_half"]["ci95"][0] > 0
     assert set(asked) == {("base", PaperView(256, 1)), ("base", PaperView(128, 1))}
     # Equal views: the default (the first listed) serves; so does the default lexical query.
-    same = select_similar(task(96), *by_name({"base": bag_of_words}), cfg.similar_choice(), "english")
+    same = select_similar(task(), *by_name({"base": bag_of_words}), cfg.similar_choice(), "english")
     assert same.view == PaperView(256, 1) and same.lexical == "paper" and "the defaults" in same.reason
     mlt_first = TrainConfig(similar_encoder="base", similar_lexical=["mlt50", "paper"]).similar_choice()
     assert mlt_first.lexical[0] == ("mlt", 50)
+
+
+def test_on_one_two_or_three_listings_no_choice_leaves_its_default_however_much_better_on_every_paper():
+    """With c listings no sign-flip p falls below 2/2^c: 3 listings cannot show p < 0.05 (2/8), whatever the
+    papers say. The trained encoder and the 128-token view find every paper's page-mates, the base encoder
+    and 256 tokens find noise; still the base encoder, 256 tokens, the whole paper and 0.5 serve."""
+    def paper_embed(name, view):
+        return bag_of_words if name == "trained" or view == PaperView(128, 1) else noise
+
+    for listings in (1, 2, 3):
+        for least in (6, 2):  # the stated minimum, and the smallest the config allows: the test alone decides
+            choice = TrainConfig(similar_min_listings=least).similar_choice()
+            similar = select_similar(task(96, pages=4, listed=listings), paper_embed, ["trained", "base"], choice,
+                                     "english")
+            evidence = similar.evidence
+            assert evidence["trained/precision@10"] > evidence["base/precision@10"] + 0.5, listings
+            assert (similar.encoder, similar.view, similar.lexical, similar.fusion.alpha) == (
+                "base", PaperView(256, 1), "paper", 0.5), (listings, least)
+            if least == 6:
+                named = "1 listing" if listings == 1 else f"{listings} listings"
+                assert f"only {named}, fewer than similar_min_listings 6): the base encoder" in similar.reason
+            else:
+                assert evidence["trained_minus_base"]["p"] >= 2 / 2 ** listings and "the base encoder" in similar.reason
 
 
 def test_without_validation_listings_the_similar_task_serves_the_base_encoder_and_the_defaults():
@@ -75,4 +105,6 @@ def test_a_bad_view_or_lexical_name_is_refused_with_the_expected_form():
         TrainConfig(similar_lexical=["abstract"])
     with pytest.raises(ValueError, match="at least one setting"):
         TrainConfig(similar_views=[])
+    with pytest.raises(ValueError, match="similar_min_listings must be at least 2"):
+        TrainConfig(similar_min_listings=1)
     assert np.isclose(TrainConfig().similar_choice().template().alpha, 0.5)

@@ -5,6 +5,7 @@ import json
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from papersim.evaluation.significance import mean_interval, paired_difference
@@ -107,3 +108,10 @@ def test_a_set_the_serving_choice_was_made_on_is_labelled_a_development_set(work
     (workspace / "models/serving.json").write_text(json.dumps(serving))
     assert main(args(workspace)) == 0
     assert "development set" not in (workspace / "reports/evaluate.md").read_text()
+    # A set a shipped default was chosen on (Cranfield: the fusion rule) is one too, whatever train chose on.
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["evaluate"]["development_sets"] = [str(workspace / "beir/mini")]
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(args(workspace)) == 0
+    assert ("- mini: a shipped default (the fusion rule) was chosen on these judgments (evaluate.development_sets): "
+            "a development set here, not a held-out one") in (workspace / "reports/evaluate.md").read_text()

@@ -102,13 +102,15 @@ def test_on_independent_evidence_a_tie_keeps_the_base_and_min_gain_below_it_serv
     serving = json.loads((project / "models/serving.json").read_text())
     assert serving["encoder"] == "base" and serving["evidence"]["independent_families"] == ["title", "sentence"]
     assert serving["evidence"]["trained/ndcg@10"] == serving["evidence"]["base/ndcg@10"]
-    assert "+0.0000 (95% CI +0.0000 to +0.0000, not above min_gain 0.0): the base encoder serves" in serving["reason"]
+    assert ("+0.0000 (95% CI +0.0000 to +0.0000, p 1.0000: not above min_gain 0.0 beyond noise): the base encoder "
+            "serves") in serving["reason"]
     assert serving["evidence"]["sets"] == {"pseudo-queries": 8}
     # ... and against a min_gain below the tie, the rule picks the trained encoder.
     write_params(project, base_model=str(tiny_model_dir), learning_rate=0.0, select_min_gain=-0.01, **TINY)
     assert main(stage_argv("train")) == 0
     serving = json.loads((project / "models/serving.json").read_text())
-    assert serving["encoder"] == "trained" and "above min_gain -0.01): the trained encoder serves" in serving["reason"]
+    assert serving["encoder"] == "trained"  # every query 0.01 above the margin: p = 2/2^8
+    assert "p 0.0078: above min_gain -0.01 beyond noise): the trained encoder serves" in serving["reason"]
 
 
 def test_the_similar_task_can_be_fixed_to_base_with_encoder_selection_off(project, tracking, stage_argv,

@@ -2,6 +2,8 @@ import json
 import logging
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
 from sentence_transformers import SentenceTransformer
 
@@ -11,6 +13,8 @@ from papersim.training.train import (
     FINGERPRINT,
     TrainConfig,
     build_loss,
+    check_steps,
+    fillable_batch_size,
     last_checkpoint,
     loss_table,
     train_encoder,
@@ -126,3 +130,58 @@ def test_the_colisting_loss_trains_on_rows_labelled_with_their_papers_groups(tin
     cfg = TrainConfig(loss="colisting", max_steps=2, eval_steps=2, save_steps=2, batch_size=4)
     _, report = train_encoder(model, pairs, toy_pairs(10, offset=100), cfg, tmp_path / "ckpt", "fp", groups=groups)
     assert report["steps"] == 2 and report["train_loss"] > 0
+
+
+# The GPU recipe (docs: train, "GPU profile"): cached MNRL over batches of 256 rows, 3 mined negatives each.
+GPU_RECIPE = {"loss": "cached_mnrl", "batch_size": 256, "mini_batch_size": 64, "learning_rate": 5e-5,
+              "num_negatives": 3}
+
+
+def cranfield_sized_pairs(n_pairs: int = 1129, n_abstracts: int = 1398, seed: int = 0) -> pd.DataFrame:
+    """Pairs shaped as mine_pairs makes them from Cranfield alone (1,129 train pairs of its 1,398 abstracts): a
+    title asks for its abstract, with 3 mined negatives among the other abstracts."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_pairs):
+        others = rng.choice(np.delete(np.arange(n_abstracts), i), 3, replace=False)
+        rows.append({"anchor": f"title of paper {i}", "positive": f"abstract of paper {i}",
+                     **{f"negative_{k + 1}": f"abstract of paper {j}" for k, j in enumerate(others)}})
+    return pd.DataFrame(rows)
+
+
+def test_the_batch_is_halved_until_no_duplicate_batches_fill_as_on_cranfield():
+    """256 rows of 5 texts need ~1,000 distinct abstracts of Cranfield's 1,398: no batch of 256 fills (the run
+    that made 0 steps); 128 do, and so does every size with fewer texts a row."""
+    from datasets import Dataset
+
+    cfg = TrainConfig(**GPU_RECIPE)
+    rows = Dataset.from_pandas(training_columns(cranfield_sized_pairs(), cfg))
+    assert fillable_batch_size(rows, 256, 3000, cfg.seed) == 128
+    one_negative = Dataset.from_pandas(training_columns(cranfield_sized_pairs(), TrainConfig(num_negatives=1)))
+    assert fillable_batch_size(one_negative, 256, 3000, cfg.seed) == 256
+    assert fillable_batch_size(rows, 256, 2, cfg.seed) == 128  # the first pass: no full batch of 256 at all
+    six_rows = Dataset.from_pandas(training_columns(toy_pairs(6), TrainConfig(num_negatives=2)))
+    assert fillable_batch_size(six_rows, 16, 4, cfg.seed) == 4  # fewer rows than the batch: a batch that fills
+
+
+def test_the_gpu_recipe_makes_the_steps_asked_on_a_cranfield_sized_corpus(tiny_model_dir, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="papersim.progress")
+    model = load_encoder(str(tiny_model_dir), 32)
+    cfg = TrainConfig(**GPU_RECIPE, max_seq_length=32, max_steps=2, eval_steps=2, save_steps=2)
+    _, report = train_encoder(model, cranfield_sized_pairs(), toy_pairs(10, offset=2000), cfg, tmp_path / "ckpt", "fp")
+    assert report["steps"] == 2 and (report["batch_size"], report["batch_size_asked"]) == (128, 256)
+    assert "train.batch_size 256: no-duplicates batches of that size cannot be filled from 1129 training pairs" in \
+        caplog.text
+
+
+def test_a_run_that_makes_fewer_steps_than_asked_fails_naming_asked_and_made(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("papersim.training.train.fillable_batch_size", lambda rows, size, steps, seed: size)
+    model = load_encoder(str(tiny_model_dir), 32)
+    cfg = TrainConfig(**GPU_RECIPE, max_seq_length=32, max_steps=2, eval_steps=2, save_steps=2)
+    with pytest.raises(PapersimError, match=r"training made 0 of the 2 steps asked \(train.max_steps\) at batch size "
+                                            r"256 on 1129 training pairs: the no-duplicates batch sampler"):
+        train_encoder(model, cranfield_sized_pairs(), toy_pairs(10, offset=2000), cfg, tmp_path / "ckpt", "fp")
+    patience_ran_out = True  # early stopping: fewer steps, as configured
+    check_steps(3, TrainConfig(max_steps=6, eval_steps=3, save_steps=3), 16, 100, stopped_early=patience_ran_out)
+    with pytest.raises(PapersimError, match="Lower train.batch_size or train.num_negatives"):
+        check_steps(3, TrainConfig(max_steps=6, eval_steps=3, save_steps=3), 16, 100, stopped_early=False)

@@ -15,6 +15,10 @@ import pandas as pd
 from scipy import stats
 
 N_RESAMPLES = 10_000  # p-values and interval ends stable to ~0.005 at this many resamples
+# Up to this many clusters (or queries) the randomisation test enumerates all 2^c sign flips (4,096 at
+# 12: cheaper than the resamples): with few clusters a sampled p is noisy exactly where it decides.
+EXACT_MAX_CLUSTERS = 12
+NO_INTERVAL = (float("-inf"), float("inf"))  # fewer than 2 clusters (or queries): no spread to estimate
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,13 @@ def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0, n_resamples: 
         raise ValueError(f"paired scores need equal 1-d shapes, got {a.shape} and {b.shape}")
     diff = a - b  # (n_queries,)
     mean = float(diff.mean()) if diff.size else float("nan")
-    if diff.size < 2 or np.all(diff == diff[0]):
-        # No spread: every resample gives the same mean; a test has nothing to randomise.
-        return PairedDifference(mean, mean, mean, 1.0 if not diff.size or diff[0] == 0 else 0.0, int(diff.size))
+    if diff.size < 2:  # one query is its own mean: nothing says how far it could move
+        return PairedDifference(mean, *NO_INTERVAL, 1.0, int(diff.size))
+    if np.all(diff == diff[0]):
+        # No spread: every resample gives the same mean, and of the 2^n sign flips only the two of one sign
+        # reach the observed sum (scipy's test enumerates them too for n up to 13, but rejects constant data).
+        return PairedDifference(mean, mean, mean, 1.0 if diff[0] == 0 else min(1.0, 2.0 ** (1 - diff.size)),
+                                int(diff.size))
     rng = np.random.default_rng(seed)
     interval = stats.bootstrap((diff,), np.mean, n_resamples=n_resamples, confidence_level=0.95,
                                method="percentile", rng=rng).confidence_interval
@@ -49,7 +57,8 @@ def clustered_difference(a: np.ndarray, b: np.ndarray, clusters, seed: int = 0,
     """`paired_difference` for queries that are not independent: queries of one cluster (the papers of one
     listing share their relevant papers) move together. The interval is a cluster bootstrap (clusters
     drawn with replacement, the mean over all their queries; Field and Welsh 2007), the test a clustered
-    randomisation test (one sign flip per cluster). a, b (n_queries,), `clusters` (n_queries,) labels."""
+    randomisation test (one sign flip per cluster, every flip for up to EXACT_MAX_CLUSTERS clusters). One
+    cluster gives no interval and p 1. a, b (n_queries,), `clusters` (n_queries,) labels."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(clusters) != a.size:
         raise ValueError(f"clustered scores need equal 1-d shapes and one cluster per query, got {a.shape}, "
@@ -59,9 +68,9 @@ def clustered_difference(a: np.ndarray, b: np.ndarray, clusters, seed: int = 0,
     codes, _ = pd.factorize(pd.Series(list(clusters), dtype=object))
     sums = np.bincount(codes, weights=diff)  # (n_clusters,) each cluster's summed difference
     sizes = np.bincount(codes).astype(np.float64)  # (n_clusters,)
-    if sums.size < 2 or np.all(diff == diff[0]):
-        return PairedDifference(mean, mean, mean, 1.0 if not diff.size or diff[0] == 0 or sums.size < 2 else 0.0,
-                                int(diff.size))
+    if sums.size < 2:  # one listing is one draw, however many papers it has: no interval, no test
+        return PairedDifference(mean, *NO_INTERVAL, 1.0, int(diff.size))
+    exact = sums.size <= EXACT_MAX_CLUSTERS
     rng = np.random.default_rng(seed)
     means = np.empty(n_resamples)
     extreme = 0
@@ -69,10 +78,25 @@ def clustered_difference(a: np.ndarray, b: np.ndarray, clusters, seed: int = 0,
         n = min(1000, n_resamples - start)
         drawn = rng.integers(0, sums.size, size=(n, sums.size))
         means[start:start + n] = sums[drawn].sum(axis=1) / sizes[drawn].sum(axis=1)
-        signs = rng.choice((-1.0, 1.0), size=(n, sums.size))
-        extreme += int(np.sum(np.abs(signs @ sums) >= abs(sums.sum()) - 1e-12))
+        if not exact:
+            signs = rng.choice((-1.0, 1.0), size=(n, sums.size))
+            extreme += int(np.sum(np.abs(signs @ sums) >= abs(sums.sum()) - 1e-12))
     low, high = np.percentile(means, [2.5, 97.5])
-    return PairedDifference(mean, float(low), float(high), (extreme + 1) / (n_resamples + 1), int(diff.size))
+    p_value = sign_flip_p(sums) if exact else (extreme + 1) / (n_resamples + 1)
+    return PairedDifference(mean, float(low), float(high), p_value, int(diff.size))
+
+
+def sign_flip_p(terms: np.ndarray) -> float:
+    """The exact two-sided randomisation p of sum(terms) (n_terms,), n_terms <= EXACT_MAX_CLUSTERS: the share
+    of all 2^n sign flips whose |sum| reaches the observed one (the observed flip among them, so p >= 2/2^n
+    for any nonzero sum: with c clusters no p falls below 2/2^c, whatever the difference)."""
+    terms = np.asarray(terms, dtype=np.float64)
+    if terms.size > EXACT_MAX_CLUSTERS:
+        raise ValueError(f"{terms.size} terms: enumerating 2^{terms.size} sign flips is for at most "
+                         f"{EXACT_MAX_CLUSTERS}; sample them instead")
+    bits = (np.arange(2 ** terms.size)[:, None] >> np.arange(terms.size)) & 1  # (2^n, n) every flip once
+    flipped = np.abs((1.0 - 2.0 * bits) @ terms)  # (2^n,)
+    return float(np.mean(flipped >= abs(terms.sum()) - 1e-9 * np.abs(terms).sum()))
 
 
 def verdict(d: PairedDifference) -> str:
@@ -114,3 +138,24 @@ def mean_of_means_interval(diffs: Sequence[np.ndarray], seed: int = 0,
     means /= len(diffs)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(np.mean([d.mean() for d in diffs])), float(low), float(high)
+
+
+def mean_of_means_difference(diffs: Sequence[np.ndarray], seed: int = 0,
+                             n_resamples: int = N_RESAMPLES) -> PairedDifference:
+    """`mean_of_means_interval` with its randomisation test, so that `verdict` reads it as any other paired
+    difference: each query's difference has its sign flipped, the mean of set means recomputed (exactly over
+    every flip for up to EXACT_MAX_CLUSTERS queries)."""
+    mean, low, high = mean_of_means_interval(diffs, seed, n_resamples)
+    diffs = [np.asarray(d, dtype=np.float64) for d in diffs if len(d)]
+    n = sum(d.size for d in diffs)
+    if n < 2:
+        return PairedDifference(mean, *NO_INTERVAL, 1.0, n)
+    terms = np.concatenate([d / (d.size * len(diffs)) for d in diffs])  # (n_queries,) mean of set means = sum
+    if terms.size <= EXACT_MAX_CLUSTERS:
+        return PairedDifference(mean, low, high, sign_flip_p(terms), n)
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    for start in range(0, n_resamples, 1000):  # 1,000 flips at a time: (1000, n_queries) signs
+        signs = rng.choice((-1.0, 1.0), size=(min(1000, n_resamples - start), terms.size))
+        extreme += int(np.sum(np.abs(signs @ terms) >= abs(terms.sum()) - 1e-9 * np.abs(terms).sum()))
+    return PairedDifference(mean, low, high, (extreme + 1) / (n_resamples + 1), n)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from papersim.errors import PapersimError
-from papersim.evaluation.significance import (PairedDifference, clustered_difference, mean_of_means_interval,
-                                              paired_difference)
+from papersim.evaluation.significance import (PairedDifference, clustered_difference, mean_of_means_difference,
+                                              paired_difference, verdict)
 from papersim.lifecycle.drift import CorpusChange, EmbeddingDrift
 
 # What a model is built from, the corpus aside: the corpus is counted paper by paper (drift), so a source
@@ -40,7 +40,8 @@ class RetrainConfig:
     max_regression: float = 0.01              # ... this (absolute), or the candidate stays challenger
     floor_baselines: list[str] = field(default_factory=lambda: ["bm25", "base", "base_hybrid"])  # no papersim
     floor_tolerance: float = 0.0              # primary may not trail the best baseline by more, on any gate set
-    similar_set: str = "similar"              # evaluate.json's "papers similar to this one" block ("" = not gated)
+    similar_set: str = "similar"              # evaluate.json's "papers similar to this one" block ("" = not gated;
+    # its `_unseen` twin, listings held out of training, is read too: a candidate may not lose there beyond noise)
     similar_metric: str = "served/precision@10"  # its primary: floor and champion comparison as for search
     schedule_cron: str = "0 3 * * 1"          # flows.serve: retrain Mondays 03:00
     schedule_timezone: str = "UTC"
@@ -172,7 +173,7 @@ def _value(report: Mapping[str, Any], set_name: str, metric: str, who: str) -> f
 def gate_sets(report: Mapping[str, Any], cfg: RetrainConfig) -> list[str]:
     """The search sets the primary metric is averaged over (the similar task is gated on its own: its
     blocks, known and unseen listings, are never search sets)."""
-    similar = (cfg.similar_set, f"{cfg.similar_set}_unseen") if cfg.similar_set else ()
+    similar = (cfg.similar_set, unseen_set(cfg)) if cfg.similar_set else ()
     sets = cfg.gate_sets or sorted(k for k, v in report.items() if isinstance(v, Mapping) and k not in similar)
     if not sets:
         raise PapersimError("the eval report has no evaluation sets to gate on")
@@ -190,18 +191,32 @@ def similar_gated(report: Mapping[str, Any], cfg: RetrainConfig) -> bool:
     return bool(cfg.similar_set) and isinstance(report.get(cfg.similar_set), Mapping)
 
 
+def unseen_set(cfg: RetrainConfig) -> str:
+    """evaluate.json's block of the similar task on listings held out of training whole."""
+    return f"{cfg.similar_set}_unseen"
+
+
+def similar_blocks(report: Mapping[str, Any], cfg: RetrainConfig) -> list[str]:
+    """The similar task's blocks the gate reads: known listings, then unseen ones where the report has them
+    (a corpus whose test split holds no whole listing has none)."""
+    if not similar_gated(report, cfg):
+        return []
+    return [cfg.similar_set, *([unseen_set(cfg)] if isinstance(report.get(unseen_set(cfg)), Mapping) else [])]
+
+
 def baseline_floor(candidate: Mapping[str, Any], cfg: RetrainConfig,
                    beyond_noise: bool = False) -> tuple[dict[str, float], list[str]]:
     """Per gate set, the primary metric minus the best baseline's same metric (bm25, base, their fusion:
-    what a user has without papersim); the same for the similar task's metric on its set; and the sets
-    where it trails by more than floor_tolerance. Under gate_rule significant the similar task trails only
-    when served is below that baseline beyond noise: its paired interval, clustered by listing (evaluate's
-    served_vs), lies below -floor_tolerance. One listing's papers move together: 35 papers of 14 listings
-    are 14 samples, and a mean 0.01 behind on them is noise. `beyond_noise` applies that rule to every set
-    (a refresh: the model is the one that passed the floor, only the sets changed)."""
+    what a user has without papersim); the same for the similar task's metric on its blocks (known and
+    unseen listings); and the sets where it trails by more than floor_tolerance. Under gate_rule
+    significant the similar task trails only when served is below that baseline beyond noise: `verdict`
+    of its paired difference, clustered by listing (evaluate's served_vs), shifted by floor_tolerance, is
+    "worse". One listing's papers move together: 35 papers of 14 listings are 14 samples, and a mean 0.01
+    behind on them is noise. `beyond_noise` applies that rule to every set (a refresh: the model is the
+    one that passed the floor, only the sets changed)."""
     checks = [(name, cfg.primary_metric) for name in gate_sets(candidate, cfg)]
-    if similar_gated(candidate, cfg):
-        checks.append((cfg.similar_set, cfg.similar_metric))
+    similar = similar_blocks(candidate, cfg)
+    checks += [(name, cfg.similar_metric) for name in similar]
     margins, failures = {}, []
     for name, primary in checks if cfg.floor_baselines else []:
         metric = primary.split("/")[1]
@@ -211,12 +226,17 @@ def baseline_floor(candidate: Mapping[str, Any], cfg: RetrainConfig,
         margins[f"{name}/{best}"] = margin
         versus = candidate.get(name, {}).get("served_vs", {}).get(best) if primary.startswith("served/") else None
         versus = versus if versus is not None and f"{metric}_diff" in versus else None  # on this metric only
-        if ((name == cfg.similar_set or beyond_noise) and cfg.gate_rule == "significant" and versus is not None
+        if ((name in similar or beyond_noise) and cfg.gate_rule == "significant" and versus is not None
                 and not math.isnan(margin)):
-            if versus["ci_high"] < -cfg.floor_tolerance:
-                by = ", by listing" if name == cfg.similar_set else ""
+            tolerance = cfg.floor_tolerance  # worse than -floor_tolerance, as verdict reads "worse than 0"
+            p_value = versus.get("p_value", 0.0)  # a report without one: its interval alone
+            shifted = PairedDifference(versus[f"{metric}_diff"] + tolerance, versus["ci_low"] + tolerance,
+                                       versus["ci_high"] + tolerance, p_value, 0)
+            if verdict(shifted) == "worse":
+                by = ", by listing" if name in similar else ""
+                p_text = f", p {p_value:.4f}" if "p_value" in versus else ""
                 failures.append(f"{name}: {primary} trails {best}/{metric} by {-margin:.4f} (95% CI of the "
-                                f"difference {versus['ci_low']:+.4f} to {versus['ci_high']:+.4f}{by})")
+                                f"difference {versus['ci_low']:+.4f} to {versus['ci_high']:+.4f}{p_text}{by})")
         elif math.isnan(margin) or margin < -cfg.floor_tolerance:
             failures.append(f"{name}: {primary} trails {best}/{metric} by {-margin:.4f}")
     return margins, failures
@@ -250,10 +270,10 @@ def _paired_summary(d: PairedDifference) -> dict[str, float]:
 def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: RetrainConfig,
          candidate_queries=None, champion_queries=None) -> GateDecision:
     """Promote iff the candidate beats the best baseline (floor), its primary metric improves on the
-    champion's by >= min_delta (gate_rule significant: and the gain's 95% interval, its queries paired
-    with the champion's, lies above 0, or the similar task's metric gains >= min_delta with its interval
-    above 0; and no gate set, the similar task's included, is significantly worse) and no guard metric
-    drops by > max_regression. gate_rule mean: both tasks must gain >= min_delta.
+    champion's by >= min_delta (gate_rule significant: and the gain, its queries paired with the
+    champion's, is "better" by `verdict`, or the similar task's metric on known listings gains >= min_delta
+    and is "better"; and no gate set, the similar task's known and unseen listings included, is "worse")
+    and no guard metric drops by > max_regression. gate_rule mean: both tasks must gain >= min_delta.
 
     Both reports must come from the same evaluation sets (the flow checks their content hashes);
     `*_queries` are their evaluate_per_query.parquet tables (needed by gate_rule significant).
@@ -275,11 +295,11 @@ def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: 
                    if k.split("/", 1)[1] in cfg.guard_metrics and d < -cfg.max_regression}
     summary = f"{cfg.primary_metric} {primary:.4f} vs champion {champion_primary:.4f} ({improvement:+.4f}"
     checks = [(s, cfg.primary_metric) for s in sets]
-    if similar_gated(candidate, cfg):
-        key = f"{cfg.similar_set}/{cfg.similar_metric}"
-        deltas[key] = (_value(candidate, cfg.similar_set, cfg.similar_metric, "candidate")
-                       - _value(champion, cfg.similar_set, cfg.similar_metric, "champion"))
-        checks.append((cfg.similar_set, cfg.similar_metric))
+    key = f"{cfg.similar_set}/{cfg.similar_metric}"  # the known listings: the similar task's primary
+    for block in similar_blocks(candidate, cfg):
+        deltas[f"{block}/{cfg.similar_metric}"] = (_value(candidate, block, cfg.similar_metric, "candidate")
+                                                   - _value(champion, block, cfg.similar_metric, "champion"))
+        checks.append((block, cfg.similar_metric))
 
     def decided(promote: bool, reason: str, interval=None, paired=None) -> GateDecision:
         return GateDecision(promote, reason, primary, champion_primary, deltas, floor, interval, paired or {})
@@ -297,25 +317,26 @@ def gate(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, cfg: 
         scores = {f"{s}/{m}": paired_scores(candidate_queries, champion_queries, s, m) for s, m in checks}
         compared = {k: paired_difference(a, b) if clusters is None else clustered_difference(a, b, clusters)
                     for k, (a, b, clusters) in scores.items()}
-        _, low, high = mean_of_means_interval([a - b for k, (a, b, _) in scores.items() if k.split("/")[0] in sets])
-        paired, interval = {k: _paired_summary(d) for k, d in compared.items()}, [low, high]
-        summary += f", 95% CI {low:+.4f} to {high:+.4f})"
+        search = mean_of_means_difference([a - b for k, (a, b, _) in scores.items() if k.split("/")[0] in sets])
+        paired, interval = {k: _paired_summary(d) for k, d in compared.items()}, [search.low, search.high]
+        summary += f", 95% CI {search.low:+.4f} to {search.high:+.4f}, p {search.p_value:.4f})"
         similar = compared.get(key) if similar_gated(candidate, cfg) else None
         if similar is not None:
-            summary += f"; {key} {similar.mean:+.4f} (95% CI {similar.low:+.4f} to {similar.high:+.4f})"
-        worse = [f"{k} {d.mean:+.4f} (95% CI {d.low:+.4f} to {d.high:+.4f})" for k, d in compared.items()
-                 if d.high < 0]
+            summary += (f"; {key} {similar.mean:+.4f} (95% CI {similar.low:+.4f} to {similar.high:+.4f}, "
+                        f"p {similar.p_value:.4f})")
+        worse = [f"{k} {d.mean:+.4f} (95% CI {d.low:+.4f} to {d.high:+.4f}, p {d.p_value:.4f})"
+                 for k, d in compared.items() if verdict(d) == "worse"]
         if worse:
             return decided(False, f"{summary}: significantly worse on {'; '.join(worse)}", interval, paired)
         # Either task may earn the promotion: papers similar to this one is the product's own task, and a
         # candidate that is significantly better there, and no worse at search, should not wait for search.
         search_gain = not math.isnan(improvement) and improvement >= cfg.min_delta
-        search_better = search_gain and low > 0
-        similar_better = similar is not None and similar.mean >= cfg.min_delta and similar.low > 0
+        search_better = search_gain and verdict(search) == "better"
+        similar_better = similar is not None and similar.mean >= cfg.min_delta and verdict(similar) == "better"
         if not (similar_better or search_better):
             if not search_gain and similar is None:
                 return decided(False, f"{summary}: below min_delta {cfg.min_delta}", interval, paired)
-            return decided(False, f"{summary}: not significantly better (the interval reaches 0"
+            return decided(False, f"{summary}: not significantly better (the interval reaches 0 or p >= 0.05"
                                   f"{' on both tasks' if similar is not None else ''}): the champion stays",
                            interval, paired)
         better = f"significantly better at {'search' if search_better else 'similar papers'}"
@@ -338,8 +359,7 @@ def needs_rescore(candidate: Mapping[str, Any], champion: Mapping[str, Any], cfg
         return True
     want, have = eval_set_hashes(candidate), eval_set_hashes(champion)
     checks = [(s, cfg.primary_metric.split("/")[0]) for s in gate_sets(candidate, cfg)]
-    if similar_gated(candidate, cfg):
-        checks.append((cfg.similar_set, cfg.similar_metric.split("/")[0]))
+    checks += [(block, cfg.similar_metric.split("/")[0]) for block in similar_blocks(candidate, cfg)]
     return any(want.get(s) is None or want.get(s) != have.get(s) or system not in champion.get(s, {})
                for s, system in checks)
 

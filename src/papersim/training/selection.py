@@ -15,11 +15,12 @@ order of strength:
    pairs alone);
 3. `none`: the base model serves search and the fusion keeps its documented default; the reason says so.
 
-The trained encoder serves only if its dense nDCG@10 gain over the base model's has a paired 95%
-bootstrap interval above `select_min_gain`. The fusion weight (`fusion_alpha: auto`) leaves the
-default (0.5) only on judged queries, when the best weight, picked on half of them, beats 0.5 on the
-other half with its interval above 0 (`choose_weight`): pseudo-queries are never evidence for the
-weight, since they favour whichever system shares their words (README "Fusion").
+The trained encoder serves only if its dense nDCG@10 gain over the base model's is above `select_min_gain`
+beyond noise (`verdict` of the gain minus select_min_gain: a paired 95% bootstrap interval above 0 and
+p < 0.05). The fusion weight (`fusion_alpha: auto`) leaves the default (0.5) only on judged
+queries, when the best weight, picked on half of them, beats 0.5 on the other half beyond noise
+(`choose_weight`): pseudo-queries are never evidence for the weight, since they favour whichever system
+shares their words (README "Fusion").
 
 The similar task's choices (papersim.training.similar_choice) follow the same rule on the validation
 listings, held out of training whole, their papers asking for each other, resampled by listing; with
@@ -36,7 +37,7 @@ import pandas as pd
 
 from papersim.evaluation.metrics import ndcg_at_k
 from papersim.evaluation.sets import EvalSet, listing_sets, load_beir_set
-from papersim.evaluation.significance import paired_difference
+from papersim.evaluation.significance import paired_difference, verdict
 from papersim.progress import track, working_on
 from papersim.retrieval.choice import Serving
 from papersim.retrieval.dense import dense_hits
@@ -170,10 +171,12 @@ def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Emb
     else:
         gain = paired_difference(per_query["trained"], per_query["base"])
         evidence["trained_minus_base"] = interval(gain)
-        encoder = "trained" if gain.low > min_gain else "base"
+        # the gain over min_gain, tested as any difference is (min_gain 0: the gain itself)
+        over = paired_difference(per_query["trained"] - min_gain, per_query["base"]) if min_gain else gain
+        encoder = "trained" if verdict(over) == "better" else "base"
         reason = (f"trained {evidence['trained/ndcg@10']:.4f} vs base {evidence['base/ndcg@10']:.4f} dense nDCG@10 "
-                  f"on {on}: {gain.mean:+.4f} (95% CI {gain.low:+.4f} to {gain.high:+.4f}, "
-                  f"{'above' if encoder == 'trained' else 'not above'} min_gain {min_gain}): "
+                  f"on {on}: {gain.mean:+.4f} (95% CI {gain.low:+.4f} to {gain.high:+.4f}, p {over.p_value:.4f}: "
+                  f"{'above' if encoder == 'trained' else 'not above'} min_gain {min_gain} beyond noise): "
                   f"the {encoder} encoder serves")
     fusion = template
     if template.method == "convex" and alpha_auto and source == "judged":

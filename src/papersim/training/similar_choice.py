@@ -3,14 +3,16 @@
 The validation listings are held out of training whole (mine_pairs' group split); their papers ask for
 each other over the non-test papers, and scores are resampled by listing (a listing's papers share their
 relevant set). One setting at a time, through the served implementation (papersim.retrieval.similar):
-1. the encoder: trained only if its dense neighbours beat the base model's with a 95% interval above
-   `min_gain` (read at the default paper view);
+1. the encoder: trained only if its dense neighbours beat the base model's by more than `min_gain` beyond
+   noise (`verdict` of the gain minus min_gain: a 95% interval by listing above 0 and p < 0.05), read at
+   the default paper view;
 2. the paper view (tokens, windows) and 3. the lexical query (the whole paper, or its telling terms):
    the first listed is the default, left only for a setting that wins on half the listings and beats it on
    the other half beyond noise (`choose_setting`);
 4. the fusion weight, by the same rule (`choose_weight`).
-With no validation listing there is nothing to choose on: the base encoder (the one training cannot have
-harmed) and the defaults serve, and the reason says so.
+Each choice is made on at least `min_listings` listings: with fewer, even a setting better on every paper
+cannot reach p < 0.05 by listing, and the default serves. With no validation listing there is nothing to
+choose on: the base encoder (the one training cannot have harmed) and the defaults serve; the reason says so.
 """
 
 from collections.abc import Callable, Sequence
@@ -21,7 +23,7 @@ import numpy as np
 from papersim.encoders.windows import PaperView
 from papersim.evaluation.metrics import precision_at_k
 from papersim.evaluation.sets import EvalSet, listing_clusters
-from papersim.evaluation.significance import clustered_difference
+from papersim.evaluation.significance import clustered_difference, verdict
 from papersim.progress import Progress, working_on
 from papersim.retrieval.dense import dense_search
 from papersim.retrieval.fusion import ALPHA_GRID, Fusion
@@ -48,10 +50,17 @@ class SimilarChoice:
     rrf_k: int
     views: tuple[PaperView, ...]  # paper views to choose among, the default first
     lexical: tuple[tuple[str, int], ...]  # (lexical, terms) to choose among, the default first
+    min_listings: int  # listings a choice is made on, at least
 
     def template(self) -> Fusion:
         return Fusion(self.fusion, 0.5 if self.alpha == "auto" else float(self.alpha), self.normalisation,
                       self.rrf_k, self.depth)
+
+
+def too_few(listings: int, least: int) -> str:
+    """Why a choice on `listings` listings keeps its default ("" when they are enough)."""
+    plural = "listing" if listings == 1 else "listings"
+    return f"only {listings} {plural}, fewer than similar_min_listings {least}" if listings < least else ""
 
 
 def _precision_at_10(hits: list[Hits], task: EvalSet) -> np.ndarray:
@@ -99,15 +108,19 @@ def select_similar(task: EvalSet | None, paper_embed: PaperEmbed, encoders: Sequ
     else:
         gain = clustered_difference(per_paper["trained"], per_paper["base"], clusters)
         evidence["trained_minus_base"] = interval(gain)
-        encoder = "trained" if gain.low > choice.min_gain else "base"
+        over = (clustered_difference(per_paper["trained"] - choice.min_gain, per_paper["base"], clusters)
+                if choice.min_gain else gain)  # the gain over min_gain, tested as any difference is
+        listings = len(set(clusters))
+        short = too_few(listings, choice.min_listings)
+        encoder = "trained" if not short and verdict(over) == "better" else "base"
         reason = (f"trained {evidence['trained/precision@10']:.4f} vs base {evidence['base/precision@10']:.4f} "
-                  f"dense precision@10 on {len(rows)} validation papers of {len(set(clusters))} listings: "
-                  f"{gain.mean:+.4f} (95% CI by listing {gain.low:+.4f} to {gain.high:+.4f}, "
-                  f"{'above' if encoder == 'trained' else 'not above'} min_gain {choice.min_gain}): "
-                  f"the {encoder} encoder")
+                  f"dense precision@10 on {len(rows)} validation papers of {listings} listings: "
+                  f"{gain.mean:+.4f} (95% CI by listing {gain.low:+.4f} to {gain.high:+.4f}, p {over.p_value:.4f}: "
+                  + (short if short else f"{'above' if encoder == 'trained' else 'not above'} min_gain "
+                                         f"{choice.min_gain} beyond noise") + f"): the {encoder} encoder")
     by_view = {view: dense[encoder], **{v: neighbours(encoder, v) for v in choice.views[1:]}}
     view, evidence["view"] = choose_setting({v: _precision_at_10(h, task) for v, h in by_view.items()}, view,
-                                            clusters, label=PaperView.label)
+                                            clusters, label=PaperView.label, min_clusters=choice.min_listings)
     with working_on("similar papers"):
         bm25 = BM25(task.doc_ids, task.doc_texts, stemmer)
 
@@ -121,7 +134,7 @@ def select_similar(task: EvalSet | None, paper_embed: PaperEmbed, encoders: Sequ
     by_lexical = {(kind, n): bm25_neighbours(kind, n) for kind, n in choice.lexical}
     (lexical, terms), evidence["lexical"] = choose_setting(
         {k: _precision_at_10(h, task) for k, h in by_lexical.items()}, (lexical, terms), clusters,
-        label=lambda k: lexical_label(*k))
+        label=lambda k: lexical_label(*k), min_clusters=choice.min_listings)
     fusion = template
     if weights:
         by_alpha = {}
@@ -129,7 +142,7 @@ def select_similar(task: EvalSet | None, paper_embed: PaperEmbed, encoders: Sequ
             by_alpha[a] = _precision_at_10(similar_hits(by_lexical[lexical, terms], by_view[view],
                                                         replace(template, alpha=a)), task)
             settings.advance()
-        alpha, evidence["alpha"] = choose_weight(by_alpha, template.alpha, clusters)
+        alpha, evidence["alpha"] = choose_weight(by_alpha, template.alpha, clusters, choice.min_listings)
         fusion = replace(template, alpha=alpha)
     settings.done()
     served = _precision_at_10(similar_hits(by_lexical[lexical, terms], by_view[view], fusion), task)
@@ -137,7 +150,9 @@ def select_similar(task: EvalSet | None, paper_embed: PaperEmbed, encoders: Sequ
     moved = [what for what, chosen, default in (("paper view", view, choice.views[0]),
                                                  ("lexical query", (lexical, terms), choice.lexical[0]),
                                                  ("weight", fusion.alpha, template.alpha)) if chosen != default]
+    short = too_few(evidence["view"]["other_half_listings"], choice.min_listings)  # each setting's other half
     reason += (f"; paper at {view.describe()}, bm25 of {lexical_label(lexical, terms)}, {fusion.describe()} ("
                + (f"{', '.join(moved)} beat the default beyond noise" if moved else
+                  f"the defaults: {short} to confirm a setting on" if short else
                   "the defaults: nothing beat them beyond noise") + ")")
     return Similar(encoder, fusion, terms, reason, evidence, lexical, view)

@@ -52,7 +52,7 @@ class TrainConfig(EncodingEngine):
     # What the candidate serves, chosen after training on validation pseudo-queries only where the training pairs
     # did not teach them (papersim.training.selection): a model always wins the task it was trained on.
     select_encoder: bool = True  # the trained encoder serves only if it beat the base model there beyond noise
-    select_min_gain: float = 0.0  # ... its gain's 95% interval lies above this dense nDCG@10 (0: a gain, not noise)
+    select_min_gain: float = 0.0  # ... by more than this dense nDCG@10, beyond noise (0: a gain, not noise)
     selection_sets: list[str] = field(default_factory=list)  # BEIR folders of your own judged queries (never
     # evaluate's sets): evidence for the encoder and the fusion weight; none shipped: no judged data is the norm
     selection_max_trained_share: float = 0.05  # pseudo-queries are evidence when at most this share of the
@@ -72,7 +72,9 @@ class TrainConfig(EncodingEngine):
     # papers (papersim.training.similar_choice; the test split is never read):
     similar_encoder: str = "auto"  # auto: trained only if its neighbours beat base's there beyond noise (none to
     # compare on: base, which training cannot have harmed) | trained | base
-    similar_min_gain: float = 0.0  # ... its gain's 95% interval above this precision@10
+    similar_min_gain: float = 0.0  # ... by more than this precision@10, beyond noise
+    similar_min_listings: int = 6  # fewer listings: the defaults serve. c listings give no p below 2/2^c: 5 cannot
+    # reach p < 0.05 (0.0625), 6 can (0.031); the encoder needs them in all, a setting on its other half
     similar_fusion: str = "convex"  # as `fusion`, for paper-as-query: its own weight (a paper is not a title)
     similar_alpha: float | str = "auto"  # dense weight, auto: 0.5 unless another beats it there beyond noise
     similar_normalisation: str = "zscore"  # as fusion_normalisation
@@ -113,6 +115,9 @@ class TrainConfig(EncodingEngine):
             raise ValueError("similar_views and similar_lexical: give at least one setting each (the default first)")
         if min(self.similar_queries, self.similar_depth, self.max_group_size) < 1:
             raise ValueError("similar_queries, similar_depth and max_group_size must be positive")
+        if self.similar_min_listings < 2:
+            raise ValueError(f"similar_min_listings must be at least 2 (one listing has no spread to test), "
+                             f"got {self.similar_min_listings}")
         self.similar_choice().template()  # raises on an unknown fusion or normalisation
 
     def similar_choice(self):
@@ -124,7 +129,8 @@ class TrainConfig(EncodingEngine):
         return SimilarChoice(self.similar_encoder, self.similar_min_gain, self.similar_fusion, self.similar_alpha,
                              self.similar_normalisation, self.similar_depth, self.rrf_k,
                              tuple(dict.fromkeys(PaperView.parse(v) for v in self.similar_views)),
-                             tuple(dict.fromkeys(parse_lexical(str(q)) for q in self.similar_lexical)))
+                             tuple(dict.fromkeys(parse_lexical(str(q)) for q in self.similar_lexical)),
+                             self.similar_min_listings)
 
     def serving_fusion(self) -> Fusion:
         """The configured fusion (alpha 0.5 until chosen when fusion_alpha is auto)."""
@@ -196,6 +202,40 @@ def build_loss(model, cfg: TrainConfig):
     if cfg.matryoshka_dims:
         loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(cfg.matryoshka_dims))
     return loss
+
+
+def fillable_batch_size(dataset, batch_size: int, steps: int, seed: int) -> int:
+    """The batch size training can fill: `batch_size`, halved until the no-duplicates sampler (a text twice in
+    a batch would be its own negative) yields the batches a pass over `dataset` (training_columns' rows)
+    announces, or `steps` of them, whichever is fewer. It skips a row that repeats a text of the batch and
+    resamples to refill; on a small corpus with several mined negatives a large batch never fills (256 rows
+    of 5 texts need ~1,000 distinct abstracts of Cranfield's ~1,400): no step would run. The probe is the
+    trainer's own sampler, seeded as it seeds it, so it sees the first epoch's batches."""
+    from itertools import islice
+
+    import torch
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+    size = batch_size
+    while size > 1:
+        sampler = NoDuplicatesBatchSampler(dataset, size, drop_last=True, valid_label_columns=["label"],
+                                           generator=torch.Generator().manual_seed(seed), seed=seed)
+        wanted = min(len(sampler), steps)
+        if wanted and sum(1 for _ in islice(iter(sampler), wanted)) == wanted:
+            return size
+        size //= 2
+    return 1
+
+
+def check_steps(made: int, cfg: TrainConfig, batch_size: int, pairs: int, stopped_early: bool) -> None:
+    """A run that makes fewer optimizer steps than asked (early stopping aside) has not trained what the
+    config says: stop before anything is written."""
+    if made < cfg.max_steps and not stopped_early:
+        raise PapersimError(
+            f"training made {made} of the {cfg.max_steps} steps asked (train.max_steps) at batch size {batch_size} "
+            f"on {pairs} training pairs: the no-duplicates batch sampler found too few batches whose "
+            f"{batch_size} rows share no text. Lower train.batch_size or train.num_negatives, or mine more pairs "
+            "(mine_pairs.max_pairs, more papers)")
 
 
 def run_fingerprint(cfg: TrainConfig, data_files: list[Path]) -> str:
@@ -297,10 +337,17 @@ def train_encoder(
     best_metric = "eval_loss" if distributed else "eval_val_cosine_ndcg@10"
     validate = len(val) > 0  # a tiny corpus can leave the val split without pairs: train without checks
     progress = progress_callback()
+    train_dataset = Dataset.from_pandas(training_columns(train, cfg, groups))
+    batch_size = fillable_batch_size(train_dataset, cfg.batch_size, cfg.max_steps, cfg.seed)
+    if batch_size < cfg.batch_size:
+        LOGGER.warning(f"train.batch_size {cfg.batch_size}: no-duplicates batches of that size cannot be filled "
+                       f"from {len(train)} training pairs of {train_dataset.num_columns} texts each; training "
+                       f"with batches of {batch_size}")
+    stopper = EarlyStoppingCallback(cfg.early_stopping_patience) if validate else None
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the steps (transformers 5)
@@ -331,12 +378,11 @@ def train_encoder(
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_pandas(training_columns(train, cfg, groups)),
+        train_dataset=train_dataset,
         eval_dataset=Dataset.from_pandas(training_columns(val, cfg, groups)) if distributed and validate else None,
         loss=build_loss(model, cfg),
         evaluator=val_evaluator(val, cfg.batch_size, cfg.num_negatives) if validate and not distributed else None,
-        callbacks=[*([EarlyStoppingCallback(cfg.early_stopping_patience)] if validate else []), *(callbacks or []),
-                   progress],
+        callbacks=[*([stopper] if stopper else []), *(callbacks or []), progress],
     )
     trainer.remove_callback(PrinterCallback)  # a raw dict per logging step: the progress lines say it readably
     try:
@@ -344,9 +390,13 @@ def train_encoder(
     finally:
         progress.close()  # a failed run leaves no heartbeat running
     state = trainer.state
+    check_steps(state.global_step, cfg, batch_size, len(train),
+                stopper is not None and stopper.early_stopping_patience_counter >= cfg.early_stopping_patience)
     evals = [h for h in state.log_history if "eval_val_cosine_ndcg@10" in h]
     report = {
         "steps": state.global_step,
+        "batch_size": batch_size,
+        **({"batch_size_asked": cfg.batch_size} if batch_size < cfg.batch_size else {}),
         "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0,
         "train_loss": output.training_loss,
         "train_runtime_s": output.metrics.get("train_runtime"),
