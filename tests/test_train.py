@@ -1,10 +1,12 @@
 import json
 import logging
+import math
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sentence_transformers import SentenceTransformer
 
 from papersim.encoders.load import load_encoder
@@ -57,6 +59,36 @@ def test_each_loss_penalises_negatives_that_look_like_the_anchor(tiny_model_dir)
     # triplet: a negative equal to the anchor (and positive) costs the whole margin (5), once per Matryoshka dimension
     assert loss(TrainConfig(loss="triplet"), anchors) == pytest.approx(5.0)
     assert loss(TrainConfig(loss="triplet", matryoshka_dims=[32, 16]), anchors) == pytest.approx(10.0)
+
+
+def anchor_as_negative(model) -> list[dict]:
+    """One row whose mined "negative" is its anchor's own text: as close as a negative can be."""
+    anchor, positive = ["Graph neural networks for molecules."], ["Message passing predicts chemical properties."]
+    return [model.preprocess(texts) for texts in (anchor, positive, anchor)]
+
+
+def test_gist_drops_a_negative_the_base_model_scores_above_the_positive(tiny_model_dir):
+    model = load_encoder(str(tiny_model_dir), 32)
+    features = anchor_as_negative(model)
+    gist = build_loss(model, TrainConfig(loss="gist", base_model=str(tiny_model_dir)))
+    assert gist.guide is not model  # the guide keeps the base weights while the model trains
+    # mnrl charges the copy as a hard negative; the guide ranks it above the positive, so gist does not count it
+    assert build_loss(model, TrainConfig())(features, None).item() > math.log(2)
+    assert gist(features, None).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_l2sp_adds_nothing_at_the_start_and_weight_x_squared_distance_once_weights_move(tiny_model_dir):
+    model = load_encoder(str(tiny_model_dir), 32)
+    features = anchor_as_negative(model)
+    anchored = build_loss(model, TrainConfig(l2sp_weight=0.5))
+    assert anchored(features, None).item() == pytest.approx(build_loss(model, TrainConfig())(features, None).item())
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1)
+    assert anchored.drift().item() == pytest.approx(0.01 * next(model.parameters()).numel(), rel=1e-3)
+    assert anchored(features, None).item() == pytest.approx(
+        build_loss(model, TrainConfig())(features, None).item() + 0.5 * anchored.drift().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="l2sp_weight must be 0"):
+        TrainConfig(l2sp_weight=-1.0)
 
 
 def test_only_checkpoints_of_the_same_run_are_resumed(tmp_path):

@@ -73,3 +73,26 @@ def group_codes(anchor_groups: list[list[str]], positive_groups: list[list[str]]
         codes = [vocabulary.setdefault(g, len(vocabulary)) for g in dict.fromkeys([*anchor, *positive])][:width]
         rows.append(codes + [NO_GROUP] * (width - len(codes)))
     return rows
+
+
+class L2SPLoss(nn.Module):
+    """`loss` plus weight x sum((theta - theta_start)^2) over the trainable weights: fine-tuning pulled toward the
+    weights it started from (L2-SP, Li et al. 2018, https://arxiv.org/abs/1802.01483), not toward zero."""
+
+    def __init__(self, model, loss: nn.Module, weight: float):
+        super().__init__()
+        self.model, self.loss, self.weight = model, loss, weight
+        self.start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}  # plain
+        # tensors, not buffers: the trainer's optimizer and checkpoints never see them
+
+    def drift(self) -> Tensor:
+        """Squared distance of the trainable weights from where training started (a scalar)."""
+        params = dict(self.model.named_parameters())
+        return sum(((params[n] - p0.to(params[n].device)) ** 2).sum() for n, p0 in self.start.items())
+
+    def forward(self, sentence_features, labels: Tensor) -> Tensor:
+        return self.loss(sentence_features, labels) + self.weight * self.drift()
+
+    @property
+    def citation(self) -> str:
+        return "L2-SP (Li, Grandvalet and Davis 2018): explicit inductive bias for transfer learning"

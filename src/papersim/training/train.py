@@ -21,7 +21,7 @@ from papersim.progress import LOGGER, Clock, Heartbeat, Progress
 from papersim.retrieval.fusion import Fusion
 from papersim.encoders.engine import EncodingEngine
 
-LOSSES = ("mnrl", "cached_mnrl", "triplet", "colisting")
+LOSSES = ("mnrl", "cached_mnrl", "triplet", "colisting", "gist")
 PRECISIONS = ("auto", "bf16", "fp32")
 TIMINGS = ("train_runtime_s", "train_pairs_per_s")  # wall clock: the MLflow run, not the report (stage.split_timings)
 FINGERPRINT = "papersim-run.json"  # in the checkpoint folder: which config and data the checkpoints belong to
@@ -33,7 +33,10 @@ class TrainConfig(EncodingEngine):
 
     base_model: str = ""  # a sentence-transformers folder; "" = the packaged all-MiniLM-L6-v2
     loss: str = "mnrl"  # mnrl (in-batch + mined negatives) | cached_mnrl (large batches) | triplet | colisting
-    # (mnrl that never treats co-listed papers as each other's negatives, both directions: training.losses)
+    # (mnrl that never treats co-listed papers as each other's negatives, both directions: training.losses) | gist
+    # (mnrl minus the in-batch negatives the base model already scores above the pair's positive: GISTEmbedLoss)
+    l2sp_weight: float = 0.0  # above 0: the loss also pays this x the squared distance from the base weights (L2-SP,
+    # training.losses); 0: training moves freely, as it always has
     matryoshka_dims: list[int] = field(default_factory=list)  # e.g. [384, 128, 64]: also train truncations
     mini_batch_size: int = 16  # cached_mnrl: rows per forward pass; the batch can be far larger
     max_seq_length: int = 128  # tokens per text: abstracts average ~250; 128 keeps a CPU run in minutes
@@ -90,6 +93,8 @@ class TrainConfig(EncodingEngine):
         self.check_engine()
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.l2sp_weight < 0:
+            raise ValueError(f"l2sp_weight must be 0 (off) or positive, not {self.l2sp_weight}")
         if self.save_steps % self.eval_steps:
             raise ValueError("save_steps must be a multiple of eval_steps (the best checkpoint is kept)")
         if min(self.batch_size, self.max_steps, self.eval_steps, self.max_seq_length) < 1:
@@ -195,12 +200,21 @@ def build_loss(model, cfg: TrainConfig):
         loss = CoListingLoss(model)
     elif cfg.loss == "mnrl":
         loss = losses.MultipleNegativesRankingLoss(model)
+    elif cfg.loss == "gist":
+        from papersim.encoders.load import load_encoder
+
+        # the guide is the base model: what it already ranks above a pair's positive is no negative to learn from
+        loss = losses.GISTEmbedLoss(model, load_encoder(cfg.base_model, cfg.max_seq_length, str(model.device)))
     elif cfg.loss == "cached_mnrl":
         loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
     else:
         loss = losses.TripletLoss(model)
     if cfg.matryoshka_dims:
         loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(cfg.matryoshka_dims))
+    if cfg.l2sp_weight > 0:
+        from papersim.training.losses import L2SPLoss
+
+        loss = L2SPLoss(model, loss, cfg.l2sp_weight)
     return loss
 
 
