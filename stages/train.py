@@ -1,5 +1,6 @@
 """DVC stage `train`: data/pairs -> models/encoder (sentence-transformers format), models/serving.json
-(the served encoder and fusion, chosen on the val split) and training reports.
+(the served encoder and fusion, chosen on the val split), models/similar_encoder (the merged encoder the
+similar task serves, when it serves one) and training reports.
 
     torchrun --nproc_per_node=2 -m stages.train ...      # DDP: rank 0 writes and logs
 """
@@ -18,13 +19,19 @@ from papersim.encoders.cache import cached_embedder
 from papersim.encoders.encode import model_folder
 from papersim.encoders.windows import PaperView, windowed_embed
 from papersim.encoders.load import load_encoder
+from papersim.errors import PapersimError
+from papersim.retrieval.choice import merged_folder
+from papersim.retrieval.similar import merge_candidate, merge_of
+from papersim.progress import working_on
 from papersim.stage import Stage, require_files, run_stage, split_timings, timings_path
+from papersim.training.merge import merge_weights
 from papersim.training.selection import choose_serving
 from papersim.training.train import (TrainConfig, loss_table, run_fingerprint, save_encoder, save_loss_plot,
                                      TIMINGS, train_encoder)
 
 PATHS = {"pairs": "folder with train/val/split.parquet", "papers": "ingested papers (validation pseudo-queries)",
          "model": "output model folder", "serving": "the served encoder (trained or base) and fusion",
+         "similar-model": "the similar task's merged encoder (when chosen; else a note), beside --model",
          "embedding-cache": "embedding cache shared with mine_pairs, evaluate and build_index",
          "checkpoints": "checkpoints of an unfinished run (resumed, removed when the run completes)",
          "report": "metrics JSON", "loss-csv": "loss per step", "plot": "loss curve PNG"}
@@ -32,6 +39,9 @@ PATHS = {"pairs": "folder with train/val/split.parquet", "papers": "ingested pap
 
 def execute(stage: Stage) -> str:
     args, cfg = stage.args, stage.cfg
+    if args.similar_model.resolve() != merged_folder(args.model).resolve():
+        raise PapersimError(f"--similar-model {args.similar_model}: it must sit beside --model, at "
+                            f"{merged_folder(args.model)} (build_index and evaluate look for it there)")
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes and logs
     files = [args.pairs / "train.parquet", args.pairs / "val.parquet"]
     require_files([*files, args.pairs / "split.parquet", args.papers],
@@ -46,21 +56,42 @@ def execute(stage: Stage) -> str:
         if not rank0:
             return ""
         table = loss_table(trainer.state.log_history)
-        outputs = (args.model, args.serving, args.report, args.loss_csv, args.plot)
-        with atomic_outputs(*outputs) as (out, serving_path, rep, csv, png):
+        outputs = (args.model, args.serving, args.similar_model, args.report, args.loss_csv, args.plot)
+        with atomic_outputs(*outputs) as (out, serving_path, similar_out, rep, csv, png):
             save_encoder(model, out)  # the best checkpoint's weights (load_best_model_at_end)
             wants_base = cfg.select_encoder or cfg.similar_encoder != "trained"
             candidates = {"trained": str(out), **({"base": cfg.base_model} if wants_base else {})}
+            similar = (["base", *dict.fromkeys(merge_candidate(a) for a in cfg.similar_merge)]
+                       if cfg.similar_encoder == "auto" else list(candidates))
+
+            def folder(name: str) -> str:  # a merge is made when first asked for (seconds), then encoded as any
+                if name not in candidates:
+                    merged = args.checkpoints / "merged" / name
+                    with working_on(f"merging the trained and base weights ({name})"):
+                        save_encoder(merge_weights(load_encoder(cfg.base_model, cfg.max_seq_length), model,
+                                                   merge_of(name)[1]), merged)
+                    candidates[name] = str(merged)
+                return candidates[name]
+
             def paper_embed(name: str, view: PaperView):  # the similar task's paper vectors, as build_index makes them
-                return windowed_embed(cached_embedder(candidates[name], cfg.backend, view.tokens, cfg.encode_batch_size,
-                                                      args.embedding_cache, cfg), model_folder(candidates[name]), view)
+                return windowed_embed(cached_embedder(folder(name), cfg.backend, view.tokens, cfg.encode_batch_size,
+                                                      args.embedding_cache, cfg), model_folder(folder(name)), view)
 
             serving = choose_serving(papers, pd.read_parquet(args.pairs / "split.parquet"),
-                                     {name: cached_embedder(folder, cfg.backend, cfg.max_seq_length,
+                                     {name: cached_embedder(path, cfg.backend, cfg.max_seq_length,
                                                             cfg.encode_batch_size, args.embedding_cache, cfg)
-                                      for name, folder in candidates.items()}, cfg,
+                                      for name, path in candidates.items()}, cfg,
                                      train["source"].value_counts().to_dict() if "source" in train else None,
-                                     paper_embed)
+                                     paper_embed, similar)
+            served = serving.similar
+            if served is not None and served.encoder == "merged":
+                shutil.copytree(candidates[merge_candidate(served.merge_weight)], similar_out)
+            else:  # DVC wants the folder either way: it says where the similar task's encoder is
+                similar_out.mkdir()
+                (similar_out / "README.md").write_text(
+                    "No merged encoder: the similar task serves the "
+                    f"{served.encoder if served is not None else 'search'} encoder (models/serving.json).\n",
+                    encoding="utf-8")
             report["serving"] = serving.to_dict()
             timings = split_timings(report, TIMINGS)
             dump_json(serving.to_dict(), serving_path)

@@ -11,6 +11,7 @@ from papersim.training.pairs import (
     inverse_cloze,
     mine_pairs,
     read_labelled_pairs,
+    split_by_listing,
 )
 from tests.conftest import corpus_frame
 
@@ -132,9 +133,13 @@ def test_whole_listings_are_held_out_and_none_of_their_papers_reaches_a_pair_or_
     unseen_test = {pid for pid, groups in zip(papers["paper_id"], papers["groups"]) if held[groups[0]] == "test"}
     test = set(split.index[split["split"] == "test"])
     assert unseen_test and unseen_test < test  # known-listing test papers besides (by their own hash)
+    choice = set(split.index[split["choice"]])  # the similar task's choice papers: held-out val listings, half the rest
+    val = set(split.index[split["split"] == "val"])
+    assert {pid for pid in val if len(split.loc[pid, "unseen_groups"])} <= choice <= val
     for pairs in (result.train, result.val):
-        used = set(pairs["anchor_id"]) | set(pairs["positive_id"]) | {p for ids in pairs["negative_ids"] for p in ids}
-        assert not used & test
+        used = (set(pairs["anchor_id"]) | set(pairs["positive_id"])
+                | {p for ids in pairs.get("negative_ids", []) for p in ids})
+        assert not used & test and not used & choice  # no pair, so no early stopping, saw a choice paper
     assert result.report["unseen_listings"]["test"]["papers"] == len(unseen_test)
     # The choices: the similar task is chosen on the validation listings alone, over non-test papers.
     asked = []
@@ -154,3 +159,17 @@ def test_whole_listings_are_held_out_and_none_of_their_papers_reaches_a_pair_or_
     again = mine_pairs(grown, cfg, None).split.set_index("paper_id")
     assert again.loc["new", "split"] == split.loc["p0", "split"] and (again.loc[split.index, "split"] ==
                                                                     split["split"]).all()
+
+
+def test_half_the_known_listing_validation_papers_are_kept_for_the_choice_and_out_of_every_pair():
+    ids = [f"p{i}" for i in range(2000)]
+    cfg = MinePairsConfig(val_fraction=0.3, test_fraction=0.1)
+    split = split_by_listing(ids, [[] for _ in ids], cfg)  # no listings: every validation paper is known-listing
+    val = split[split["split"] == "val"]
+    assert 0.4 < val["choice"].mean() < 0.6 and not split.loc[split["split"] != "val", "choice"].any()
+    assert split_by_listing(ids + ["new"], [[] for _ in ids] + [[]], cfg)["choice"][:2000].tolist() == \
+        split["choice"].tolist()  # stable as papers join
+    none = split_by_listing(ids, [[] for _ in ids], MinePairsConfig(val_fraction=0.3, val_choice_fraction=0))
+    assert not none["choice"].any()
+    with pytest.raises(ValueError, match="val_choice_fraction"):
+        MinePairsConfig(val_choice_fraction=1.5)

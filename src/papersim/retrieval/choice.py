@@ -49,10 +49,17 @@ class Serving:
         return trained if self.encoder == "trained" else self.base_model
 
     def similar_folder(self, trained: str) -> str:
-        """The folder of the encoder whose vectors answer "papers similar to this one"."""
+        """The folder of the encoder whose vectors answer "papers similar to this one": a merged one is the
+        train stage's `similar_encoder`, beside `trained` (`merged_folder`)."""
         if self.similar is None:
             return self.encoder_folder(trained)
-        return trained if self.similar.encoder == "trained" else self.base_model
+        return {"trained": trained, "base": self.base_model,
+                "merged": str(merged_folder(Path(trained)))}[self.similar.encoder]
+
+
+def merged_folder(trained: Path) -> Path:
+    """Where the train stage writes the similar task's merged encoder: `similar_encoder` beside the trained one."""
+    return trained.parent / "similar_encoder"
 
 
 def read_serving(path: Path) -> Serving:

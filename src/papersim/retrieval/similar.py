@@ -23,6 +23,7 @@ from papersim.retrieval.lexical import BM25
 from papersim.retrieval.passage import Hits
 
 ENCODERS = ("trained", "base")
+SIMILAR_ENCODERS = (*ENCODERS, "merged")  # merged: (1 - a) x base + a x trained, weight by weight (WiSE-FT)
 LEXICAL = ("paper", "mlt")  # the whole paper as the BM25 query | its telling terms (more-like-this)
 DEFAULT_TERMS = 25  # Lucene MoreLikeThis' default maxQueryTerms: an abstract's topic in one short query
 DEFAULT_FUSION = Fusion(method="convex", alpha=0.5, normalisation="zscore", depth=100)  # nothing chosen yet
@@ -32,18 +33,23 @@ DEFAULT_FUSION = Fusion(method="convex", alpha=0.5, normalisation="zscore", dept
 class Similar:
     """How "papers similar to this one" is answered: stored with the index and the registered version."""
 
-    encoder: str = "trained"  # whose vectors give the dense neighbours: trained | base
+    encoder: str = "trained"  # whose vectors give the dense neighbours: trained | base | merged
     fusion: Fusion = DEFAULT_FUSION
     terms: int = DEFAULT_TERMS  # telling terms of the paper sent to BM25 (lexical "mlt"; 0: all of them)
     reason: str = ""
     evidence: dict = field(default_factory=dict)  # validation co-listing scores behind the choices
     lexical: str = "mlt"  # paper | mlt (an index written before the whole paper was tried: mlt)
     view: PaperView | None = None  # how the paper vectors are made (None: the search index's own vectors)
+    merge_weight: float | None = None  # merged: the trained model's weight a (None for trained and base)
 
     def __post_init__(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise PapersimError(f"similar: encoder must be one of {', '.join(ENCODERS)}, not {self.encoder!r} "
-                                "(rerun the train stage)")
+        if self.encoder not in SIMILAR_ENCODERS:
+            raise PapersimError(f"similar: encoder must be one of {', '.join(SIMILAR_ENCODERS)}, not "
+                                f"{self.encoder!r} (rerun the train stage)")
+        merged = self.encoder == "merged"
+        if merged != (self.merge_weight is not None) or merged and not 0 < self.merge_weight < 1:
+            raise PapersimError(f"similar: a merged encoder needs a merge weight in (0, 1) and only it has one; "
+                                f"got encoder {self.encoder!r} with merge_weight {self.merge_weight!r}")
         if self.lexical not in LEXICAL:
             raise PapersimError(f"similar: lexical must be one of {', '.join(LEXICAL)}, not {self.lexical!r}")
         if self.terms < 0:
@@ -52,6 +58,7 @@ class Similar:
     def to_dict(self) -> dict:
         return {"encoder": self.encoder, "fusion": self.fusion.to_dict(), "terms": self.terms,
                 "lexical": self.lexical, **({"view": self.view.to_dict()} if self.view else {}),
+                **({"merge_weight": self.merge_weight} if self.merge_weight is not None else {}),
                 "reason": self.reason, "evidence": self.evidence}
 
     @classmethod
@@ -59,13 +66,31 @@ class Similar:
         return cls(encoder=values.get("encoder", "trained"), fusion=Fusion.from_dict(values.get("fusion", {})),
                    terms=int(values.get("terms", DEFAULT_TERMS)), reason=values.get("reason", ""),
                    evidence=dict(values.get("evidence", {})), lexical=values.get("lexical", "mlt"),
-                   view=PaperView.from_dict(values["view"]) if "view" in values else None)
+                   view=PaperView.from_dict(values["view"]) if "view" in values else None,
+                   merge_weight=values.get("merge_weight"))
 
     def describe(self) -> str:
         lexical = "the whole paper" if self.lexical == "paper" else \
             f"more-like-this ({self.terms or 'all'} terms)"
         view = self.view.describe() if self.view else "the search index's vectors"
-        return f"{self.encoder} encoder ({view}) + bm25 of {lexical}, {self.fusion.describe()}"
+        return f"{encoder_label(self.encoder, self.merge_weight)} ({view}) + bm25 of {lexical}, {self.fusion.describe()}"
+
+
+def encoder_label(encoder: str, merge_weight: float | None = None) -> str:
+    """An encoder as reasons and tables name it: "base encoder", "merged encoder (0.5 base + 0.5 trained)"."""
+    if encoder != "merged":
+        return f"{encoder} encoder"
+    return f"merged encoder ({1 - merge_weight:g} base + {merge_weight:g} trained)"
+
+
+def merge_candidate(a: float) -> str:
+    """The similar choice's name for the encoder (1 - a) x base + a x trained: "trained" at a = 1."""
+    return "trained" if a == 1 else f"merged_{a:g}"
+
+
+def merge_of(candidate: str) -> tuple[str, float | None]:
+    """(encoder, merge weight) of a candidate's name: "merged_0.5" -> ("merged", 0.5), "base" -> ("base", None)."""
+    return ("merged", float(candidate.removeprefix("merged_"))) if candidate.startswith("merged_") else (candidate, None)
 
 
 def lexical_label(lexical: str, terms: int) -> str:

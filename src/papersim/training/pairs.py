@@ -41,6 +41,9 @@ class MinePairsConfig(EncodingEngine):
     # sees the listing. What a new topic, corpus or site page is to the model.
     group_test_fraction: float = 0.2  # a fifth of the listings: 11 of the sample's 56 (fewer: intervals too wide)
     group_val_fraction: float = 0.2  # the similar task's choices are made on these (10 of the sample's)
+    val_choice_fraction: float = 0.5  # of the other validation papers (known listings), kept for the similar
+    # task's choice and out of every validation pair, so early stopping and the choice see different papers;
+    # the held-out validation listings are all the choice's. Half: both keep enough papers to mean anything
     max_group_size: int = 100  # larger groups (broad categories like cs.LG) say little about similarity
     max_colisted_per_paper: int = 2  # cap so that big groups don't dominate the pairs
     labelled_pairs: str = ""  # optional CSV/Parquet with anchor_id, positive_id columns
@@ -69,6 +72,8 @@ class MinePairsConfig(EncodingEngine):
         groups = (self.group_val_fraction, self.group_test_fraction)
         if not (all(0 <= f < 1 for f in groups) and sum(groups) < 1):
             raise ValueError("group_val_fraction and group_test_fraction must be in [0, 1) and sum below 1")
+        if not 0 <= self.val_choice_fraction <= 1:
+            raise ValueError(f"val_choice_fraction must be in [0, 1], got {self.val_choice_fraction}")
         unknown = sorted(set(self.miners) - set(MINERS))
         if unknown or not self.miners:
             raise ValueError(f"miners: choose from {', '.join(MINERS)} (got {self.miners})")
@@ -97,9 +102,10 @@ def group_split(group: str, cfg: MinePairsConfig) -> str:
 
 
 def split_by_listing(paper_ids: list[str], similarity: list[list[str]], cfg: MinePairsConfig) -> pd.DataFrame:
-    """paper_id, split and `unseen_groups` (the held-out groups of the paper's split, [] for a paper of known
-    listings only). A paper of a held-out test group is test, else of a held-out val group val, else split
-    by its own hash (`assign_splits`): its listings are then known to training."""
+    """paper_id, split, `unseen_groups` (the held-out groups of the paper's split, [] for a paper of known
+    listings only) and `choice` (a validation paper kept for the similar task's choice: in no pair). A paper
+    of a held-out test group is test, else of a held-out val group val, else split by its own hash
+    (`assign_splits`): its listings are then known to training."""
     by_paper = assign_splits(paper_ids, cfg)
     splits, unseen = [], []
     for own, groups in zip(by_paper, similarity):
@@ -107,7 +113,9 @@ def split_by_listing(paper_ids: list[str], similarity: list[list[str]], cfg: Min
         split = "test" if "test" in held.values() else "val" if "val" in held.values() else own
         splits.append(split)
         unseen.append(sorted(g for g, s in held.items() if s == split and split != "train"))
-    return pd.DataFrame({"paper_id": paper_ids, "split": splits, "unseen_groups": unseen})
+    choice = [split == "val" and (bool(held) or seeded_unit(cfg.seed, f"choice:{pid}") < cfg.val_choice_fraction)
+              for pid, split, held in zip(paper_ids, splits, unseen)]
+    return pd.DataFrame({"paper_id": paper_ids, "split": splits, "unseen_groups": unseen, "choice": choice})
 
 
 def inverse_cloze(abstract: str, rng: np.random.Generator) -> tuple[str, str] | None:
@@ -192,9 +200,12 @@ def mine_pairs(
     papers = papers.reset_index(drop=True)
     similarity = similarity_groups(papers["groups"], cfg.max_group_size)
     splits = split_by_listing(papers["paper_id"].tolist(), similarity, cfg)
-    papers = papers.assign(split=splits["split"].to_numpy(), similarity_groups=similarity)
+    # the choice's validation papers are in no pair: early stopping never sees them
+    papers = papers.assign(split=splits["split"].where(~splits["choice"], "choice").to_numpy(),
+                           similarity_groups=similarity)
     unseen = splits[splits["unseen_groups"].str.len() > 0]
-    report: dict = {"papers": dict(Counter(splits["split"])), "pairs": {}, "pairs_available": {},
+    report: dict = {"papers": {**Counter(splits["split"]), "val_choice": int(splits["choice"].sum())},
+                    "pairs": {}, "pairs_available": {},
                     "negatives_removed": {}, "negatives": {},
                     "unseen_listings": {name: {"groups": len({g for gs in part["unseen_groups"] for g in gs}),
                                                "papers": len(part)}

@@ -193,12 +193,14 @@ def select_serving(sets: Sequence[EvalSet], source: str, embed: Mapping[str, Emb
 
 
 def choose_serving(papers: pd.DataFrame, split: pd.DataFrame, embed: Mapping[str, Embed], cfg,
-                   train_pairs: Mapping[str, int] | None = None, paper_embed: PaperEmbed | None = None) -> Serving:
+                   train_pairs: Mapping[str, int] | None = None, paper_embed: PaperEmbed | None = None,
+                   similar_encoders: Sequence[str] | None = None) -> Serving:
     """The train stage's choice (cfg: papersim.training.train.TrainConfig), on the strongest evidence there
     is: the user's own judged sets (`selection_sets`); else validation pseudo-queries over non-test papers
     when `train_pairs` (pair source -> count) did not teach them (`independent_families`); else none. Then
     the similar task's, on the validation listings' papers asking for each other (`select_similar`), its
-    paper vectors from `paper_embed` (encoder name, view) -> embedder (None: `embed`'s, whatever the view)."""
+    paper vectors from `paper_embed` (encoder name, view) -> embedder (None: `embed`'s, whatever the view),
+    among `similar_encoders` (None: `embed`'s; merged ones are named by `merge_candidate`)."""
     test = set(split.loc[split["split"] == "test", "paper_id"])
     val = set(split.loc[split["split"] == "val", "paper_id"])
     families = independent_families(train_pairs, cfg.selection_max_trained_share)
@@ -215,8 +217,10 @@ def choose_serving(papers: pd.DataFrame, split: pd.DataFrame, embed: Mapping[str
     serving.evidence.update({"train_pairs": dict(train_pairs or {}), "independent_families": list(families),
                              **({"selection_sets": list(cfg.selection_sets)} if cfg.selection_sets else {})})
     pool = set(papers["paper_id"]) - test  # validation listings held out whole: training never saw them
-    task = listing_sets(papers, split, "val", cfg.max_group_size, pool, cfg.similar_queries, cfg.selection_docs,
-                        cfg.seed, prefix="similar_val").get("similar_val_unseen")
+    choosing = split[split["choice"]] if "choice" in split else split  # validation papers in no pair
+    tasks = listing_sets(papers, choosing, "val", cfg.max_group_size, pool, cfg.similar_queries,
+                         cfg.selection_docs, cfg.seed, prefix="similar_val")
     paper_embed = paper_embed or (lambda name, view: embed[name])
-    return replace(serving, similar=select_similar(task, paper_embed, list(embed), cfg.similar_choice(),
-                                                   cfg.stemmer))
+    return replace(serving, similar=select_similar(tasks.get("similar_val_unseen"), paper_embed,
+                                                   list(similar_encoders or embed),
+                                                   cfg.similar_choice(), cfg.stemmer, tasks.get("similar_val")))

@@ -2,10 +2,13 @@
 
 The validation listings are held out of training whole (mine_pairs' group split); their papers ask for
 each other over the non-test papers, and scores are resampled by listing (a listing's papers share their
-relevant set). One setting at a time, through the served implementation (papersim.retrieval.similar):
-1. the encoder: trained only if its dense neighbours beat the base model's by more than `min_gain` beyond
-   noise (`verdict` of the gain minus min_gain: a 95% interval by listing above 0 and p < 0.05), read at
-   the default paper view;
+relevant set). No validation pair of these papers drives early stopping or the best checkpoint (mine_pairs'
+`choice` papers): the choice is made on papers nothing else saw. One setting at a time, through the served implementation (papersim.retrieval.similar):
+1. the encoder, among base, trained and merges of the two ((1 - a) x base + a x trained, WiSE-FT), by the
+   served answer at the default settings (`choose_encoder`): a trained or merged encoder only if it beats
+   base on validation papers of known listings (listing-mates trained on) beyond noise and by more than
+   `min_gain`, and does not lose on the unseen listings beyond noise nor by more than `max_unseen_loss`
+   (a site's new paper mostly lands in a listing it has; sometimes it starts one);
 2. the paper view (tokens, windows) and 3. the lexical query (the whole paper, or its telling terms):
    the first listed is the default, left only for a setting that wins on half the listings and beats it on
    the other half beyond noise (`choose_setting`);
@@ -15,7 +18,7 @@ cannot reach p < 0.05 by listing, and the default serves. With no validation lis
 choose on: the base encoder (the one training cannot have harmed) and the defaults serve; the reason says so.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,8 +32,8 @@ from papersim.retrieval.dense import dense_search
 from papersim.retrieval.fusion import ALPHA_GRID, Fusion
 from papersim.retrieval.lexical import BM25
 from papersim.retrieval.passage import Hits
-from papersim.retrieval.similar import (ENCODERS, Similar, drop_rows, duplicates, excluded_rows, lexical_label,
-                                        lexical_neighbours, paper_neighbours, similar_hits)
+from papersim.retrieval.similar import (Similar, drop_rows, duplicates, encoder_label, excluded_rows, lexical_label,
+                                        lexical_neighbours, merge_of, paper_neighbours, similar_hits)
 from papersim.training.choice_rules import choose_setting, choose_weight, interval
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) unit vectors
@@ -51,6 +54,7 @@ class SimilarChoice:
     views: tuple[PaperView, ...]  # paper views to choose among, the default first
     lexical: tuple[tuple[str, int], ...]  # (lexical, terms) to choose among, the default first
     min_listings: int  # listings a choice is made on, at least
+    max_unseen_loss: float = 0.005  # how far below base on unseen listings a chosen encoder may be, on average
 
     def template(self) -> Fusion:
         return Fusion(self.fusion, 0.5 if self.alpha == "auto" else float(self.alpha), self.normalisation,
@@ -69,69 +73,148 @@ def _precision_at_10(hits: list[Hits], task: EvalSet) -> np.ndarray:
                      for q, h in zip(task.query_ids, hits)])
 
 
+def _served(lexical: list[Hits], dense: list[Hits], fusion: Fusion, task: EvalSet) -> np.ndarray:
+    return _precision_at_10(similar_hits(lexical, dense, fusion), task)
+
+
+def choose_encoder(candidates: Sequence[str], scores: Mapping[str, Mapping[str, np.ndarray]],
+                   clusters: Mapping[str, list[str]], choice: SimilarChoice) -> tuple[str, str, dict]:
+    """Item by item, the rule the similar task's encoder obeys (scores: block -> encoder -> per-paper served
+    precision@10; blocks "known" (validation papers of listings training saw) and "unseen" (validation
+    listings held out whole); `candidates` the trained and merged encoders, "base" the default):
+
+    - a candidate qualifies when it is better than base on the known block beyond noise, by more than
+      `min_gain` (`verdict` at p < 0.05 / len(candidates): trying several is several chances), and on the
+      unseen block neither worse beyond noise nor more than `max_unseen_loss` below base on average;
+    - each block needs `min_listings` listings, and as many as a p below that level needs (c listings give
+      none below 2 / 2^c: 7 for two candidates); fewer: nothing qualifies, the reason says so;
+    - the qualifying candidate with the largest known gain serves (ties: the nearer base); none: base.
+
+    Without a known block (an old split, or no paper of a known listing in validation) the unseen block
+    decides alone: better there beyond noise. Returns (encoder name, reason, evidence)."""
+    level = 0.05 / max(len(candidates), 1)
+    blocks = [b for b in ("known", "unseen") if b in scores]
+    listings = {b: len(set(clusters[b])) for b in blocks}
+    # c listings give no sign-flip p below 2 / 2^c: a block on which no gain (or loss) could show is no evidence
+    reachable = int(np.floor(np.log2(2 / level))) + 1
+    short = "; ".join(f"{b}: {too_few(n, choice.min_listings) or f'only {n} listings, fewer than the {reachable} on which p < {level:.4g} can show'}"
+                      for b, n in listings.items() if n < max(choice.min_listings, reachable))
+    evidence: dict = {"rule": f"better on known listings at p < {level:.4g}, unseen not worse beyond noise nor "
+                              f"below base by more than {choice.max_unseen_loss}" if "known" in scores else
+                              f"better on unseen listings at p < {level:.4g}",
+                      "listings": listings, "candidates": {}}
+    qualified = {}
+    for name in candidates:
+        facts: dict = {}
+        for block in blocks:
+            gain = clustered_difference(scores[block][name], scores[block]["base"], clusters[block])
+            facts[f"{block}_minus_base"] = interval(gain)
+            if block == blocks[0]:  # the block that must show a gain: tested against min_gain
+                over = (clustered_difference(scores[block][name] - choice.min_gain, scores[block]["base"],
+                                             clusters[block]) if choice.min_gain else gain)
+                facts["gain_p"] = round(over.p_value, 4)
+                facts["gains"] = round(over.low, 4) > 0 and over.p_value < level
+            else:
+                facts["holds"] = verdict(gain) != "worse" and gain.mean >= -choice.max_unseen_loss
+        facts["qualifies"] = not short and facts["gains"] and facts.get("holds", True)
+        evidence["candidates"][name] = facts
+        if facts["qualifies"]:
+            qualified[name] = facts[f"{blocks[0]}_minus_base"]["mean"]
+    if qualified:
+        best = max(qualified.values())
+        encoder = min((n for n, g in qualified.items() if g >= best - 1e-12),
+                      key=lambda n: merge_of(n)[1] if merge_of(n)[1] is not None else 1.0)
+    else:
+        encoder = "base"
+
+    def says(name: str) -> str:
+        facts = evidence["candidates"][name]
+        return f"{name} " + ", ".join(f"{b} {facts[f'{b}_minus_base']['mean']:+.4f} (95% CI by listing "
+                                      f"{facts[f'{b}_minus_base']['ci95'][0]:+.4f} to "
+                                      f"{facts[f'{b}_minus_base']['ci95'][1]:+.4f})" for b in blocks) \
+            + f", p {facts['gain_p']:.4f}"
+
+    counts = ", ".join(f"{n} {b} listings" for b, n in listings.items())
+    if short:
+        outcome = f"{short}: the base encoder"
+    elif qualified:
+        outcome = f"{says(encoder)}: the {encoder_label(*merge_of(encoder))}"
+    else:
+        outcome = "none qualifies (" + "; ".join(says(n) for n in candidates) + "): the base encoder"
+    reason = (f"served precision@10 minus base's on validation papers ({counts}; {evidence['rule']}): {outcome}")
+    return encoder, reason, evidence
+
+
 def select_similar(task: EvalSet | None, paper_embed: PaperEmbed, encoders: Sequence[str], choice: SimilarChoice,
-                   stemmer: str) -> Similar:
-    """Choose how papers are answered on `task` (the papers of validation listings held out of training,
-    asking for each other: sets.listing_sets), by precision@10; `encoders` names the encoders
-    `paper_embed` can give ("trained", "base"). Nothing to choose on (None): the base encoder and the defaults."""
+                   stemmer: str, known: EvalSet | None = None) -> Similar:
+    """Choose how papers are answered, by precision@10: `task` holds the papers of validation listings held
+    out of training asking for each other (sets.listing_sets' unseen block), `known` the validation papers
+    of listings training saw asking for their co-listed papers. `encoders` names the encoders `paper_embed`
+    can give ("base", "trained", "merged_A": papersim.retrieval.similar.merge_candidate). The encoder is
+    chosen on both blocks (`choose_encoder`); the paper view, the lexical query and the weight on `task`.
+    Nothing to choose on (None): the base encoder and the defaults."""
     template, view, (lexical, terms) = choice.template(), choice.views[0], choice.lexical[0]
     if task is None:
         encoder = "base" if choice.encoder == "auto" else choice.encoder
         return Similar(encoder, template, terms, "no validation listing held out of training: nothing to choose "
                        f"on; the {encoder} encoder and the defaults", {"papers": 0, "evidence": "none"},
                        lexical, view)
-    row_of = {pid: row for row, pid in enumerate(task.doc_ids)}
-    rows = [row_of[q] for q in task.query_ids]
-    exclude = excluded_rows(rows, duplicates(task.doc_hashes or task.doc_ids))
+    blocks = {"unseen": task, **({"known": known} if known is not None and known.query_ids else {})}
+    row_of = {b: {pid: r for r, pid in enumerate(t.doc_ids)} for b, t in blocks.items()}
+    rows = {b: [row_of[b][q] for q in t.query_ids] for b, t in blocks.items()}
+    exclude = {b: excluded_rows(rows[b], duplicates(t.doc_hashes or t.doc_ids)) for b, t in blocks.items()}
     depth = template.depth
-    clusters = listing_clusters(task, task.query_ids)  # papers of one listing move together
+    clusters = {b: listing_clusters(t, t.query_ids) for b, t in blocks.items()}  # a listing's papers move together
     evidence: dict = {"evidence": "validation listings held out of training, their papers asking for each other",
-                      "papers": len(rows), **task.facts}
+                      "papers": len(rows["unseen"]), **task.facts,
+                      **({"known_papers": len(rows["known"])} if "known" in blocks else {})}
+    candidates = [n for n in encoders if n != "base"]
     weights = template.method == "convex" and choice.alpha == "auto"
     settings = Progress("choosing how similar papers are answered",
-                        total=len([n for n in ENCODERS if n in encoders]) + len(choice.views) - 1
-                        + len(choice.lexical) + (len(ALPHA_GRID) if weights else 0), unit="settings tried", eta=False)
+                        total=(len(encoders) + 1) * len(blocks) + len(choice.views) - 1
+                        + len(choice.lexical) - 1 + (len(ALPHA_GRID) if weights else 0), unit="settings tried", eta=False)
 
-    def neighbours(name: str, paper_view: PaperView) -> list[Hits]:
-        with working_on(f"similar papers, {name} encoder at {paper_view.describe()}"):
-            vectors = paper_embed(name, paper_view)(task.doc_texts)  # (n_docs, dim)
-            found, scores = dense_search(vectors, vectors[rows], depth + max(map(len, exclude)))
+    def neighbours(name: str, paper_view: PaperView, block: str = "unseen") -> list[Hits]:
+        on = blocks[block]
+        with working_on(f"similar papers, {name} encoder at {paper_view.describe()}, {block} listings"):
+            vectors = paper_embed(name, paper_view)(on.doc_texts)  # (n_docs, dim)
+            found, scores = dense_search(vectors, vectors[rows[block]], depth + max(map(len, exclude[block])))
         settings.advance()
-        return [drop_rows((f.tolist(), s.tolist()), e, depth) for f, s, e in zip(found, scores, exclude)]
+        return [drop_rows((f.tolist(), s.tolist()), e, depth) for f, s, e in zip(found, scores, exclude[block])]
 
-    dense = {name: neighbours(name, view) for name in ENCODERS if name in encoders}
-    per_paper = {name: _precision_at_10(hits, task) for name, hits in dense.items()}
-    evidence.update({f"{name}/precision@10": float(np.mean(v)) for name, v in per_paper.items()})
-    if choice.encoder != "auto" or "base" not in dense:
-        encoder = choice.encoder if choice.encoder != "auto" else "trained"
-        reason = f"the {encoder} encoder (configured)"
-    else:
-        gain = clustered_difference(per_paper["trained"], per_paper["base"], clusters)
-        evidence["trained_minus_base"] = interval(gain)
-        over = (clustered_difference(per_paper["trained"] - choice.min_gain, per_paper["base"], clusters)
-                if choice.min_gain else gain)  # the gain over min_gain, tested as any difference is
-        listings = len(set(clusters))
-        short = too_few(listings, choice.min_listings)
-        encoder = "trained" if not short and verdict(over) == "better" else "base"
-        reason = (f"trained {evidence['trained/precision@10']:.4f} vs base {evidence['base/precision@10']:.4f} "
-                  f"dense precision@10 on {len(rows)} validation papers of {listings} listings: "
-                  f"{gain.mean:+.4f} (95% CI by listing {gain.low:+.4f} to {gain.high:+.4f}, p {over.p_value:.4f}: "
-                  + (short if short else f"{'above' if encoder == 'trained' else 'not above'} min_gain "
-                                         f"{choice.min_gain} beyond noise") + f"): the {encoder} encoder")
-    by_view = {view: dense[encoder], **{v: neighbours(encoder, v) for v in choice.views[1:]}}
-    view, evidence["view"] = choose_setting({v: _precision_at_10(h, task) for v, h in by_view.items()}, view,
-                                            clusters, label=PaperView.label, min_clusters=choice.min_listings)
     with working_on("similar papers"):
-        bm25 = BM25(task.doc_ids, task.doc_texts, stemmer)
+        bm25 = {b: BM25(t.doc_ids, t.doc_texts, stemmer) for b, t in blocks.items()}
 
-    def bm25_neighbours(kind: str, n: int) -> list[Hits]:
-        with working_on(f"similar papers, bm25 of {lexical_label(kind, n)}"):
-            found = (paper_neighbours(bm25, task.query_texts, depth, exclude) if kind == "paper" else
-                     lexical_neighbours(bm25, task.query_texts, n, depth, exclude))
+    def bm25_neighbours(kind: str, n: int, block: str = "unseen") -> list[Hits]:
+        on = blocks[block]
+        with working_on(f"similar papers, bm25 of {lexical_label(kind, n)}, {block} listings"):
+            found = (paper_neighbours(bm25[block], on.query_texts, depth, exclude[block]) if kind == "paper" else
+                     lexical_neighbours(bm25[block], on.query_texts, n, depth, exclude[block]))
         settings.advance()
         return found
 
-    by_lexical = {(kind, n): bm25_neighbours(kind, n) for kind, n in choice.lexical}
+    dense = {b: {name: neighbours(name, view, b) for name in encoders} for b in blocks}
+    default_lexical = {b: bm25_neighbours(lexical, terms, b) for b in blocks}
+    per_paper = {name: _precision_at_10(hits, task) for name, hits in dense["unseen"].items()}
+    evidence.update({f"{name}/precision@10": float(np.mean(v)) for name, v in per_paper.items()})
+    served = {b: {name: _served(default_lexical[b], hits, template, blocks[b]) for name, hits in dense[b].items()}
+              for b in blocks}
+    evidence.update({f"{b}/{name}/served_precision@10": round(float(np.mean(v)), 4)
+                     for b, by_name in served.items() for name, v in by_name.items()})
+    if choice.encoder != "auto" or "base" not in dense["unseen"]:
+        encoder = choice.encoder if choice.encoder != "auto" else "trained"
+        reason = f"the {encoder} encoder (configured)"
+    else:
+        encoder, reason, evidence["encoder"] = choose_encoder(candidates, served, clusters, choice)
+        if "trained" in per_paper:  # the dense comparison as before, for the record
+            evidence["trained_minus_base"] = interval(clustered_difference(per_paper["trained"], per_paper["base"],
+                                                                           clusters["unseen"]))
+    clusters = clusters["unseen"]
+    by_view = {view: dense["unseen"][encoder], **{v: neighbours(encoder, v) for v in choice.views[1:]}}
+    view, evidence["view"] = choose_setting({v: _precision_at_10(h, task) for v, h in by_view.items()}, view,
+                                            clusters, label=PaperView.label, min_clusters=choice.min_listings)
+    by_lexical = {(lexical, terms): default_lexical["unseen"],
+                  **{(kind, n): bm25_neighbours(kind, n) for kind, n in choice.lexical[1:]}}
     (lexical, terms), evidence["lexical"] = choose_setting(
         {k: _precision_at_10(h, task) for k, h in by_lexical.items()}, (lexical, terms), clusters,
         label=lambda k: lexical_label(*k), min_clusters=choice.min_listings)
@@ -155,4 +238,5 @@ def select_similar(task: EvalSet | None, paper_embed: PaperEmbed, encoders: Sequ
                + (f"{', '.join(moved)} beat the default beyond noise" if moved else
                   f"the defaults: {short} to confirm a setting on" if short else
                   "the defaults: nothing beat them beyond noise") + ")")
-    return Similar(encoder, fusion, terms, reason, evidence, lexical, view)
+    name, weight = merge_of(encoder)
+    return Similar(name, fusion, terms, reason, evidence, lexical, view, weight)

@@ -73,9 +73,15 @@ class TrainConfig(EncodingEngine):
     encode_batch_size: int = 32
     # How "papers similar to this one" is answered, chosen on validation papers asking for their co-listed
     # papers (papersim.training.similar_choice; the test split is never read):
-    similar_encoder: str = "auto"  # auto: trained only if its neighbours beat base's there beyond noise (none to
-    # compare on: base, which training cannot have harmed) | trained | base
-    similar_min_gain: float = 0.0  # ... by more than this precision@10, beyond noise
+    similar_encoder: str = "auto"  # auto: trained or a merge of it only if its answers beat base's on known
+    # listings beyond noise and hold on unseen ones (none to compare on: base, which training cannot have
+    # harmed) | trained | base
+    similar_merge: list[float] = field(default_factory=lambda: [0.5, 1.0])  # auto's candidates, the trained
+    # model's weight a in (1 - a) x base + a x trained: WiSE-FT's midpoint, near its best under shift, and
+    # trained itself; each costs one encoding of the validation papers, and a stricter p (0.05 / candidates)
+    similar_min_gain: float = 0.0  # ... by more than this precision@10 on known listings, beyond noise
+    similar_max_unseen_loss: float = 0.005  # ... and on unseen listings at most this far below base on average
+    # (and not worse beyond noise): a new topic must not pay for the known ones
     similar_min_listings: int = 6  # fewer listings: the defaults serve. c listings give no p below 2/2^c: 5 cannot
     # reach p < 0.05 (0.0625), 6 can (0.031); the encoder needs them in all, a setting on its other half
     similar_fusion: str = "convex"  # as `fusion`, for paper-as-query: its own weight (a paper is not a title)
@@ -120,6 +126,11 @@ class TrainConfig(EncodingEngine):
             raise ValueError("similar_views and similar_lexical: give at least one setting each (the default first)")
         if min(self.similar_queries, self.similar_depth, self.max_group_size) < 1:
             raise ValueError("similar_queries, similar_depth and max_group_size must be positive")
+        if not self.similar_merge or any(not 0 < a <= 1 for a in self.similar_merge):
+            raise ValueError(f"similar_merge: the trained model's weights to try, each in (0, 1] (1: the trained "
+                             f"model), got {self.similar_merge!r}")
+        if self.similar_max_unseen_loss < 0:
+            raise ValueError(f"similar_max_unseen_loss must be >= 0, got {self.similar_max_unseen_loss}")
         if self.similar_min_listings < 2:
             raise ValueError(f"similar_min_listings must be at least 2 (one listing has no spread to test), "
                              f"got {self.similar_min_listings}")
@@ -135,7 +146,7 @@ class TrainConfig(EncodingEngine):
                              self.similar_normalisation, self.similar_depth, self.rrf_k,
                              tuple(dict.fromkeys(PaperView.parse(v) for v in self.similar_views)),
                              tuple(dict.fromkeys(parse_lexical(str(q)) for q in self.similar_lexical)),
-                             self.similar_min_listings)
+                             self.similar_min_listings, self.similar_max_unseen_loss)
 
     def serving_fusion(self) -> Fusion:
         """The configured fusion (alpha 0.5 until chosen when fusion_alpha is auto)."""
