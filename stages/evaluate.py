@@ -67,6 +67,9 @@ def execute(stage: Stage) -> str:
                      f"{cfg.max_seq_length} tokens (the search index's), hybrid/base_hybrid = RRF of bm25 and "
                      "trained/base; "
                      f"served = {served_similar}")
+        if serving.similar is not None and "encoder" in serving.similar.evidence:
+            notes.append("similar, the encoder chosen on validation papers (never these): "
+                         + serving.similar.reason.split("; paper at ")[0])
         kinds = {"similar": "of a known listing", "similar_unseen": "of a held-out listing"}
         notes += [f"{name}: none (no test-split paper {kind})"
                   for name, kind in kinds.items() if name not in similar_sets]

@@ -79,6 +79,32 @@ def test_papers_get_an_index_of_their_own_when_another_encoder_answers_them(work
     assert "p3" not in set(similar_papers(si, "p3", 5)["paper_id"])
 
 
+def test_a_merged_similar_encoder_is_read_from_beside_the_trained_one(workspace, tracking, tiny_model_dir):
+    import numpy as np
+
+    from papersim.encoders.encode import load_text_encoder, model_fingerprint
+    from papersim.encoders.load import load_encoder, save_tiny_encoder
+    from papersim.retrieval.passage import passage_text
+    from papersim.retrieval.search import load_search_index
+    from papersim.training.merge import merge_weights
+
+    serving = json.loads((workspace / "models/serving.json").read_text())
+    other = load_encoder(str(save_tiny_encoder(workspace / "other", seed=7)))  # the "trained" one: other weights
+    merged = workspace / "models/similar_encoder"  # as the train stage writes a chosen merge
+    merge_weights(load_encoder(str(tiny_model_dir)), other, 0.5).save(str(merged))
+    similar = {**serving["similar"], "encoder": "merged", "merge_weight": 0.5}
+    (workspace / "models/serving.json").write_text(json.dumps({**serving, "encoder": "base", "similar": similar}))
+    assert main(args(workspace)) == 0
+    info = json.loads((workspace / "artifacts/index/index.json").read_text())
+    assert info["similar"]["merge_weight"] == 0.5 and info["similar_model_fingerprint"] == model_fingerprint(str(merged))
+    assert info["model_fingerprint"] == model_fingerprint(str(tiny_model_dir))  # search: the base model's
+    si = load_search_index(workspace / "artifacts/index")
+    papers = pd.read_parquet(workspace / "data/processed/papers.parquet")
+    expected = load_text_encoder(str(merged), "torch", 32).encode([passage_text(*papers.loc[3, ["title", "abstract"]])])
+    assert np.allclose(si.similar_index.reconstruct(si.row_of["p3"]), expected[0], atol=1e-4)
+    assert "merged encoder (0.5 base + 0.5 trained)" in si.similar.describe()
+
+
 def test_a_failed_build_leaves_the_previous_index(workspace, tracking, capsys):
     assert main(args(workspace)) == 0
     before = {p.name: p.read_bytes() for p in (workspace / "artifacts/index").iterdir() if p.is_file()}

@@ -119,6 +119,8 @@ def test_the_similar_task_can_be_fixed_to_base_with_encoder_selection_off(projec
     assert main(stage_argv("train")) == 0
     serving = json.loads((project / "models/serving.json").read_text())
     assert serving["encoder"] == "trained" and serving["similar"]["encoder"] == "base"
+    similar = project / "models/similar_encoder"  # no merge served: the folder only says so
+    assert [p.name for p in similar.iterdir()] == ["README.md"] and "the base encoder" in (similar / "README.md").read_text()
 
 
 @pytest.mark.slow
@@ -136,6 +138,11 @@ def test_harmful_training_leaves_the_base_encoder_serving(tmp_path, monkeypatch,
     assert serving["encoder"] == "base" and "the base encoder serves" in serving["reason"]
     assert serving["evidence"]["trained/ndcg@10"] < serving["evidence"]["base/ndcg@10"]
     assert json.loads((tmp_path / "reports/train.json").read_text())["serving"]["encoder"] == "base"
+
+
+def test_a_similar_encoder_away_from_the_trained_one_is_a_clear_error(project, capsys, stage_argv):
+    assert main(stage_argv("train", similar_model="elsewhere/similar_encoder")) == 1
+    assert "it must sit beside --model, at models/similar_encoder" in capsys.readouterr().err
 
 
 def test_missing_pairs_is_a_clear_error(project, capsys, stage_argv):
@@ -177,7 +184,7 @@ def test_torchrun_with_two_cpu_processes_trains_and_saves_once(project, tracking
     report = json.loads((project / "reports/train.json").read_text())
     assert report["world_size"] == 2 and report["steps"] == 6 and report["best_metric"] == "loss"
     assert result.stdout.count("train: 6 steps") == 1  # only rank 0 reports
-    assert sorted(p.name for p in (project / "models").iterdir()) == ["encoder", "serving.json"]
+    assert sorted(p.name for p in (project / "models").iterdir()) == ["encoder", "serving.json", "similar_encoder"]
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(tracking).experiment_id])
     assert [r.info.run_name for r in runs] == ["train"]
 
@@ -245,7 +252,7 @@ def test_mine_pairs_then_train_give_the_same_bytes_again_whatever_the_embedding_
         assert mine(stage_argv("mine_pairs", out=pairs, report=f"{out}/mine_pairs.json",
                                embedding_cache=embedding_cache)) == 0
         assert main(stage_argv("train", pairs=pairs, model=f"{out}/encoder", serving=f"{out}/serving.json",
-                               embedding_cache=embedding_cache, checkpoints=f"{run}/checkpoints",
+                               similar_model=f"{out}/similar_encoder", embedding_cache=embedding_cache, checkpoints=f"{run}/checkpoints",
                                report=f"{run}/train.json", loss_csv=f"{out}/loss.csv", plot=f"{out}/loss.png")) == 0
         outputs.append({str(p.relative_to(tmp_path / run)): p.read_bytes()
                         for folder in (pairs, out) for p in sorted((tmp_path / folder).rglob("*")) if p.is_file()})
