@@ -87,3 +87,30 @@ def test_a_version_whose_index_is_gone_is_a_clear_error(registered, tmp_path):
     shutil.rmtree(copy / "artifacts/index")
     with pytest.raises(PapersimError, match="holds no index"):
         Version(copy).index
+
+
+def test_a_merged_similar_encoder_is_registered_with_the_version_and_rescored_from_it(built, tracking, tiny_model_dir):
+    from papersim.encoders.encode import model_fingerprint
+    from papersim.encoders.load import load_encoder, save_tiny_encoder
+    from papersim.lifecycle.versions import rescore_serving
+    from papersim.training.merge import merge_weights
+    from stages.build_index import main as build
+    from tests.test_stage_build_index import args
+
+    merged = built / "models/similar_encoder"  # the train stage's chosen merge, beside models/encoder
+    other = load_encoder(str(save_tiny_encoder(built / "other", seed=7)))
+    merge_weights(load_encoder(str(tiny_model_dir)), other, 0.5).save(str(merged))
+    serving = json.loads((built / "models/serving.json").read_text())
+    serving["similar"] = {**serving["similar"], "encoder": "merged", "merge_weight": 0.5}
+    (built / "models/serving.json").write_text(json.dumps(serving))
+    assert build(args(built)) == 0
+    (built / "reports/evaluate.json").write_text("{}", encoding="utf-8")
+    (built / "dvc.lock").write_text("schema: '2.0'\n", encoding="utf-8")
+    name = "ver-merged"
+    with tracking_api.flow_run("versions-test", {}, {}) as run:
+        number = register(Candidate.in_workspace(built), RetrainConfig(model_name=name), DECISION, "fp", run.run_id, {})
+    version = fetch(name, number, built)
+    assert model_fingerprint(str(version.similar_encoder)) == model_fingerprint(str(merged))
+    assert model_fingerprint(str(version.encoder)) != model_fingerprint(str(merged))
+    rescored = rescore_serving(version)  # evaluate re-scores the champion's similar answers with the merge
+    assert rescored.similar_folder(str(version.encoder)) == str(version.similar_encoder)

@@ -298,7 +298,7 @@ def rescore_serving(version: Version) -> Serving:
     if "similar" in si.info:  # the version's encoder is "trained" here: map its similar encoder onto that
         similar = Similar.from_dict(si.info["similar"])
         if version.similar_encoder.is_dir():
-            similar, base_model = replace(similar, encoder="base"), str(version.similar_encoder)
+            similar, base_model = replace(similar, encoder="base", merge_weight=None), str(version.similar_encoder)
         elif similar.encoder == si.info.get("serving", {}).get("encoder"):
             similar = replace(similar, encoder="trained")
         else:
