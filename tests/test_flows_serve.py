@@ -58,10 +58,11 @@ def _wait_for(api: str, deployment: str | tuple[str, ...], served: subprocess.Po
 def test_both_schedules_on_a_real_server_refreshes_skip_a_running_retrain_and_run_after_it(tmp_path, tiny_model_dir,
                                                                                           prefect_api):
     def every_minute(params: dict) -> None:
-        # both every minute; the first retrain (the first model, 800 training steps) spans minute ticks
+        # both every minute; the first retrain (the first model) must span a minute tick, or no refresh comes
+        # due during it: 800 training steps sometimes ended within the minute it began, 2400 take over a minute
         params["retrain"].update(schedule_cron="* * * * *", refresh_cron="* * * * *", lock_timeout_s=600,
                                  refresh_lock_timeout_s=30)
-        params["train"].update(max_steps=800, eval_steps=800, save_steps=800)
+        params["train"].update(max_steps=2400, eval_steps=2400, save_steps=2400)
 
     repo = flow_repo(tmp_path / "repo", tiny_model_dir, every_minute)
     mlflow_store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a registry of its own: the first run is promoted
@@ -104,6 +105,10 @@ def test_both_schedules_on_a_real_server_refreshes_skip_a_running_retrain_and_ru
         # the next refresh, or the next retrain's drift check (both schedules keep running), serves it
         fresh = _wait_for(prefect_api, ("scheduled", "weekly"), served, log_path, refreshed, 300)
         assert fresh, f"no scheduled run served the new paper in time:\n{log_path.read_text()[-4000:]}"
+        # and a scheduled refresh ran after the first retrain (the queued weekly run may have served the paper
+        # before the next minute tick): wait for one
+        end = retrained[0].end_time
+        _wait_for(prefect_api, "scheduled", served, log_path, lambda r: r.start_time and r.start_time > end, 180)
         runs = {name: _runs(prefect_api, name) for name in ("weekly", "scheduled")}
     finally:
         stop_group(served)
